@@ -1,0 +1,74 @@
+"""Solve statistics, readable without wrapping ``func``.
+
+Every solve reports to the collectors that are active at that moment, so a trainer can
+count the function evaluations of a whole training step, forward solves and adjoint
+backward solves apart::
+
+    with collect_stats() as stats:
+        loss = model(x)
+        loss.backward()
+    stats.nfe_forward, stats.nfe_backward
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SolveStats:
+    """What one solve did: function evaluations and accepted/rejected steps."""
+
+    nfe: int = 0
+    n_accepted: int = 0
+    n_rejected: int = 0
+
+
+@dataclass
+class StatsCollector:
+    """Totals over every solve inside a ``collect_stats()`` block."""
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    n_solves: int = 0  # forward solves
+    n_accepted: int = 0
+    n_rejected: int = 0
+    solves: list = field(default_factory=list, repr=False)  # (direction, SolveStats) per solve
+
+    def add(self, stats: SolveStats, backward: bool) -> None:
+        if backward:
+            self.nfe_backward += stats.nfe
+        else:
+            self.nfe_forward += stats.nfe
+            self.n_solves += 1
+        self.n_accepted += stats.n_accepted
+        self.n_rejected += stats.n_rejected
+        self.solves.append(("backward" if backward else "forward", stats))
+
+
+# A plain list, not thread-local: on CUDA the autograd engine runs backward (and with it the
+# adjoint solves) on its own thread.
+_active: list[StatsCollector] = []
+_last: dict[str, SolveStats | None] = {"forward": None, "backward": None}
+
+
+def record(stats: SolveStats, backward: bool = False) -> None:
+    _last["backward" if backward else "forward"] = stats
+    for collector in _active:
+        collector.add(stats, backward)
+
+
+def last_stats(backward: bool = False) -> SolveStats | None:
+    """Statistics of the most recent forward solve (or adjoint backward pass)."""
+    return _last["backward" if backward else "forward"]
+
+
+@contextmanager
+def collect_stats():
+    collector = StatsCollector()
+    _active.append(collector)
+    try:
+        yield collector
+    finally:
+        _active.remove(collector)

@@ -1,0 +1,74 @@
+"""Convergence order of every method, and of the dense output."""
+
+import math
+
+import pytest
+import torch
+
+from neuralode.ode import last_stats, odeint
+from neuralode.ode.runge_kutta import dense_stages, interpolate, rk_step
+from neuralode.ode.tableaux import TABLEAUX
+from tests.ode.problems import ADAPTIVE, FIXED, ORDER, PROBLEMS
+
+
+def slope(xs, ys):
+    lx = [math.log(x) for x in xs]
+    ly = [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_fixed_step_order(method):
+    prob = PROBLEMS["linear"]()
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    steps = [0.1, 0.05, 0.025, 0.0125]
+    errors = []
+    for h in steps:
+        ys = odeint(prob, prob.y0, t, method=method, options={"step_size": h})
+        errors.append((ys[-1] - prob.exact(t)[-1]).abs().max().item())
+    assert abs(slope(steps, errors) - ORDER[method]) < 0.3, errors
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_local_order_of_adaptive_methods(method):
+    """One step of size h has local error O(h^(p+1)); measured on y' = cos(t)-like rotation."""
+    tab = TABLEAUX[method]
+    prob = PROBLEMS["rotation"]()
+    f = lambda t, y: prob(torch.tensor(t), y)  # noqa: E731
+    steps = [0.4, 0.2, 0.1] if method != "dopri8" else [1.0, 0.7, 0.5]
+    errors = []
+    for h in steps:
+        y1, _ = rk_step(f, tab, 0.0, prob.y0, h, f(0.0, prob.y0))
+        errors.append((y1 - prob.exact(torch.tensor([h], dtype=torch.float64))[0]).abs().max().item())
+    assert abs(slope(steps, errors) - (tab.order + 1)) < 0.5, errors
+
+
+@pytest.mark.parametrize("method, order", [("dopri5", 4), ("tsit5", 4), ("dopri8", 7), ("bosh3", 3)])
+def test_dense_output_order(method, order):
+    """Interpolants: dopri5/tsit5 4th order, DOP853 7th, Hermite (bosh3) 3rd: error O(h^(q+1))."""
+    tab = TABLEAUX[method]
+    prob = PROBLEMS["rotation"]()
+    f = lambda t, y: prob(torch.tensor(t), y)  # noqa: E731
+    steps = [0.4, 0.2, 0.1] if method != "dopri8" else [1.0, 0.7, 0.5]
+    errors = []
+    for h in steps:
+        y1, stages = rk_step(f, tab, 0.0, prob.y0, h, f(0.0, prob.y0))
+        f1 = f(h, y1)
+        mid = interpolate(tab, 0.3, h, prob.y0, y1, dense_stages(f, tab, 0.0, prob.y0, h, stages, f1), f1)
+        errors.append((mid - prob.exact(torch.tensor([0.3 * h], dtype=torch.float64))[0]).abs().max().item())
+    assert abs(slope(steps, errors) - (order + 1)) < 0.5, errors
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+def test_error_falls_as_tolerance_tightens(method):
+    prob = PROBLEMS["linear"]()
+    t = torch.tensor([0.0, 4.0], dtype=torch.float64)
+    errors, nfes = [], []
+    for tol in [1e-3, 1e-5, 1e-7, 1e-9]:
+        ys = odeint(prob, prob.y0, t, method=method, rtol=tol, atol=tol)
+        errors.append((ys[-1] - prob.exact(t)[-1]).abs().max().item())
+        nfes.append(last_stats().nfe)
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert all(b > a for a, b in zip(nfes, nfes[1:])), nfes
+    assert errors[-1] < 1e-7

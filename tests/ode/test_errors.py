@@ -1,0 +1,114 @@
+"""Each bad input or failing solve raises its named error with a useful message."""
+
+import pytest
+import torch
+from torch import nn
+
+from neuralode.ode import (
+    AdjointParamsError,
+    InvalidOptionError,
+    InvalidTimeError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    ODESolverError,
+    StateMismatchError,
+    StepSizeUnderflowError,
+    odeint,
+    odeint_adjoint,
+)
+
+decay = lambda t, y: -y  # noqa: E731
+T = torch.tensor([0.0, 1.0])
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(InvalidOptionError, match="unknown ODE method 'rk45'.*dopri5.*rk4"):
+        odeint(decay, torch.ones(2), T, method="rk45")
+
+
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(InvalidOptionError, match="'stepsize'.*valid options: step_size, grid"):
+        odeint(decay, torch.ones(2), T, method="rk4", options={"stepsize": 0.1})
+    with pytest.raises(InvalidOptionError, match="'step_size'.*max_num_steps"):
+        odeint(decay, torch.ones(2), T, method="dopri5", options={"step_size": 0.1})
+
+
+def test_seminorm_outside_adjoint_options_is_explained():
+    with pytest.raises(InvalidOptionError, match="adjoint_options"):
+        odeint(decay, torch.ones(2), T, options={"norm": "seminorm"})
+
+
+@pytest.mark.parametrize("t, match", [
+    (torch.tensor([[0.0, 1.0]]), "1-D"),
+    (torch.tensor([0.0, 1.0, 0.5]), "strictly increasing or strictly decreasing"),
+    (torch.tensor([0.0, 0.0, 1.0]), "strictly"),
+    (torch.tensor([0.0, float("nan")]), "non-finite"),
+    ([0.0, 1.0], "torch.Tensor"),
+])
+def test_bad_times(t, match):
+    with pytest.raises(InvalidTimeError, match=match):
+        odeint(decay, torch.ones(2), t)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+def test_func_returning_wrong_shape_or_dtype(method):
+    opts = {"step_size": 0.1} if method == "rk4" else None
+    with pytest.raises(StateMismatchError, match=r"shape \(3,\).*state has shape \(2,\)"):
+        odeint(lambda t, y: torch.ones(3), torch.ones(2), T, method=method, options=opts)
+    with pytest.raises(StateMismatchError, match="dtype torch.float64"):
+        odeint(lambda t, y: y.double(), torch.ones(2), T, method=method, options=opts)
+
+
+def test_tuple_func_must_return_tuple():
+    with pytest.raises(StateMismatchError, match="tuple of 2 tensors"):
+        odeint(lambda t, s: s[0], (torch.ones(2), torch.ones(1)), T)
+
+
+def test_nonfinite_state_names_time():
+    blowup = lambda t, y: torch.where(t > 0.5, torch.full_like(y, float("nan")), -y)  # noqa: E731
+    with pytest.raises(NonFiniteStateError, match=r"non-finite.*t=0\.5"):
+        odeint(blowup, torch.ones(2), T)
+    with pytest.raises(NonFiniteStateError, match="between t=0.0 and t=1.0"):
+        odeint(blowup, torch.ones(2), T, method="rk4", options={"step_size": 0.1})
+    with pytest.raises(NonFiniteStateError, match="initial"):
+        odeint(decay, torch.tensor([1.0, float("inf")]), T)
+
+
+def test_step_size_underflow():
+    # y' = y^2 from y(0) = 1 blows up at t = 1: the step shrinks to nothing before it.
+    with pytest.raises(StepSizeUnderflowError, match=r"underflowed at t=(1|0\.99)"):
+        odeint(lambda t, y: y * y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 2.0]),
+               rtol=1e-8, atol=1e-8, options={"max_num_steps": 10**6})
+
+
+def test_max_num_steps():
+    with pytest.raises(MaxStepsExceededError, match="max_num_steps=20"):
+        odeint(lambda t, y: torch.cos(50 * t) * y, torch.ones(1), torch.tensor([0.0, 10.0]),
+               rtol=1e-8, atol=1e-8, options={"max_num_steps": 20})
+
+
+def test_adjoint_needs_parameters_for_plain_function():
+    with pytest.raises(AdjointParamsError, match="adjoint_params"):
+        odeint_adjoint(decay, torch.ones(2, requires_grad=True), T)
+    # An explicit empty tuple is fine: gradients then reach y0 only.
+    y0 = torch.ones(2, requires_grad=True)
+    odeint_adjoint(decay, y0, T, adjoint_params=())[-1].sum().backward()
+    torch.testing.assert_close(y0.grad, torch.full((2,), torch.exp(torch.tensor(-1.0)).item()), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_tolerances():
+    with pytest.raises(InvalidOptionError, match="rtol"):
+        odeint(decay, torch.ones(2), T, rtol=-1.0)
+    with pytest.raises(InvalidOptionError, match="step_size"):
+        odeint(decay, torch.ones(2), T, method="euler", options={"step_size": 0})
+
+
+def test_all_errors_share_a_base_class():
+    for err in (AdjointParamsError, InvalidOptionError, InvalidTimeError, MaxStepsExceededError,
+                NonFiniteStateError, StateMismatchError, StepSizeUnderflowError):
+        assert issubclass(err, ODESolverError)
+
+
+def test_integer_state_rejected():
+    with pytest.raises(StateMismatchError, match="floating-point"):
+        odeint(decay, torch.ones(2, dtype=torch.long), T)
