@@ -1,0 +1,49 @@
+# neuralode: every command a researcher needs, on a fresh machine.
+# The first target that needs Python creates .venv and installs the package into it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= smoke
+ARGS ?=
+# The default job of `make run`: the paper's ODE-Net on real MNIST (offline path), one epoch.
+RUN_ARGS ?= experiment=mnist_odenet trainer.max_epochs=1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast bench bench-ode bench-mnist tensorboard clean
+
+help:  ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install neuralode with its test extras
+
+run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); override with RUN_ARGS=...
+	$(PY) -m neuralode train $(RUN_ARGS) $(ARGS)
+
+test: install  ## run the test suite (CPU, a few minutes)
+	$(PY) -m pytest -q $(ARGS)
+
+bench: bench-ode bench-mnist  ## all benchmarks
+
+bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode -> outputs/bench/ode.md
+	$(PY) scripts/bench_ode.py $(ARGS)
+
+bench-mnist: install  ## steps/s, NFE and peak memory of the four MNIST models on CPU
+	$(PY) scripts/bench_mnist.py $(ARGS)
+
+tensorboard: install  ## TensorBoard over every run under outputs/
+	$(VENV)/bin/tensorboard --logdir outputs
+
+clean:  ## remove caches (keeps outputs/ and data/)
+	rm -rf .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
