@@ -9,6 +9,10 @@ ARGS ?=
 # The default job of `make run`: the paper's ODE-Net on real MNIST (offline path), one epoch.
 RUN_ARGS ?= experiment=mnist_odenet trainer.max_epochs=1
 
+# Paper artefacts: each family adds its targets to PAPER_TARGETS in its own file under mk/.
+PAPER_TARGETS :=
+-include mk/*.mk
+
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast bench bench-ode bench-mnist tensorboard clean
 
