@@ -1,0 +1,167 @@
+"""Bi-directional 2-D spirals observed at irregular times (the paper's Section 5).
+
+The two spiral curves are those of the authors' latent ODE example: a counter-clockwise
+spiral ``r = b * z`` centred at ``(+5, 0)`` and a clockwise one ``r = 50 b / z'`` centred at
+``(-5, 0)``, both over a curve parameter of length ``6 pi``. Every spiral is a window of
+``n_points + n_extrap`` equally spaced points (spacing ``dt``) starting at a random place on
+one of the two curves; exactly half of the spirals are clockwise.
+
+Irregular-series batch format (shared by :mod:`neuralode.data.events`)
+---------------------------------------------------------------------
+Every series carries its own sorted time stamps; a dataset item is a dict of tensors and the
+default collate stacks them into::
+
+    times   (B, T)     observation times, non-decreasing in each row, all >= 0
+    values  (B, T, D)  observed values at those times
+    mask    (B, T)     True where an observation is real; padding (False) sits at the end of
+                       a row and repeats the row's last real time so rows stay sorted
+
+Time 0 is the reference time of every series (the latent ODE's z0 lives there). Spirals have
+the same number of observations in every series, so their mask is all True; event sequences
+of different lengths use it. The spiral items add the noise-free truth::
+
+    interp_times (B, P), interp_values (B, P, 2)  the whole observed window (P = n_points)
+    extrap_times (B, E), extrap_values (B, E, 2)  the E = n_extrap points that follow it
+    direction    (B,)                             +1 counter-clockwise, -1 clockwise
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import Dataset
+
+from neuralode.data.base import DataModule
+
+CURVE_LENGTH = 6 * math.pi  # length of the curve parameter z, as in the reference example
+
+
+class TensorDictDataset(Dataset):
+    """A dataset whose item ``i`` is ``{name: tensor[i]}`` for a dict of equally long tensors."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        lengths = {name: len(t) for name, t in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"all tensors must have the same first dimension, got {lengths}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {name: t[i] for name, t in self.tensors.items()}
+
+
+def spiral_points(z_start: torch.Tensor, t: torch.Tensor, clockwise: torch.Tensor, b: float = 0.3) -> torch.Tensor:
+    """Noise-free spiral positions, shape ``(N, len(t), 2)``.
+
+    ``z_start`` (N,) is where each window starts on its curve, ``t`` the times relative to
+    that start, ``clockwise`` (N,) bool picks the curve.
+    """
+    z = z_start[:, None] + t[None, :]
+    # Counter-clockwise: angle and radius grow together.
+    r_ccw = b * z
+    ccw = torch.stack([r_ccw * torch.cos(z) + 5.0, r_ccw * torch.sin(z)], dim=-1)
+    # Clockwise: the angle runs down from 6 pi + 1 to 1 while the radius grows as 1 / angle.
+    z_cw = CURVE_LENGTH + 1.0 - z
+    r_cw = b * 50.0 / z_cw
+    cw = torch.stack([r_cw * torch.cos(z_cw) - 5.0, r_cw * torch.sin(z_cw)], dim=-1)
+    return torch.where(clockwise[:, None, None], cw, ccw)
+
+
+def make_spirals(
+    n_spirals: int = 1000,
+    n_points: int = 100,
+    n_extrap: int = 100,
+    n_obs: int = 100,
+    dt: float = 0.03,
+    noise_std: float = 0.1,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Generate the spiral data set in the irregular-series format above (float32).
+
+    Each spiral's observed window of ``n_points`` grid points is subsampled without
+    replacement to ``n_obs`` sorted irregular times; the ``n_extrap`` grid points after the
+    window are held out (noise-free) for extrapolation. Same arguments, same tensors.
+    """
+    if n_spirals < 2:
+        raise ValueError(f"n_spirals must be at least 2 (half clockwise, half not), got {n_spirals}")
+    if n_points < 1 or n_extrap < 0:
+        raise ValueError(f"n_points must be >= 1 and n_extrap >= 0, got {n_points} and {n_extrap}")
+    if not 1 <= n_obs <= n_points:
+        raise ValueError(f"n_obs must lie in [1, n_points={n_points}], got {n_obs}")
+    if noise_std < 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    window = (n_points + n_extrap - 1) * dt
+    if dt <= 0 or window >= CURVE_LENGTH:
+        raise ValueError(
+            f"dt={dt} must be positive and (n_points + n_extrap - 1) * dt = {window:.3g} shorter "
+            f"than the curve ({CURVE_LENGTH:.3g}); lower dt or the number of points"
+        )
+
+    gen = torch.Generator().manual_seed(seed)
+    clockwise = torch.arange(n_spirals) < n_spirals // 2
+    clockwise = clockwise[torch.randperm(n_spirals, generator=gen)]
+    z_start = torch.rand(n_spirals, generator=gen, dtype=torch.float64) * (CURVE_LENGTH - window)
+    grid = torch.arange(n_points + n_extrap, dtype=torch.float64) * dt
+    clean = spiral_points(z_start, grid, clockwise)
+    noisy = clean[:, :n_points] + noise_std * torch.randn(n_spirals, n_points, 2, generator=gen, dtype=torch.float64)
+
+    # Without replacement: the first n_obs entries of a random permutation, then sorted.
+    obs_idx = torch.rand(n_spirals, n_points, generator=gen).argsort(dim=1)[:, :n_obs].sort(dim=1).values
+    grid, clean, noisy = grid.float(), clean.float(), noisy.float()
+    return {
+        "times": grid[obs_idx],
+        "values": torch.gather(noisy, 1, obs_idx[..., None].expand(-1, -1, 2)),
+        "mask": torch.ones(n_spirals, n_obs, dtype=torch.bool),
+        "interp_times": grid[:n_points].expand(n_spirals, -1).clone(),
+        "interp_values": clean[:, :n_points],
+        "extrap_times": grid[n_points:].expand(n_spirals, -1).clone(),
+        "extrap_values": clean[:, n_points:],
+        "direction": torch.where(clockwise, -1, 1),
+    }
+
+
+class SpiralDataModule(DataModule):
+    """Spirals split into ``n_spirals - n_eval`` training and ``n_eval`` evaluation series.
+
+    ``n_obs`` (the paper's n in {30, 50, 100}) observed points per spiral, noise of std
+    ``noise_std`` on the observations; targets for interpolation/extrapolation are noise-free.
+    """
+
+    def __init__(
+        self,
+        n_obs: int = 100,
+        noise_std: float = 0.1,
+        seed: int = 0,
+        n_spirals: int = 1000,
+        n_eval: int = 200,
+        n_points: int = 100,
+        n_extrap: int = 100,
+        dt: float = 0.03,
+        batch_size: int = 50,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__(batch_size, eval_batch_size, num_workers)
+        if not 1 <= n_eval < n_spirals:
+            raise ValueError(f"data.n_eval must lie in [1, n_spirals={n_spirals}), got {n_eval}")
+        self.n_eval = n_eval
+        self.spiral_args = dict(
+            n_spirals=n_spirals, n_points=n_points, n_extrap=n_extrap, n_obs=n_obs,
+            dt=dt, noise_std=noise_std, seed=seed,
+        )
+        self._data: dict[str, torch.Tensor] | None = None
+
+    def _split(self, train: bool) -> TensorDictDataset:
+        if self._data is None:
+            self._data = make_spirals(**self.spiral_args)
+        part = slice(None, -self.n_eval) if train else slice(-self.n_eval, None)
+        return TensorDictDataset({name: t[part] for name, t in self._data.items()})
+
+    def train_dataset(self) -> TensorDictDataset:
+        return self._split(train=True)
+
+    def eval_dataset(self) -> TensorDictDataset:
+        return self._split(train=False)
