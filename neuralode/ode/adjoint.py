@@ -79,8 +79,13 @@ class _AdjointSolve(torch.autograd.Function):
                     t_grad[i] = (grad_ys[i] * f_at(i)).sum()
                 aug0 = torch.cat([ys[i].reshape(-1), a, a_params])
                 segment = make_problem(augmented, aug0, times[[i, i - 1]])
+                if settings["adjoint_tab"].adaptive and stats.next_step and "first_step" not in options:
+                    # Start where the previous segment's controller left off, not from a fresh guess.
+                    options_i = {**options, "first_step": stats.next_step}
+                else:
+                    options_i = options
                 aug = solve(segment, settings["adjoint_tab"], settings["adjoint_rtol"], settings["adjoint_atol"],
-                            options, stats, norm=norm)[-1]
+                            options_i, stats, norm=norm)[-1]
                 a = aug[state_size:2 * state_size]
                 a_params = aug[2 * state_size:]
                 if t_grad is not None and i == 1:

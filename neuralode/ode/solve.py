@@ -286,6 +286,7 @@ def solve_adaptive(f: Field, y0: torch.Tensor, times: list[float], tab: ButcherT
                 i_out += 1
             stats.n_accepted += 1
             if i_out == len(times):
+                stats.next_step = h  # the controller's last proposal: a warm start for a follow-on solve
                 break
             if f1 is None:
                 f1 = f(t1, y1)

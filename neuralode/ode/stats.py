@@ -23,6 +23,7 @@ class SolveStats:
     nfe: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    next_step: float | None = None  # adaptive solves: the step the controller would take next
 
 
 @dataclass
