@@ -9,7 +9,7 @@ import torch
 from neuralode.paper import memory
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
     previous = torch.get_num_threads()

@@ -1,0 +1,209 @@
+"""Figure 3: statistics of a trained ODE-Net, from its checkpoint and its ``metrics.jsonl``.
+
+(a) forward NFE against the numerical error of the final state, as the tolerance sweeps
+    1e-1 .. 1e-6 (error: root-mean-square of h(1) - h_ref(1) against a 1e-8 solve, the norm
+    the step-size control uses);
+(b) forward NFE against forward wall time, same sweep;
+(c) backward NFE against forward NFE over training (the paper: about one half);
+(d) forward NFE against training epoch.
+
+The sweep solves the trained ODE block on a batch of test images after the trained
+downsampling, in float64 so that the reference solve is exact to far below the tolerances.
+Output: ``fig3.png``, ``fig3.csv`` (every point of every panel) and the figure in TensorBoard
+under ``<out>/tensorboard/fig3``.
+
+    python -m neuralode figure fig3 --scale smoke           # trains (or reuses) the smoke ODE-Net
+    python -m neuralode figure fig3 outputs/<run dir>       # any ODE-Net run (or checkpoint file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from neuralode.ode import collect_stats, odeint
+from neuralode.paper.common import SCALES, out_dir, write_csv
+
+TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+REFERENCE_TOL = 1e-8
+#: Per scale: test images in the sweep, timed repeats per tolerance.
+SWEEP = {"smoke": dict(images=32, repeats=1), "paper": dict(images=256, repeats=3)}
+
+
+class NotAnODENetError(ValueError):
+    """The checkpoint is not of a model with an ODE block."""
+
+
+def checkpoint_and_metrics(path: str | Path) -> tuple[Path, Path]:
+    """A run folder (its last.pt, else best.pt) or a checkpoint file, and the run's metrics.jsonl."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = next((path / n for n in ("last.pt", "best.pt") if (path / n).is_file()), None)
+        if ckpt is None:
+            raise FileNotFoundError(f"{path} holds no last.pt or best.pt; pass an ODE-Net run folder or checkpoint")
+    elif path.is_file():
+        ckpt = path
+    else:
+        raise FileNotFoundError(f"{path} does not exist; pass an ODE-Net run folder or checkpoint file")
+    metrics = ckpt.parent / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics} is missing: panels (c) and (d) need the run's metrics.jsonl")
+    return ckpt, metrics
+
+
+def load_model_and_batch(ckpt: Path, images: int):
+    """The trained ODE-Net (float64, eval mode) and up to ``images`` test images, both on CPU."""
+    from omegaconf import OmegaConf
+
+    from neuralode.train.checkpoint import load_checkpoint
+    from neuralode.train.run import build_task_and_data
+
+    state = load_checkpoint(ckpt)
+    config = OmegaConf.create(state["config"])
+    task, data = build_task_and_data(config.model, config.data)
+    task.load_state_dict(state["model"])
+    net = getattr(task, "net", None)
+    if net is None or not hasattr(net, "ode") or not hasattr(net, "downsampling"):
+        raise NotAnODENetError(f"{ckpt} holds a {type(net).__name__}, not an ODE-Net (downsampling + ODE block)")
+    x = torch.cat([batch[0] for _, batch in zip(range(images), data.eval_dataloader())])[:images]
+    return net.double().eval(), x.double(), state
+
+
+@dataclass
+class SweepPoint:
+    tol: float
+    nfe: int
+    error: float
+    forward_ms: float
+
+
+def tolerance_sweep(net, x: torch.Tensor, tolerances=TOLERANCES, repeats: int = 1) -> list[SweepPoint]:
+    """Solve the ODE block at each tolerance; error of h(1) against a ``REFERENCE_TOL`` solve."""
+    block = net.ode
+    # A tolerance sweep needs an adaptive method: the paper's dopri5 unless the run used another.
+    method = block.solver.method if block.solver.method not in ("euler", "midpoint", "heun", "rk4") else "dopri5"
+    t = block.t.double()
+    points = []
+    with torch.no_grad():
+        h0 = net.downsampling(x)
+        reference = odeint(block.func, h0, t, rtol=REFERENCE_TOL, atol=REFERENCE_TOL, method=method)[-1]
+        for tol in tolerances:
+            times = []
+            for _ in range(repeats):
+                with collect_stats() as stats:
+                    started = time.perf_counter()
+                    h1 = odeint(block.func, h0, t, rtol=tol, atol=tol, method=method)[-1]
+                    times.append(time.perf_counter() - started)
+            error = float((h1 - reference).pow(2).mean().sqrt())
+            points.append(SweepPoint(tol, stats.nfe_forward, error, 1000 * min(times)))
+    return points
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def training_nfe(records: list[dict]) -> list[dict]:
+    """Records that carry training NFE: epoch, step, forward and backward NFE per step."""
+    return [{"epoch": r["epoch"], "step": r["step"], "nfe_forward": r["nfe_forward"], "nfe_backward": r["nfe_backward"]}
+            for r in records if "nfe_forward" in r and "nfe_backward" in r]
+
+
+def backward_forward_ratio(nfe: list[dict]) -> float | None:
+    """Mean over training of backward NFE / forward NFE (paper: about 0.5)."""
+    ratios = [r["nfe_backward"] / r["nfe_forward"] for r in nfe if r["nfe_forward"]]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def make_figure(sweep: list[SweepPoint], nfe: list[dict], title: str):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    (ax_a, ax_b), (ax_c, ax_d) = axes
+    nfes = [p.nfe for p in sweep]
+    ax_a.plot(nfes, [p.error for p in sweep], "o-")
+    for p in sweep:
+        ax_a.annotate(f"tol {p.tol:.0e}", (p.nfe, p.error), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax_a.set(xlabel="NFE forward", ylabel="numerical error (RMS of h(1) - h_ref(1))", yscale="log", title="(a) NFE vs error")
+    ax_b.plot(nfes, [p.forward_ms for p in sweep], "o-")
+    ax_b.set(xlabel="NFE forward", ylabel="forward time (ms)", title="(b) NFE vs time")
+    ratio = backward_forward_ratio(nfe)
+    if nfe:
+        forward = [r["nfe_forward"] for r in nfe]
+        ax_c.scatter(forward, [r["nfe_backward"] for r in nfe], s=12, c=[r["epoch"] for r in nfe], cmap="viridis")
+        span = [min(forward), max(forward)]
+        ax_c.plot(span, [0.5 * v for v in span], "k--", lw=1, label="paper: backward = forward / 2")
+        ax_c.plot(span, [ratio * v for v in span], "r-", lw=1, label=f"ours: mean ratio {ratio:.2f}")
+        ax_c.legend(fontsize=8)
+        ax_d.plot([r["epoch"] for r in nfe], forward, "o-", ms=3)
+    ax_c.set(xlabel="NFE forward (per training step)", ylabel="NFE backward", title="(c) NFE forward vs backward")
+    ax_d.set(xlabel="epoch", ylabel="NFE forward (per training step)", title="(d) NFE over training")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(sweep: list[SweepPoint], nfe: list[dict], folder: Path, title: str, tensorboard: bool = True) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    rows = [["a_b", p.tol, "", "", p.nfe, "", p.error, p.forward_ms] for p in sweep]
+    rows += [["c_d", "", r["epoch"], r["step"], r["nfe_forward"], r["nfe_backward"], "", ""] for r in nfe]
+    write_csv(folder / "fig3.csv", ["panel", "tol", "epoch", "step", "nfe_forward", "nfe_backward", "error", "forward_ms"], rows)
+    fig = make_figure(sweep, nfe, title)
+    fig.savefig(folder / "fig3.png", dpi=120)
+    if tensorboard:
+        from neuralode.train.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(folder / "tensorboard" / "fig3")
+        logger.log_figures({"fig3": fig}, step=nfe[-1]["step"] if nfe else 0)  # closes the figure
+        logger.close()
+    else:
+        plt.close(fig)
+    return {"png": folder / "fig3.png", "csv": folder / "fig3.csv"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m neuralode figure fig3", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", type=Path, default=None,
+                        help="an ODE-Net run folder or checkpoint (default: train or reuse the --scale run)")
+    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
+    parser.add_argument("--images", type=int, default=None, help="test images in the tolerance sweep")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra override when training the run (repeatable)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    run = args.run
+    if run is None:
+        from neuralode.paper.table1 import ensure_runs
+
+        run = ensure_runs(args.scale, ["mnist_odenet"], overrides=args.overrides)[0]
+    settings = dict(SWEEP[args.scale])
+    if args.images is not None:
+        settings["images"] = args.images
+    try:
+        ckpt, metrics = checkpoint_and_metrics(run)
+        net, x, state = load_model_and_batch(ckpt, settings["images"])
+    except (FileNotFoundError, NotAnODENetError) as error:
+        raise SystemExit(f"error: {error}") from None
+    sweep = tolerance_sweep(net, x, repeats=settings["repeats"])
+    nfe = training_nfe(read_metrics(metrics))
+    title = (f"Figure 3: statistics of a trained ODE-Net (scale {args.scale}: epoch {state['progress']['epoch']}, "
+             f"step {state['progress']['step']})")
+    paths = write_outputs(sweep, nfe, out_dir(args.out), title, tensorboard=not args.no_tensorboard)
+    for p in sweep:
+        print(f"  tol {p.tol:.0e}: NFE {p.nfe:4d}  error {p.error:.2e}  forward {p.forward_ms:.1f} ms")
+    ratio = backward_forward_ratio(nfe)
+    print(f"backward/forward NFE over training: {'-' if ratio is None else f'{ratio:.2f}'} (paper: about 0.5)")
+    print(f"wrote {paths['png']} and {paths['csv']} from {ckpt} in {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Figures 1-3 from real solves: what they draw is what the solver did."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuralode.paper import fig1, fig2, fig3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- Figure 2
+def test_fig2_adjoint_record_is_the_solvers_own():
+    solve = fig2.solve_with_adjoint(n_obs=3, t_end=3.0, tol=1e-6)
+    # One record per evaluation of f, forward and backward.
+    assert len(solve.forward_evals) == solve.nfe_forward
+    assert len(solve.backward_evals) == solve.nfe_backward
+    segments = fig2.split_segments(solve)
+    assert len(segments) == 3
+    # Each segment starts where the previous ended, moved by dL/dz(t_i) = z(t_i) - x_i.
+    for i in range(1, 3):
+        end, start = segments[i - 1][-1], segments[i][0]
+        assert start[0] == pytest.approx(end[0]) == pytest.approx(float(solve.t_obs[-1 - i]))
+        torch.testing.assert_close(start[2] - end[2], solve.jumps[-1 - i])
+    # The last segment starts from dL/dz(t_N); the last evaluation at t = 0 holds autograd's dL/dz(0).
+    torch.testing.assert_close(segments[0][0][2], solve.jumps[-1])
+    assert solve.backward_evals[-1][0] == pytest.approx(0.0)
+    torch.testing.assert_close(solve.backward_evals[-1][2], solve.y0_grad)
+
+
+def test_fig2_outputs(tmp_path: Path):
+    fig2.main(["--out", str(tmp_path), "--observations", "2", "--tol", "1e-3"])
+    rows = read_csv(tmp_path / "fig2.csv")
+    assert {r["solve"] for r in rows} == {"forward", "adjoint"}
+    assert {r["segment"] for r in rows if r["solve"] == "adjoint"} == {"0", "1"}
+    assert (tmp_path / "fig2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- Figure 1
+def test_fig1_trains_both_models_and_records_the_solvers_evaluations(tmp_path: Path):
+    untrained = fig1.build(steps=0, num_blocks=3, n_inputs=4)
+    data = fig1.build(steps=30, num_blocks=3, n_inputs=4)
+    assert data.resnet_mse < untrained.resnet_mse and data.ode_mse < untrained.ode_mse
+    assert data.resnet_hs.shape == (4, 4)  # input + 3 blocks, 4 inputs
+    assert len(data.ode_evals) == data.nfe > 0
+    assert all(0.0 <= t <= 1.0 for t, _ in data.ode_evals)
+    torch.testing.assert_close(data.ode_hs[0], data.inputs)
+    paths = fig1.write_outputs(data, tmp_path)
+    rows = read_csv(paths["csv"])
+    assert sum(r["model"] == "odenet_evaluation" for r in rows) == 4 * data.nfe
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- Figure 3
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory) -> Path:
+    """An ODE-Net (8 channels) trained 2 steps on synthetic digits, evaluated after each step."""
+    from neuralode.train.config import compose
+    from neuralode.train.run import train
+
+    run_dir = tmp_path_factory.mktemp("odenet_run")
+    cfg = compose("train", [
+        "experiment=mnist_odenet", "model.net.channels=8", "data.synthetic=true", "data.synthetic_train_size=32",
+        "data.synthetic_eval_size=16", "data.batch_size=8", "data.eval_batch_size=16", "trainer.max_steps=2",
+        "trainer.eval_every_n_steps=1", "trainer.progress_bar=false", "logger.tensorboard=false",
+    ])
+    train(cfg, run_dir)
+    return run_dir
+
+
+def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, tmp_path: Path):
+    fig3.main([str(two_step_run), "--out", str(tmp_path), "--images", "4"])
+    assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "tensorboard" / "fig3").glob("events.out.tfevents.*"))
+    rows = read_csv(tmp_path / "fig3.csv")
+    sweep = [r for r in rows if r["panel"] == "a_b"]
+    training = [r for r in rows if r["panel"] == "c_d"]
+    # (a), (b): one point per tolerance; tighter tolerances cost more evaluations, err less.
+    assert [float(r["tol"]) for r in sweep] == list(fig3.TOLERANCES)
+    nfe = [int(r["nfe_forward"]) for r in sweep]
+    assert nfe == sorted(nfe) and nfe[-1] > nfe[0]
+    assert float(sweep[-1]["error"]) < float(sweep[0]["error"])
+    assert all(float(r["forward_ms"]) > 0 for r in sweep)
+    # (c), (d): one point per evaluation of the run (after step 1 and step 2), from metrics.jsonl.
+    assert [int(r["step"]) for r in training] == [1, 2]
+    assert all(float(r["nfe_forward"]) > 0 and float(r["nfe_backward"]) > 0 for r in training)
+
+
+def test_fig3_rejects_a_model_without_an_ode_block(tmp_path: Path):
+    from neuralode.train.config import compose
+    from neuralode.train.run import train
+
+    cfg = compose("train", [
+        "experiment=mnist_mlp", "model.net.hidden=4", "data.synthetic=true", "data.synthetic_train_size=8",
+        "data.synthetic_eval_size=8", "data.batch_size=8", "trainer.max_steps=1", "trainer.progress_bar=false",
+        "logger.tensorboard=false",
+    ])
+    train(cfg, tmp_path / "mlp")
+    with pytest.raises(SystemExit, match="not an ODE-Net"):
+        fig3.main([str(tmp_path / "mlp"), "--out", str(tmp_path / "out")])
