@@ -114,3 +114,21 @@ def test_fig3_rejects_a_model_without_an_ode_block(tmp_path: Path):
     train(cfg, tmp_path / "mlp")
     with pytest.raises(SystemExit, match="not an ODE-Net"):
         fig3.main([str(tmp_path / "mlp"), "--out", str(tmp_path / "out")])
+
+
+# --------------------------------------------------------------------------- REPORT.md
+def test_report_includes_what_exists_and_names_what_is_missing(tmp_path: Path):
+    from neuralode.paper import report
+
+    (tmp_path / "table1.md").write_text("# Table 1: MNIST (scale: smoke)\n\n| model |\n|---|\n| ODE-Net |\n")
+    (tmp_path / "fig2.png").write_bytes(b"\x89PNG")
+    (tmp_path / "timings").mkdir()
+    (tmp_path / "timings" / "table1.json").write_text(
+        '{"target": "table1", "scale": "smoke", "start": 10.0, "end": 75.5, "status": "ok"}')
+    text = report.render(tmp_path, "smoke", commit="abc1234", now="2026-01-01T00:00:00")
+    assert "Scale: **smoke**" in text and "Commit `abc1234`" in text
+    assert "| `make table1` | smoke | 66 s | ok |" in text
+    assert "### Table 1: MNIST (scale: smoke)\n\n| model |" in text  # included, heading demoted
+    assert "![Figure 2: reverse-mode differentiation of an ODE solution](fig2.png)" in text
+    assert "Not produced yet: `make fig3 SCALE=...`" in text
+    assert "diagram of the model's computation graph" in text and "Nothing to reproduce" in text

@@ -65,6 +65,15 @@ def resolve_device(spec: str):
     return device
 
 
+def smoke_threads(scale: str) -> None:
+    """At smoke scale use one CPU thread (unless OMP_NUM_THREADS says otherwise): the tensors are
+    small and the CPU often shared, where two threads fighting are many times slower than one."""
+    import torch
+
+    if scale == "smoke" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+
+
 def git_commit() -> str:
     """The short commit of the working tree, with ``+dirty`` when it has uncommitted changes."""
     try:

@@ -170,14 +170,21 @@ def plot(solve: AdjointSolve, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(solve: AdjointSolve, folder: Path) -> dict[str, Path]:
+def write_outputs(solve: AdjointSolve, folder: Path, scale: str = "smoke") -> dict[str, Path]:
     folder = Path(folder)
+    last = solve.backward_evals[-1][2]
+    (folder / "fig2.md").write_text(
+        f"# Figure 2: one adjoint solve (scale: {scale}; the same small solve at every scale)\n\n"
+        f"dz/dt = A z in 2-D, {len(solve.t_obs) - 1} observations, dopri5: {solve.nfe_forward} evaluations forward, "
+        f"{solve.nfe_backward} in the adjoint solve over {len(split_segments(solve))} segments. The adjoint recorded "
+        f"at t = 0, {[round(v, 6) for v in last.tolist()]}, is autograd's dL/dz(0), "
+        f"{[round(v, 6) for v in solve.y0_grad.tolist()]}.\n")
     rows = [["forward", 0, t, *z.tolist(), "", ""] for t, z in solve.forward_evals]
     for s, segment in enumerate(split_segments(solve)):
         rows += [["adjoint", s, t, *z.tolist(), *a.tolist()] for t, z, a in segment]
     write_csv(folder / "fig2.csv", ["solve", "segment", "t", "z1", "z2", "a1", "a2"], rows)
     plot(solve, folder / "fig2.png")
-    return {"png": folder / "fig2.png", "csv": folder / "fig2.csv"}
+    return {"png": folder / "fig2.png", "csv": folder / "fig2.csv", "md": folder / "fig2.md"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: --observations must be >= 1 and --tol in (0, 1)")
     started = time.perf_counter()
     solve = solve_with_adjoint(args.observations, tol=args.tol)
-    paths = write_outputs(solve, out_dir(args.out))
+    paths = write_outputs(solve, out_dir(args.out), args.scale)
     print(f"fig2 (scale {args.scale}; the same small solve at every scale): {solve.nfe_forward} forward and "
           f"{solve.nfe_backward} adjoint evaluations, {len(split_segments(solve))} backward segments; "
           f"dL/dz(0) = {solve.y0_grad.tolist()}")
