@@ -103,3 +103,16 @@ def test_bad_folders_give_clear_errors(tmp_path: Path, sweep: Path):
     # Inside a shared sweep folder, another family's run is skipped, not fatal.
     make_run(sweep / "3_spirals", "spirals_latent_ode", 1000, [0.1], [1.0], 2)
     assert len(table1.find_runs([sweep])) == 3
+
+
+def test_table_subcommand_dispatches_to_the_builder(sweep: Path, tmp_path: Path, monkeypatch, capsys):
+    from neuralode.paper import cli
+
+    assert {"table1", "memory"} <= set(cli.available("table")) and "fig3" in cli.available("figure")
+    monkeypatch.setattr("sys.argv", ["neuralode table", "table1", str(sweep), "--scale", "paper", "--out", str(tmp_path)])
+    cli.table_cli()
+    assert (tmp_path / "table1.md").read_text().startswith("# Table 1: MNIST (scale: paper)")
+    monkeypatch.setattr("sys.argv", ["neuralode table", "table9"])
+    with pytest.raises(SystemExit):
+        cli.table_cli()
+    assert "unknown table 'table9'" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""The ``table`` and ``figure`` subcommands: ``python -m neuralode table table1 [runs...]``,
+``python -m neuralode figure fig3 [run]``.
+
+Each artefact is a module ``neuralode.paper.<name>`` with ``main(argv)``; a family that adds
+``neuralode/paper/fig4.py`` (or ``table2.py``) is reachable here without a change.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+import sys
+
+import neuralode.paper
+
+KINDS = {"table": re.compile(r"table\d+|memory|report"), "figure": re.compile(r"fig\d+")}
+
+
+def available(kind: str) -> list[str]:
+    pattern = KINDS[kind]
+    return sorted(m.name for m in pkgutil.iter_modules(neuralode.paper.__path__) if pattern.fullmatch(m.name))
+
+
+def dispatch(kind: str, argv: list[str]) -> None:
+    names = available(kind)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: python -m neuralode {kind} <name> [options]\n\n{kind}s: {', '.join(names)}\n\n"
+              f"`python -m neuralode {kind} <name> --help` shows a {kind}'s options.")
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in names:
+        print(f"error: unknown {kind} {name!r}; available: {', '.join(names)}", file=sys.stderr)
+        sys.exit(2)
+    importlib.import_module(f"neuralode.paper.{name}").main(rest)
+
+
+def table_cli() -> None:
+    """``python -m neuralode table <name> [arguments]`` (arguments after the name in sys.argv)."""
+    dispatch("table", sys.argv[1:])
+
+
+def figure_cli() -> None:
+    """``python -m neuralode figure <name> [arguments]``."""
+    dispatch("figure", sys.argv[1:])
