@@ -295,7 +295,7 @@ def plot(results: list[Measurement], path: Path, scale: str, batch_size: int, cu
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Memory of one training step (batch {batch_size}, scale {scale}): ODE-Net flat, ResNet and RK-Net grow")
+    fig.suptitle(f"Memory of one training step (batch {batch_size}, scale {scale})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
