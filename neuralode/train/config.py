@@ -1,0 +1,196 @@
+"""The schema of a run's configuration, and the checks that give clear errors at start-up.
+
+The YAML files under ``configs/`` say what a run is; the dataclasses below say which keys
+exist and what type each has. They are registered in Hydra's ConfigStore as the base of
+``train.yaml`` and ``eval.yaml``, so a typo (``trainer.max_epoch=1``) or a wrong type
+(``solver.rtol=abc``) fails while the config is composed, before anything is built.
+``model`` and ``data`` stay open (``Any``): their keys are the arguments of whatever their
+``_target_`` builds, and that call checks them.
+
+This module imports no torch, so the command line can reject a bad override quickly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from omegaconf import MISSING, OmegaConf
+
+#: The repository root (this file is neuralode/train/config.py); configs/ lives beside the package.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class UserError(Exception):
+    """A problem the user can fix (a bad setting, a missing file): reported without a traceback."""
+
+
+class ConfigError(UserError):
+    """A configuration value that is invalid or inconsistent."""
+
+
+@dataclass
+class SolverConfig:
+    """How every ODE of a run is solved; models receive it as ``solver: ${solver}``."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    adjoint: bool = True  # False: backpropagate through the solver's operations (RK-Net)
+    options: Dict[str, Any] = field(default_factory=dict)  # e.g. {step_size: 0.25} for rk4
+    adjoint_method: Optional[str] = None
+    adjoint_rtol: Optional[float] = None
+    adjoint_atol: Optional[float] = None
+    adjoint_options: Dict[str, Any] = field(default_factory=dict)  # e.g. {norm: seminorm}
+
+
+@dataclass
+class OptimConfig:
+    """``optimizer`` and ``scheduler`` are ``_partial_`` targets: called later with the
+    parameters and the optimiser. ``scheduler_interval`` says when the scheduler steps."""
+
+    optimizer: Any = MISSING
+    scheduler: Any = None
+    scheduler_interval: str = "epoch"  # "epoch" or "step"
+
+
+@dataclass
+class TrainerConfig:
+    """The training loop's limits and cadence (see neuralode.train.trainer.Trainer)."""
+
+    max_epochs: int = 160
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (across epochs)
+    limit_train_batches: Optional[int] = None  # batches per epoch (None: the whole set)
+    limit_eval_batches: Optional[int] = None  # batches per evaluation (None: the whole set)
+    eval_every_n_steps: Optional[int] = None  # extra evaluations inside an epoch
+    progress_bar: bool = True  # tqdm per epoch; off anyway when stderr is not a terminal
+    grad_clip_norm: Optional[float] = None
+    measure_saved_tensors: bool = True  # peak bytes saved for backward (autograd hooks)
+
+
+@dataclass
+class LoggerConfig:
+    """What is written to the run directory besides metrics.jsonl and the checkpoints."""
+
+    tensorboard: bool = True
+    log_figures: bool = True  # the task's figures(), as TensorBoard images
+    log_every_n_steps: int = 50  # train/loss_step in TensorBoard
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """``python -m neuralode train``: one experiment."""
+
+    name: str = "run"  # the experiment's name: outputs/<name>/<time>/
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+    resume: bool = False  # continue from <run dir>/last.pt (pass hydra.run.dir=<that run>)
+    ckpt_path: Optional[str] = None  # continue from this checkpoint file
+    model: Any = MISSING
+    data: Any = MISSING
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+@dataclass
+class EvalConfig:
+    """``python -m neuralode eval ckpt=<file or run dir>``: test metrics of a checkpoint."""
+
+    name: str = "eval"
+    ckpt: str = MISSING
+    device: str = "auto"
+    limit_eval_batches: Optional[int] = None
+    data: Dict[str, Any] = field(default_factory=dict)  # merged over the stored data config
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+SCHEMAS = {"train_schema": TrainConfig, "eval_schema": EvalConfig}
+
+
+def scale_lr(base_lr: float, batch_size: int, base_batch_size: int) -> float:
+    """The linear scaling rule: ``base_lr`` at ``base_batch_size``, proportional to the batch."""
+    return float(base_lr) * int(batch_size) / int(base_batch_size)
+
+
+def _neuralode_root() -> str:
+    return os.environ.get("NEURALODE_ROOT") or str(REPO_ROOT)
+
+
+def register_configs() -> None:
+    """Register the schemas and resolvers the YAML files use. Safe to call more than once."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, schema in SCHEMAS.items():
+        store.store(name=name, node=schema)
+    OmegaConf.register_new_resolver("scale_lr", scale_lr, replace=True)
+    OmegaConf.register_new_resolver("neuralode_root", _neuralode_root, replace=True)
+
+
+def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Compose a config as the command line would (for tests, scripts and notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def config_groups() -> list[str]:
+    """The config groups: the sub-folders of configs/."""
+    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
+
+
+def check_override_keys(args: list[str], schema: type = TrainConfig) -> None:
+    """Reject ``key=value`` arguments whose key the schema does not have, naming the valid keys.
+
+    Hydra would reject them too, but without saying what the valid keys are. Keys under an
+    open node (``model.*``, ``data.*``, dictionaries) and Hydra's own (``hydra.*``, ``+key``,
+    ``~key``, ``group/option``) are left to Hydra.
+    """
+    groups = set(config_groups())
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg or arg.startswith(("-", "+", "~", "hydra")) or any(c in key for c in "/@"):
+            continue
+        node, path = schema, []
+        for part in key.split("."):
+            names = [f.name for f in dataclasses.fields(node)]
+            if not path and part in groups:
+                names.append(part)
+            if part not in names:
+                where = ".".join(path)
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = f" (did you mean '{'.'.join([*path, close[0]])}'?)" if close else ""
+                raise ConfigError(
+                    f"unknown config key '{key}'{hint}\n"
+                    f"valid keys {'under ' + repr(where) if where else 'at the top level'}: {', '.join(names)}"
+                )
+            path.append(part)
+            field_type = {f.name: f.type for f in dataclasses.fields(node)}.get(part)
+            node = _dataclass_named(field_type)
+            if node is None:
+                break
+
+
+def _dataclass_named(type_name: Any) -> type | None:
+    """The schema dataclass a field annotation names (annotations are strings here), if any."""
+    found = globals().get(type_name) if isinstance(type_name, str) else type_name
+    return found if dataclasses.is_dataclass(found) else None

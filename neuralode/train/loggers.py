@@ -1,0 +1,122 @@
+"""What a run writes besides checkpoints: metrics.jsonl, summary.json and TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class MetricsFile:
+    """``metrics.jsonl``: one JSON object per evaluation, appended and flushed as it happens."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the file by ``records`` (on resume: drop what came after the checkpoint)."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+        os.replace(tmp, self.path)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (or of the one inside a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def tensorboard_tag(key: str) -> str:
+    """The TensorBoard name of a metrics.jsonl key: train_loss -> train/loss,
+    test_error -> test/error, nfe_forward -> nfe/forward, epoch_time_s -> time/epoch_s,
+    peak_rss_mb -> memory/peak_rss_mb."""
+    if key.endswith("_mb"):
+        return f"memory/{key}"
+    if key.endswith("_time_s"):
+        return f"time/{key[: -len('_time_s')]}_s"
+    prefix, _, rest = key.partition("_")
+    if prefix in ("train", "test", "nfe") and rest:
+        return f"{prefix}/{rest}"
+    return f"misc/{key}"
+
+
+class TensorBoardLogger:
+    """Scalars, figures, the config as text and the final hparams, in the run directory."""
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter  # imported when used: it is slow to import
+
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def log_scalars(self, values: Mapping[str, Any], step: int) -> None:
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                self.writer.add_scalar(tensorboard_tag(key), value, step)
+
+    def log_scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def log_figures(self, figures: Mapping[str, Any], step: int) -> None:
+        import matplotlib.pyplot as plt
+
+        for name, figure in figures.items():
+            self.writer.add_figure(f"figures/{name}", figure, step, close=False)
+            plt.close(figure)
+
+    def log_text(self, tag: str, text: str) -> None:
+        # Indented by four spaces, TensorBoard's markdown shows it verbatim.
+        self.writer.add_text(tag, "\n".join("    " + line for line in text.splitlines()))
+
+    def log_hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """The run's settings beside its final metrics (the HPARAMS tab), in this run's own
+        event file rather than a sub-directory as ``SummaryWriter.add_hparams`` would."""
+        from torch.utils.tensorboard.summary import hparams
+
+        params = {key: _hparam_value(value) for key, value in params.items()}
+        metrics = {f"hparam/{key}": float(value) for key, value in metrics.items() if _is_finite_number(value)}
+        experiment, session_start, session_end = hparams(params, metrics)
+        for summary in (experiment, session_start, session_end):
+            self.writer.file_writer.add_summary(summary)
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # None, lists, empty dicts
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,211 @@
+"""From a composed config to a trained model: the ``train`` and ``eval`` subcommands.
+
+``train(cfg, run_dir)`` and ``evaluate_checkpoint(...)`` work with any config composed from
+``configs/`` (the command line, :func:`neuralode.train.config.compose` in tests and scripts);
+``train_cli`` and ``eval_cli`` wrap them in Hydra's command line. Torch and the models are
+imported only once a config has been composed, so a bad override fails fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from neuralode.train.config import (
+    CONFIG_DIR,
+    ConfigError,
+    EvalConfig,
+    LoggerConfig,
+    TrainConfig,
+    TrainerConfig,
+    UserError,
+    check_override_keys,
+    register_configs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Build what ``cfg`` describes and train it in ``run_dir``; returns the run's summary."""
+    from neuralode.train.seeding import resolve_device, seed_everything, set_deterministic
+    from neuralode.train.trainer import Trainer
+
+    _check_schema(cfg, TrainConfig)
+    _check_solver(cfg.solver)
+    run_dir = Path(run_dir)
+    ckpt_path = _checkpoint_to_resume(cfg, run_dir)
+    device = resolve_device(cfg.device)
+    set_deterministic(cfg.deterministic)
+    seed_everything(cfg.seed)  # before building the model: its initial weights come from the seed
+    task, data = build_task_and_data(cfg.model, cfg.data)
+    trainer = Trainer(
+        task,
+        data,
+        run_dir,
+        optimizer=_instantiate(cfg.optim.optimizer, "optim.optimizer"),
+        scheduler=_instantiate(cfg.optim.scheduler, "optim.scheduler") if cfg.optim.scheduler is not None else None,
+        scheduler_interval=cfg.optim.scheduler_interval,
+        settings=TrainerConfig(**OmegaConf.to_container(cfg.trainer)),
+        logging=LoggerConfig(**OmegaConf.to_container(cfg.logger)),
+        device=device,
+        seed=cfg.seed,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    log.info("run directory: %s", run_dir)
+    return trainer.fit(ckpt_path)
+
+
+def evaluate_checkpoint(
+    ckpt: str | Path, device: str = "auto", limit_eval_batches: int | None = None, data_overrides: dict | None = None
+) -> dict[str, Any]:
+    """Rebuild the model and data from the config stored in a checkpoint (a file, or a run
+    directory: its best.pt, else last.pt) and return its test metrics."""
+    from neuralode.train.checkpoint import load_checkpoint
+    from neuralode.train.seeding import resolve_device
+    from neuralode.train.trainer import evaluate
+
+    path = _checkpoint_file(Path(ckpt))
+    device = resolve_device(device)
+    state = load_checkpoint(path, map_location=device)
+    stored = OmegaConf.create(state["config"])
+    data_cfg = OmegaConf.merge(stored.data, data_overrides or {})
+    task, data = build_task_and_data(stored.model, data_cfg)
+    try:
+        task.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ConfigError(f"{path}: the stored model does not match the stored config ({error})") from error
+    metrics = evaluate(task.to(device), data.eval_dataloader(), device, limit_eval_batches)
+    last = state["history"][-1] if state["history"] else {}
+    return {"ckpt": str(path), "epoch": last.get("epoch"), "step": state["progress"]["step"],
+            **{f"test_{key}": value for key, value in metrics.items()}}
+
+
+def build_task_and_data(model_cfg: Any, data_cfg: Any) -> tuple[Any, Any]:
+    """Instantiate the ``model`` group (a Task) and the ``data`` group (a DataModule)."""
+    from neuralode.data.base import DataModule
+    from neuralode.tasks.base import Task
+
+    task = _instantiate(model_cfg, "model")
+    if not isinstance(task, Task):
+        raise ConfigError(f"model._target_ must build a neuralode.tasks.Task, got {type(task).__name__}")
+    data = _instantiate(data_cfg, "data")
+    if not isinstance(data, DataModule):
+        raise ConfigError(f"data._target_ must build a neuralode.data.DataModule, got {type(data).__name__}")
+    return task, data
+
+
+def _instantiate(node: Any, where: str) -> Any:
+    """``hydra.utils.instantiate`` with plain containers, and errors that name the config key."""
+    from hydra.errors import InstantiationException
+
+    try:
+        # "all": models get dicts and lists, never OmegaConf nodes (solver: ${solver} included).
+        return hydra.utils.instantiate(node, _convert_="all")
+    except InstantiationException as error:
+        cause = f" ({type(error.__cause__).__name__}: {error.__cause__})" if error.__cause__ else ""
+        raise ConfigError(f"cannot build {where}: {error}{cause}") from error
+
+
+def _check_schema(cfg: DictConfig, schema: type) -> None:
+    """Catch what composition lets through: required values not given, keys added with
+    ``+key=...``, wrong types."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required setting(s): {', '.join(missing)}; add {missing[0]}=<value>")
+    try:  # a plain copy: merging typed nodes would carry added keys along unchecked
+        OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(cfg, resolve=True))
+    except Exception as error:  # omegaconf's ValidationError / ConfigKeyError name the key
+        raise ConfigError(f"invalid config: {error}") from None
+
+
+def _check_solver(solver: DictConfig) -> None:
+    from neuralode.ode import TABLEAUX
+
+    for key in ("method", "adjoint_method"):
+        method = solver[key]
+        if method is not None and method not in TABLEAUX:
+            raise ConfigError(f"solver.{key}={method} is not a solver; valid: {', '.join(TABLEAUX)}")
+
+
+def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
+    if cfg.resume and cfg.ckpt_path:
+        raise ConfigError("set either resume=true (continue this run dir) or ckpt_path=<file>, not both")
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path)
+    if cfg.resume:
+        last = run_dir / "last.pt"
+        if not last.is_file():
+            raise ConfigError(
+                f"resume=true but {last} does not exist; name the run to continue: "
+                f"resume=true hydra.run.dir=outputs/{cfg.name}/<date>_<time>_<microseconds>"
+            )
+        return last
+    return None
+
+
+def _checkpoint_file(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(f"{path} holds no best.pt or last.pt")
+    return path
+
+
+def _report_user_errors(fn):
+    """Run ``fn``; a :class:`UserError` prints one line and exits with status 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return fn(cfg)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@_report_user_errors
+def _train_main(cfg: DictConfig) -> None:
+    train(cfg, HydraConfig.get().runtime.output_dir)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@_report_user_errors
+def _eval_main(cfg: DictConfig) -> None:
+    _check_schema(cfg, EvalConfig)
+    result = evaluate_checkpoint(cfg.ckpt, cfg.device, cfg.limit_eval_batches, OmegaConf.to_container(cfg.data))
+    out = Path(HydraConfig.get().runtime.output_dir) / "eval.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+def train_cli() -> None:
+    """``python -m neuralode train [overrides]``."""
+    _run_hydra(_train_main, TrainConfig)
+
+
+def eval_cli() -> None:
+    """``python -m neuralode eval ckpt=<file or run dir> [overrides]``."""
+    _run_hydra(_eval_main, EvalConfig)
+
+
+def _run_hydra(main, schema: type) -> None:
+    register_configs()
+    try:
+        check_override_keys(sys.argv[1:], schema)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    main()

@@ -1,0 +1,466 @@
+"""The training loop every experiment shares.
+
+It knows a :class:`~neuralode.tasks.Task` (loss and metrics) and a
+:class:`~neuralode.data.DataModule` (batches), never a particular model. Per optimiser step it
+counts the ODE solver's function evaluations (``neuralode.ode.collect_stats``) and the bytes
+saved for backward; after every epoch (and every ``eval_every_n_steps`` steps) it evaluates,
+appends a record to ``metrics.jsonl``, writes TensorBoard scalars and saves ``last.pt``
+(``best.pt`` too when the task's monitored metric improved).
+
+A checkpoint holds everything the rest of the run depends on, including the position inside
+an epoch and every random state, so that a run stopped and resumed gives exactly the metrics
+of an uninterrupted one (on CPU, or on GPU with ``deterministic=true``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from neuralode.data.base import DataModule
+from neuralode.ode import collect_stats
+from neuralode.tasks.base import Task
+from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from neuralode.train.config import ConfigError, LoggerConfig, TrainerConfig, UserError
+from neuralode.train.loggers import MetricsFile, TensorBoardLogger, flatten, write_json
+from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
+from neuralode.train.seeding import get_rng_state, set_rng_state
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimiser steps taken
+    batch_in_epoch: int = 0  # batches of the current epoch trained on so far
+    epoch_loader_state: torch.Tensor | None = None  # the shuffling generator when this epoch began
+    # Running sums over the current epoch, for the epoch means in metrics.jsonl:
+    train_sums: dict[str, float] = field(default_factory=dict)  # the task's training scalars
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    n_solves: int = 0
+    train_time_s: float = 0.0  # wall time of this epoch's training (data loading included)
+    peak_saved_bytes: int = 0  # largest forward pass of this epoch, bytes saved for backward
+    best: float | None = None  # best value of the monitored metric so far
+
+    def start_epoch(self, loader_state: torch.Tensor) -> None:
+        self.batch_in_epoch, self.epoch_loader_state = 0, loader_state
+        self.train_sums, self.train_time_s, self.peak_saved_bytes = {}, 0.0, 0
+        self.nfe_forward = self.nfe_backward = self.n_solves = 0
+
+
+class Trainer:
+    """Train ``task`` on ``data``, writing logs and checkpoints to ``run_dir``.
+
+    ``optimizer`` is called with the task's parameters (e.g. ``functools.partial(torch.optim.SGD,
+    lr=0.1)``), ``scheduler`` with the optimiser; ``scheduler_interval`` is ``"epoch"`` or
+    ``"step"``. ``config`` (a plain dict) is stored in checkpoints and logged.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        data: DataModule,
+        run_dir: str | Path,
+        *,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        settings: TrainerConfig | None = None,
+        logging: LoggerConfig | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        config: dict[str, Any] | None = None,
+    ):
+        self.settings = settings or TrainerConfig()
+        self.logging = logging or LoggerConfig()
+        _check_settings(self.settings, scheduler_interval)
+        self.device = torch.device(device)
+        self.task = task.to(self.device)
+        self.data = data
+        self.run_dir = Path(run_dir)
+        self.optimizer = optimizer(self.task.parameters())
+        self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
+        self.scheduler_interval = scheduler_interval
+        self.config = config or {}
+        self.num_parameters = sum(p.numel() for p in self.task.parameters())
+        self.generator = torch.Generator().manual_seed(seed)  # the training set's shuffle order
+        self.progress = Progress()
+        self.history: list[dict[str, Any]] = []  # every record of metrics.jsonl
+        self.monitor = f"test_{task.monitor}"
+        self.saved_tensors = SavedTensorsMeter() if self.settings.measure_saved_tensors else None
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._metrics_file: MetricsFile | None = None
+        self._tensorboard: TensorBoardLogger | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, ckpt_path: str | Path | None = None) -> dict[str, Any]:
+        """Train until ``max_epochs`` or ``max_steps``, continuing from ``ckpt_path`` if given.
+
+        Returns the summary that is also written to ``summary.json``. On Ctrl-C: finishes the
+        current step, saves ``last.pt`` and raises ``KeyboardInterrupt``.
+        """
+        if ckpt_path is not None:
+            self.load_state(load_checkpoint(ckpt_path, map_location=self.device), ckpt_path)
+            log.info("resuming from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
+        self._metrics_file.rewrite(self.history)  # on resume, drop records newer than the checkpoint
+        if self.logging.tensorboard:
+            purge = self.progress.step + 1 if ckpt_path is not None else None
+            self._tensorboard = TensorBoardLogger(self.run_dir, purge_step=purge)
+            if ckpt_path is None and self.config:
+                self._tensorboard.log_text("config", OmegaConf.to_yaml(self.config))
+        log.info("%s: %s parameters", type(self.task).__name__, f"{self.num_parameters:,}")
+
+        train_loader = self.data.train_dataloader(generator=self.generator)
+        eval_loader = self.data.eval_dataloader()
+        started = time.perf_counter()
+        try:
+            with _StopOnCtrlC() as ctrl_c, logging_redirect_tqdm():
+                while not self._finished():
+                    self._train_epoch(train_loader, eval_loader, ctrl_c)
+                    if ctrl_c.requested:
+                        self._save("last.pt")
+                        log.warning("stopped by Ctrl-C at step %d; saved %s", self.progress.step, self.run_dir / "last.pt")
+                        raise KeyboardInterrupt
+                if not self.history or self.history[-1]["step"] != self.progress.step:
+                    self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=True)
+            summary = self._summary(time.perf_counter() - started)
+            write_json(self.run_dir / "summary.json", summary)
+            if self._tensorboard is not None:
+                final = {k: v for k, v in self.history[-1].items() if k.startswith(("test_", "nfe_"))}
+                hparams = {k: v for k, v in flatten(self.config).items() if k.split(".")[0] in _HPARAM_GROUPS}
+                self._tensorboard.log_hparams({**hparams, "num_parameters": self.num_parameters}, final)
+            return summary
+        finally:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+
+    def _finished(self) -> bool:
+        max_steps = self.settings.max_steps
+        return self.progress.epoch >= self.settings.max_epochs or (max_steps is not None and self.progress.step >= max_steps)
+
+    def _train_epoch(self, loader, eval_loader, ctrl_c: "_StopOnCtrlC") -> None:
+        p, s = self.progress, self.settings
+        n_batches = len(loader) if s.limit_train_batches is None else min(len(loader), s.limit_train_batches)
+        if p.batch_in_epoch == 0:
+            self._restore_rng(loader_too=True)
+            p.start_epoch(self.generator.get_state())
+            reset_cuda_peak(self.device)
+            batches = iter(loader)
+        else:
+            # Resuming inside an epoch: replay its shuffle, skip the batches already trained on
+            # (loading them, so that augmentation and workers draw what they drew the first
+            # time), then restore the random state of the moment the checkpoint was written.
+            self.generator.set_state(p.epoch_loader_state)
+            batches = iter(loader)
+            for _ in range(p.batch_in_epoch):
+                next(batches)
+            self._restore_rng(loader_too=False)
+
+        bar = tqdm(
+            total=n_batches, initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}/{s.max_epochs}",
+            disable=None if s.progress_bar else True, leave=False, dynamic_ncols=True,
+        )
+        tick = time.perf_counter()
+        while p.batch_in_epoch < n_batches:
+            scalars = self._training_step(next(batches))
+            now = time.perf_counter()
+            p.train_time_s += now - tick
+            p.batch_in_epoch += 1
+            p.step += 1
+            if self.scheduler is not None and self.scheduler_interval == "step":
+                self.scheduler.step()
+            bar.update(1)
+            bar.set_postfix(self._postfix(scalars), refresh=False)
+            if self._tensorboard is not None and p.step % self.logging.log_every_n_steps == 0:
+                self._tensorboard.log_scalar("train/loss_step", scalars["loss"], p.step)
+            if ctrl_c.requested or self._finished():
+                break
+            if s.eval_every_n_steps and p.step % s.eval_every_n_steps == 0 and p.batch_in_epoch < n_batches:
+                self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=False)
+            tick = time.perf_counter()
+        bar.close()
+        if p.batch_in_epoch >= n_batches:
+            self._evaluate_and_log(eval_loader, end_of_epoch=True, figures=True)
+
+    def _training_step(self, batch: Any) -> dict[str, float]:
+        p = self.progress
+        self.task.train()
+        batch = move_to_device(batch, self.device)
+        with collect_stats() as stats:
+            with self.saved_tensors if self.saved_tensors is not None else nullcontext():
+                out = self.task.training_step(batch)
+            if "loss" not in out:
+                raise TrainingError(f"{type(self.task).__name__}.training_step must return a dict with a 'loss' tensor; got keys {sorted(out)}")
+            loss = out["loss"]
+            if not torch.isfinite(loss).all():
+                raise TrainingError(
+                    f"the training loss is {loss.item()} at step {p.step + 1} (epoch {p.epoch + 1}); "
+                    "lower the learning rate (optim.optimizer.lr), tighten the solver tolerances "
+                    "(solver.rtol, solver.atol) or clip gradients (trainer.grad_clip_norm)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        if self.settings.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.settings.grad_clip_norm)
+        self.optimizer.step()
+
+        scalars = {key: float(value.detach()) if torch.is_tensor(value) else float(value) for key, value in out.items()}
+        for key, value in scalars.items():
+            p.train_sums[key] = p.train_sums.get(key, 0.0) + value
+        p.nfe_forward += stats.nfe_forward
+        p.nfe_backward += stats.nfe_backward
+        p.n_solves += stats.n_solves
+        scalars["nfe_forward"], scalars["nfe_backward"], scalars["n_solves"] = stats.nfe_forward, stats.nfe_backward, stats.n_solves
+        if self.saved_tensors is not None:
+            p.peak_saved_bytes = max(p.peak_saved_bytes, self.saved_tensors.last_bytes)
+        return scalars
+
+    @staticmethod
+    def _postfix(scalars: dict[str, float]) -> dict[str, str]:
+        postfix = {"loss": f"{scalars['loss']:.4f}"}
+        if "accuracy" in scalars:
+            postfix["acc"] = f"{scalars['accuracy']:.3f}"
+        if scalars["n_solves"]:
+            postfix["nfe"] = f"{scalars['nfe_forward']}/{scalars['nfe_backward']}"
+        return postfix
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, loader: Iterable | None = None) -> dict[str, float]:
+        """Test metrics (see :func:`evaluate`) over at most ``limit_eval_batches`` batches."""
+        loader = self.data.eval_dataloader() if loader is None else loader
+        return evaluate(self.task, loader, self.device, self.settings.limit_eval_batches)
+
+    def _evaluate_and_log(self, eval_loader, end_of_epoch: bool, figures: bool) -> dict[str, Any]:
+        p = self.progress
+        started = time.perf_counter()
+        metrics = self.evaluate(eval_loader)
+        record: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.step}
+        if p.batch_in_epoch:
+            record.update({f"train_{key}": total / p.batch_in_epoch for key, total in p.train_sums.items()})
+            if p.n_solves:
+                record["nfe_forward"] = p.nfe_forward / p.batch_in_epoch
+                record["nfe_backward"] = p.nfe_backward / p.batch_in_epoch
+        record.update({f"test_{key}": value for key, value in metrics.items()})
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["epoch_time_s"] = p.train_time_s
+        record["eval_time_s"] = time.perf_counter() - started
+        if self.saved_tensors is not None:
+            record["peak_saved_tensors_mb"] = p.peak_saved_bytes / MB
+        record["peak_rss_mb"] = peak_rss_mb()
+        if self.device.type == "cuda":
+            record["cuda_max_allocated_mb"] = cuda_max_allocated_mb(self.device)
+
+        self.history.append(record)
+        self._metrics_file.append(record)
+        self._log_record(record, eval_loader if figures else None)
+        if end_of_epoch:
+            p.epoch += 1
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
+                self.scheduler.step()
+            p.batch_in_epoch = 0  # the next epoch starts afresh (start_epoch resets the sums)
+        self._save("last.pt")
+        if self._improved(record):
+            self._save("best.pt")
+        return record
+
+    def _log_record(self, record: dict[str, Any], figure_loader) -> None:
+        shown = [f"epoch {record['epoch']} step {record['step']}"]
+        shown += [f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "test_", "nfe_"))]
+        shown.append(f"{record['epoch_time_s']:.1f}s")
+        log.info(" | ".join(shown))
+        if self._tensorboard is None:
+            return
+        self._tensorboard.log_scalars(record, record["step"])
+        peak = record.get("cuda_max_allocated_mb", record.get("peak_saved_tensors_mb"))
+        if peak is not None:
+            self._tensorboard.log_scalar("memory/peak_mb", peak, record["step"])
+        if figure_loader is not None and self.logging.log_figures:
+            rng = get_rng_state()
+            try:
+                batch = move_to_device(next(iter(figure_loader)), self.device)
+                self.task.eval()
+                self._tensorboard.log_figures(self.task.figures(batch), record["step"])
+            finally:
+                set_rng_state(rng)
+
+    def _improved(self, record: dict[str, Any]) -> bool:
+        value = record.get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return False
+        best = self.progress.best
+        if best is None or (value < best if self.task.monitor_mode == "min" else value > best):
+            self.progress.best = value
+            return True
+        return False
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (see :func:`neuralode.train.checkpoint.save_checkpoint`)."""
+        return {
+            "task": _qualified_name(self.task),
+            "num_parameters": self.num_parameters,
+            "model": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "progress": dataclasses.asdict(self.progress),
+            "rng": get_rng_state(self.generator),
+            "history": self.history,
+            "config": self.config,
+        }
+
+    def load_state(self, state: dict[str, Any], source: Any = "checkpoint") -> None:
+        """Take over a checkpoint's model, optimiser, scheduler, position and random states."""
+        if state.get("task", _qualified_name(self.task)) != _qualified_name(self.task):
+            raise CheckpointError(f"{source} was written for {state['task']}, but this run trains {_qualified_name(self.task)}")
+        try:
+            self.task.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"{source} holds a different model from the configured one: {str(error).splitlines()[0]} "
+                "Resume with the experiment and model settings the run was started with."
+            ) from error
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        self.history = list(state["history"])
+        self._rng_to_restore = state["rng"]
+
+    def _restore_rng(self, loader_too: bool) -> None:
+        if self._rng_to_restore is not None:
+            set_rng_state(self._rng_to_restore, self.generator if loader_too else None)
+            self._rng_to_restore = None
+
+    def _save(self, name: str) -> None:
+        save_checkpoint(self.run_dir / name, self.state_dict())
+
+    def _summary(self, elapsed_s: float) -> dict[str, Any]:
+        best = [r for r in self.history if r.get(self.monitor) == self.progress.best]
+        return {
+            "name": self.config.get("name"),
+            "run_dir": str(self.run_dir),
+            "task": _qualified_name(self.task),
+            "num_parameters": self.num_parameters,
+            "device": str(self.device),
+            "epochs": self.progress.epoch,
+            "steps": self.progress.step,
+            "elapsed_s": elapsed_s,
+            "monitor": self.monitor,
+            "best": best[0] if best else None,
+            "final": self.history[-1],
+        }
+
+
+_HPARAM_GROUPS = ("name", "seed", "model", "data", "solver", "optim", "trainer")
+
+
+def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: int | None = None) -> dict[str, float]:
+    """The task's evaluation metrics averaged per example over ``loader`` (at most
+    ``limit_batches`` batches), plus ``nfe_forward`` (mean per batch) when it solved ODEs.
+
+    Leaves every random state as it found it, so evaluating does not change training.
+    Each task picks its own grad mode (a CNF needs autograd for its divergence).
+    """
+    rng = get_rng_state()
+    task.eval()
+    totals: dict[str, float] = {}
+    examples = batches = 0
+    try:
+        with collect_stats() as stats:
+            for batch in loader:
+                if limit_batches is not None and batches >= limit_batches:
+                    break
+                out = dict(task.evaluation_step(move_to_device(batch, device)))
+                n = int(out.pop("n"))
+                for key, value in out.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * n
+                examples += n
+                batches += 1
+    finally:
+        set_rng_state(rng)
+    if examples == 0:
+        raise TrainingError("the evaluation set is empty; check the data settings (data.eval_limit, ...)")
+    metrics = {key: total / examples for key, total in totals.items()}
+    if stats.n_solves:
+        metrics["nfe_forward"] = stats.nfe_forward / batches
+    return metrics
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) tuple, list or dict to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(move_to_device(item, device) for item in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    return batch
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _check_settings(s: TrainerConfig, scheduler_interval: str) -> None:
+    positive = {
+        "max_epochs": s.max_epochs, "max_steps": s.max_steps, "limit_train_batches": s.limit_train_batches,
+        "limit_eval_batches": s.limit_eval_batches, "eval_every_n_steps": s.eval_every_n_steps,
+    }
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{name} must be a positive integer (or null), got {value}")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+
+
+class _StopOnCtrlC:
+    """The first Ctrl-C asks the loop to stop after the current step (and save last.pt); a
+    second one interrupts at once."""
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step and saving last.pt (Ctrl-C again to abort at once)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

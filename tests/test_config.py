@@ -1,0 +1,112 @@
+"""Config composition: experiments, the shared solver group, lr scaling, and clear errors for
+bad overrides (before anything is built)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from neuralode.models.odeblock import SolverSettings
+from neuralode.train.config import CONFIG_DIR, ConfigError, SolverConfig, check_override_keys, compose
+from neuralode.train.run import train
+from tests.conftest import TINY_MNIST
+
+EXPERIMENTS = {
+    "mnist_odenet": "neuralode.models.odenet.ODENet",
+    "mnist_rknet": "neuralode.models.odenet.ODENet",
+    "mnist_resnet": "neuralode.models.resnet.ResNet",
+    "mnist_mlp": "neuralode.models.mlp.MLP",
+}
+
+
+def error_chain(error: BaseException) -> str:
+    """Hydra puts the detail (key, expected type) in the exception's causes."""
+    parts = []
+    while error is not None:
+        parts.append(str(error))
+        error = error.__cause__
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("experiment, net", EXPERIMENTS.items())
+def test_every_experiment_composes_to_the_reference_recipe(experiment, net):
+    cfg = compose("train", [f"experiment={experiment}"])
+    assert cfg.name == experiment
+    assert cfg.model._target_ == "neuralode.tasks.classification.ClassificationTask"
+    assert cfg.model.net._target_ == net
+    assert cfg.data._target_ == "neuralode.data.mnist.MNISTDataModule" and cfg.data.batch_size == 128
+    assert cfg.optim.optimizer._target_ == "torch.optim.SGD" and cfg.optim.optimizer.momentum == 0.9
+    assert cfg.optim.optimizer.lr == pytest.approx(0.1)
+    assert list(cfg.optim.scheduler.milestones) == [60, 100, 140] and cfg.optim.scheduler.gamma == 0.1
+    assert cfg.trainer.max_epochs == 160
+    assert (cfg.solver.method, cfg.solver.rtol, cfg.solver.atol) == ("dopri5", 1e-3, 1e-3)
+
+
+def test_rknet_backpropagates_through_the_solver_and_odenet_uses_the_adjoint():
+    assert compose("train", ["experiment=mnist_odenet"]).model.net.solver.adjoint is True
+    assert compose("train", ["experiment=mnist_rknet"]).model.net.solver.adjoint is False
+
+
+def test_solver_overrides_reach_the_model():
+    cfg = compose("train", ["experiment=mnist_odenet", "solver=rk4", "solver.options.step_size=0.1"])
+    assert cfg.model.net.solver.method == "rk4" and cfg.model.net.solver.options.step_size == 0.1
+    cfg = compose("train", ["solver=dopri5_seminorm", "solver.rtol=1e-5"])
+    assert cfg.model.net.solver.rtol == 1e-5 and cfg.model.net.solver.adjoint_options.norm == "seminorm"
+
+
+@pytest.mark.parametrize("solver_file", sorted((CONFIG_DIR / "solver").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_solver_file_has_exactly_the_solver_settings_keys(solver_file):
+    keys = set(OmegaConf.load(solver_file))
+    assert keys == {f.name for f in dataclasses.fields(SolverConfig)} == {f.name for f in dataclasses.fields(SolverSettings)}
+    SolverSettings.from_any(OmegaConf.to_container(compose("train", [f"solver={solver_file.stem}"]).solver))
+
+
+def test_learning_rate_scales_linearly_with_the_batch_size():
+    assert compose("train", ["data.batch_size=256"]).optim.optimizer.lr == pytest.approx(0.2)
+    assert compose("train", ["data.batch_size=32"]).optim.optimizer.lr == pytest.approx(0.025)
+    assert compose("train", ["optim.optimizer.lr=0.05"]).optim.optimizer.lr == 0.05
+
+
+def test_paths_follow_neuralode_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("NEURALODE_ROOT", str(tmp_path))
+    cfg = compose("train")
+    assert cfg.paths.output_dir == f"{tmp_path}/outputs" and cfg.data.root == f"{tmp_path}/data"
+
+
+def test_unknown_key_wrong_type_and_unknown_experiment_fail_at_composition():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose("train", ["trainer.max_epoch=1"])
+    assert "trainer.max_epoch" in error_chain(error.value)
+    with pytest.raises(ConfigCompositionException) as error:
+        compose("train", ["solver.rtol=abc"])
+    assert "solver.rtol" in error_chain(error.value) and "Float" in error_chain(error.value)
+    with pytest.raises(MissingConfigException, match="experiment/nope") as error:
+        compose("train", ["experiment=nope"])
+    assert "mnist_odenet" in str(error.value)  # it lists the experiments there are
+
+
+def test_override_check_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as error:
+        check_override_keys(["trainer.max_epoch=1"])
+    assert "'trainer.max_epoch'" in str(error.value) and "did you mean 'trainer.max_epochs'" in str(error.value)
+    assert "max_steps" in str(error.value)  # lists the valid keys under trainer
+    with pytest.raises(ConfigError, match="did you mean 'seed'"):
+        check_override_keys(["sed=3"])
+    with pytest.raises(ConfigError, match="did you mean 'solver.adjoint_rtol'"):
+        check_override_keys(["solver.adjoint_rtl=1e-4"])
+    # Valid keys, group choices, sweeps, flags and keys under open nodes pass.
+    check_override_keys(["experiment=mnist_rknet", "solver=rk4", "seed=0,1", "trainer.max_epochs=1", "-m",
+                         "--cfg", "job", "model.net.channels=32", "+data.foo=1", "hydra.run.dir=x", "solver.options.step_size=0.1"])
+
+
+def test_unknown_solver_and_added_keys_are_rejected_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="solver.method=dopri6 is not a solver; valid: euler"):
+        train(compose("train", ["solver.method=dopri6", *TINY_MNIST, "trainer.max_steps=1"]), tmp_path)
+    with pytest.raises(ConfigError, match="foo"):
+        train(compose("train", ["+trainer.foo=1", *TINY_MNIST, "trainer.max_steps=1"]), tmp_path)
+    with pytest.raises(ConfigError, match="CUDA is not available|CUDA device\\(s\\) are visible"):
+        train(compose("train", [*TINY_MNIST, "device=cuda:99", "trainer.max_steps=1"]), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing was written

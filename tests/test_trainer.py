@@ -1,0 +1,173 @@
+"""The shared trainer: logs, NFE, checkpoints and exact resume, on a tiny task and on every
+MNIST experiment (composed from configs/, generated images, a couple of steps on CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from neuralode.train.config import ConfigError, compose
+from neuralode.train.loggers import read_metrics
+from neuralode.train.run import train
+from neuralode.train.seeding import resolve_device
+from neuralode.train.trainer import TrainingError
+from tests.conftest import make_trainer, tiny_mnist
+
+#: Differ between two identical runs: wall time and the process's memory high-water mark.
+UNREPRODUCIBLE = ("epoch_time_s", "eval_time_s", "peak_rss_mb")
+
+
+def reproducible(record: dict) -> dict:
+    return {key: value for key, value in record.items() if key not in UNREPRODUCIBLE}
+
+
+def scalar_tags(run_dir) -> set[str]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_fit_writes_metrics_events_checkpoints_and_summary(tmp_path):
+    trainer = make_trainer(tmp_path, ode=True, max_epochs=2)
+    summary = trainer.fit()
+
+    records = read_metrics(tmp_path)
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 4), (2, 8)]
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_error", "nfe_forward",
+                "nfe_backward", "test_nfe_forward", "lr", "epoch_time_s", "peak_saved_tensors_mb", "peak_rss_mb"):
+        assert key in records[-1], key
+    assert records[-1]["nfe_forward"] > 0 and records[-1]["nfe_backward"] > 0
+    assert records[-1]["peak_saved_tensors_mb"] > 0
+    assert [r["lr"] for r in records] == [0.1, 0.05]  # StepLR(gamma 0.5) steps once per epoch
+    assert records[-1]["test_loss"] < records[0]["test_loss"] or records[-1]["test_error"] <= records[0]["test_error"]
+
+    assert {"train/loss", "test/error", "test/loss", "nfe/forward", "nfe/backward", "time/epoch_s",
+            "memory/peak_mb", "memory/peak_saved_tensors_mb", "memory/peak_rss_mb"} <= scalar_tags(tmp_path)
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["num_parameters"] == summary["num_parameters"] == sum(p.numel() for p in trainer.task.parameters())
+    assert saved["final"] == records[-1] and saved["steps"] == 8 and saved["epochs"] == 2
+
+
+def test_no_nfe_keys_for_a_model_without_ode(tmp_path):
+    make_trainer(tmp_path, ode=False, max_steps=2).fit()
+    record = read_metrics(tmp_path)[-1]
+    assert record["step"] == 2 and record["epoch"] == 1  # stopped by max_steps inside epoch 1
+    assert not any(key.startswith("nfe") or "nfe" in key for key in record)
+    assert not any(tag.startswith("nfe/") for tag in scalar_tags(tmp_path))
+
+
+def test_limits_and_evaluation_every_n_steps(tmp_path):
+    make_trainer(tmp_path, max_epochs=2, limit_train_batches=3, eval_every_n_steps=2, limit_eval_batches=1).fit()
+    records = read_metrics(tmp_path)
+    # 3 batches an epoch; an extra evaluation at step 2 and 4 (inside an epoch), none at 6 (its end).
+    assert [(r["epoch"], r["step"]) for r in records] == [(1, 2), (1, 3), (2, 4), (2, 6)]
+
+
+@pytest.mark.parametrize("stop_at", [2, 4], ids=["inside-epoch", "epoch-end"])
+@pytest.mark.parametrize("ode", [False, True], ids=["linear", "ode"])
+def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, stop_at, ode):
+    straight = make_trainer(tmp_path / "straight", ode=ode, max_steps=6)
+    straight.fit()
+
+    make_trainer(tmp_path / "resumed", ode=ode, max_steps=stop_at).fit()
+    resumed = make_trainer(tmp_path / "resumed", ode=ode, seed=123, max_steps=6)  # the seed must not matter
+    resumed.fit(ckpt_path=tmp_path / "resumed" / "last.pt")
+
+    assert_same_parameters(straight.task, resumed.task)
+    expected = [reproducible(r) for r in read_metrics(tmp_path / "straight")]
+    steps = {r["step"] for r in expected}  # the resumed run also has the record of its stop
+    assert [reproducible(r) for r in read_metrics(tmp_path / "resumed") if r["step"] in steps] == expected
+
+
+def test_ctrl_c_saves_last_checkpoint_and_the_run_resumes_exactly(tmp_path):
+    straight = make_trainer(tmp_path / "straight", max_steps=6)
+    straight.fit()
+
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "run", max_steps=6, interrupt_at_step=3).fit()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["progress"]["step"] == 3 and state["progress"]["batch_in_epoch"] == 3
+
+    resumed = make_trainer(tmp_path / "run", max_steps=6)
+    resumed.fit(ckpt_path=tmp_path / "run" / "last.pt")
+    assert_same_parameters(straight.task, resumed.task)
+    assert [reproducible(r) for r in read_metrics(tmp_path / "run")] == [
+        reproducible(r) for r in read_metrics(tmp_path / "straight")]
+
+
+def test_resume_drops_records_written_after_the_checkpoint(tmp_path):
+    make_trainer(tmp_path, max_steps=2).fit()
+    with (tmp_path / "metrics.jsonl").open("a") as f:  # as if the run died after logging more
+        f.write(json.dumps({"epoch": 1, "step": 3}) + "\n")
+    make_trainer(tmp_path, max_steps=4).fit(ckpt_path=tmp_path / "last.pt")
+    assert [r["step"] for r in read_metrics(tmp_path)] == [2, 4]
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=2)
+    with torch.no_grad():
+        trainer.task.inp.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="loss is nan at step 1"):
+        trainer.fit()
+
+
+def test_bad_settings_and_devices_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.max_steps must be a positive integer"):
+        make_trainer(tmp_path, max_steps=0)
+    with pytest.raises(ConfigError, match="auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("experiment", ["mnist_odenet", "mnist_rknet", "mnist_resnet", "mnist_mlp"])
+def test_every_mnist_experiment_trains_two_steps(tmp_path, experiment):
+    cfg = compose("train", tiny_mnist(experiment, "trainer.max_steps=2", "trainer.limit_eval_batches=1"))
+    summary = train(cfg, tmp_path)
+
+    records = read_metrics(tmp_path)
+    assert len(records) == 1 and records[0]["step"] == 2
+    record = records[0]
+    assert torch.isfinite(torch.tensor(record["train_loss"])) and 0 <= record["test_error"] <= 1
+    has_ode = experiment in ("mnist_odenet", "mnist_rknet")
+    assert ("nfe_forward" in record) == has_ode and ("test_nfe_forward" in record) == has_ode
+    if has_ode:
+        assert record["nfe_forward"] > 0
+        # ODE-Net's backward pass solves the adjoint ODE; RK-Net's goes through the solver's operations.
+        assert (record["nfe_backward"] > 0) == (experiment == "mnist_odenet")
+    tags = scalar_tags(tmp_path)
+    assert {"train/loss", "test/error", "time/epoch_s", "memory/peak_mb"} <= tags
+    assert ("nfe/forward" in tags) == has_ode
+    assert summary["name"] == experiment and summary["num_parameters"] > 0
+    stored = torch.load(tmp_path / "last.pt", weights_only=True)["config"]
+    assert stored["name"] == experiment and stored["model"]["_target_"].endswith("ClassificationTask")
+
+
+def test_resume_true_continues_a_mnist_run_exactly(tmp_path):
+    base = tiny_mnist("mnist_odenet", "trainer.limit_eval_batches=1", "logger.tensorboard=false")
+    train(compose("train", [*base, "trainer.max_steps=4"]), tmp_path / "straight")
+    train(compose("train", [*base, "trainer.max_steps=2"]), tmp_path / "resumed")
+    train(compose("train", [*base, "trainer.max_steps=4", "resume=true"]), tmp_path / "resumed")
+
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    assert reproducible(read_metrics(tmp_path / "resumed")[-1]) == reproducible(read_metrics(tmp_path / "straight")[-1])
+
+
+def test_resume_without_a_checkpoint_says_which_run_dir_to_name(tmp_path):
+    cfg = compose("train", tiny_mnist("mnist_mlp", "resume=true"))
+    with pytest.raises(ConfigError, match="hydra.run.dir="):
+        train(cfg, tmp_path)
