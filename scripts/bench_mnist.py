@@ -1,0 +1,102 @@
+"""Train each MNIST model of Table 1 for a few steps and compare speed, NFE and memory.
+
+    python scripts/bench_mnist.py                 # generated stand-in images, 20 steps each
+    python scripts/bench_mnist.py --real --steps 50 --batch-size 128
+
+Every model runs through the shared trainer (``python -m neuralode train`` with a step limit),
+each in a fresh process so that the process's peak RSS is its own. Columns: steps/s of
+training (data loading included, evaluation excluded), forward/backward NFE per step, the
+bytes the forward pass saved for backward (the memory Table 1 is about) and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+
+EXPERIMENTS = ("mnist_mlp", "mnist_resnet", "mnist_rknet", "mnist_odenet")
+
+
+def run_one(experiment: str, steps: int, batch_size: int, real: bool, device: str, threads: int) -> dict:
+    """Train one experiment for ``steps`` steps in this process and return its figures."""
+    import torch
+
+    from neuralode.train.config import compose
+    from neuralode.train.run import train
+
+    torch.set_num_threads(threads)
+    overrides = [
+        f"experiment={experiment}", f"device={device}", f"data.batch_size={batch_size}",
+        f"trainer.max_steps={steps}", "trainer.limit_eval_batches=1", "trainer.progress_bar=false",
+        "logger.tensorboard=false",
+    ]
+    if real:
+        overrides.append(f"data.train_limit={batch_size * steps}")  # one epoch of exactly `steps` batches
+    else:
+        overrides += ["data.synthetic=true", f"data.synthetic_train_size={batch_size * steps}"]
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = train(compose("train", overrides), run_dir)
+    final = summary["final"]
+    return {
+        "experiment": experiment,
+        "parameters": summary["num_parameters"],
+        "steps_per_s": steps / final["epoch_time_s"],
+        "nfe_forward": final.get("nfe_forward"),
+        "nfe_backward": final.get("nfe_backward"),
+        "peak_saved_tensors_mb": final["peak_saved_tensors_mb"],
+        "peak_rss_mb": final["peak_rss_mb"],
+        "cuda_max_allocated_mb": final.get("cuda_max_allocated_mb"),
+        "train_loss": final["train_loss"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"{'model':<14}{'params':>10}{'steps/s':>9}{'NFE fwd':>9}{'NFE bwd':>9}{'saved MB':>10}{'RSS MB':>9}{'loss':>8}"]
+    for r in rows:
+        lines.append(
+            f"{r['experiment']:<14}{r['parameters']:>10,}{r['steps_per_s']:>9.2f}{fmt(r['nfe_forward'], '.1f'):>9}"
+            f"{fmt(r['nfe_backward'], '.1f'):>9}{r['peak_saved_tensors_mb']:>10.1f}{r['peak_rss_mb']:>9.0f}{r['train_loss']:>8.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per model (default 20)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--real", action="store_true", help="real MNIST (data/ or the offline path) instead of generated images")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: comparable numbers)")
+    parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one experiment, print JSON
+    args = parser.parse_args()
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args.steps, args.batch_size, args.real, args.device, args.threads)))
+        return
+    rows = []
+    for experiment in args.experiments:
+        command = [sys.executable, __file__, "--one", experiment, "--steps", str(args.steps), "--batch-size",
+                   str(args.batch_size), "--device", args.device, "--threads", str(args.threads), *(["--real"] if args.real else [])]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"{experiment} failed:\n{result.stderr}")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(f"{experiment}: done", file=sys.stderr)
+    data = "real MNIST" if args.real else "generated images"
+    print(f"{args.steps} training steps, batch {args.batch_size}, {data}, {args.device}, {args.threads} thread(s)\n")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
