@@ -61,7 +61,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     log.info("run directory: %s", run_dir)
-    return trainer.fit(ckpt_path)
+    summary = trainer.fit(ckpt_path)
+    log.info("done: %s", run_dir / "summary.json")
+    return summary
 
 
 def evaluate_checkpoint(
@@ -178,7 +180,17 @@ def _report_user_errors(fn):
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 @_report_user_errors
 def _train_main(cfg: DictConfig) -> None:
-    train(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        train(cfg, run_dir)
+    except KeyboardInterrupt:
+        if not (run_dir / "last.pt").is_file():
+            sys.exit(130)
+        kept = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
+        print(f"\ninterrupted; to continue this run:\n  python -m neuralode train {' '.join(kept)} "
+              f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
+        sys.exit(130)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")

@@ -7,6 +7,14 @@ saved for backward; after every epoch (and every ``eval_every_n_steps`` steps) i
 appends a record to ``metrics.jsonl``, writes TensorBoard scalars and saves ``last.pt``
 (``best.pt`` too when the task's monitored metric improved).
 
+A record of ``metrics.jsonl`` has ``epoch`` (1-based: the epoch the evaluation ended or fell
+in), ``step`` (optimiser steps so far), ``train_<name>`` (the task's training scalars averaged
+over the epoch so far), ``nfe_forward`` / ``nfe_backward`` (function evaluations per training
+step of the forward solves / the adjoint's backward solves, epoch mean; only for tasks that
+solve ODEs), ``test_<name>`` (the task's evaluation metrics; ``test_nfe_forward`` per batch),
+``lr``, ``epoch_time_s`` (training wall time of the epoch so far, data loading included),
+``eval_time_s`` and the memory figures described in :mod:`neuralode.train.memory`.
+
 A checkpoint holds everything the rest of the run depends on, including the position inside
 an epoch and every random state, so that a run stopped and resumed gives exactly the metrics
 of an uninterrupted one (on CPU, or on GPU with ``deterministic=true``).
@@ -373,7 +381,7 @@ class Trainer:
             "device": str(self.device),
             "epochs": self.progress.epoch,
             "steps": self.progress.step,
-            "elapsed_s": elapsed_s,
+            "elapsed_s": elapsed_s,  # wall time of this fit() call (since the resume, if resumed)
             "monitor": self.monitor,
             "best": best[0] if best else None,
             "final": self.history[-1],
