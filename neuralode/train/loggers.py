@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write through a temporary file and a rename: a reader never sees half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 class MetricsFile:
@@ -29,9 +33,7 @@ class MetricsFile:
 
     def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Replace the file by ``records`` (on resume: drop what came after the checkpoint)."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
-        os.replace(tmp, self.path)
+        write_text_atomically(self.path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

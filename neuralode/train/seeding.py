@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -80,3 +81,13 @@ def set_rng_state(state: dict[str, Any], loader_generator: torch.Generator | Non
         torch.cuda.set_rng_state_all(state["cuda"])
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
+
+
+@contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Run a block without a trace on python's, numpy's and torch's random states."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)

@@ -45,7 +45,7 @@ from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_ch
 from neuralode.train.config import ConfigError, LoggerConfig, TrainerConfig, UserError
 from neuralode.train.loggers import MetricsFile, TensorBoardLogger, flatten, write_json
 from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
-from neuralode.train.seeding import get_rng_state, set_rng_state
+from neuralode.train.seeding import get_rng_state, preserved_rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -311,13 +311,10 @@ class Trainer:
         if peak is not None:
             self._tensorboard.log_scalar("memory/peak_mb", peak, record["step"])
         if figure_loader is not None and self.logging.log_figures:
-            rng = get_rng_state()
-            try:
+            with preserved_rng_state():  # like evaluation, figures must not change training
                 batch = move_to_device(next(iter(figure_loader)), self.device)
                 self.task.eval()
                 self._tensorboard.log_figures(self.task.figures(batch), record["step"])
-            finally:
-                set_rng_state(rng)
 
     def _improved(self, record: dict[str, Any]) -> bool:
         value = record.get(self.monitor)
@@ -398,23 +395,19 @@ def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: 
     Leaves every random state as it found it, so evaluating does not change training.
     Each task picks its own grad mode (a CNF needs autograd for its divergence).
     """
-    rng = get_rng_state()
     task.eval()
     totals: dict[str, float] = {}
     examples = batches = 0
-    try:
-        with collect_stats() as stats:
-            for batch in loader:
-                if limit_batches is not None and batches >= limit_batches:
-                    break
-                out = dict(task.evaluation_step(move_to_device(batch, device)))
-                n = int(out.pop("n"))
-                for key, value in out.items():
-                    totals[key] = totals.get(key, 0.0) + float(value) * n
-                examples += n
-                batches += 1
-    finally:
-        set_rng_state(rng)
+    with preserved_rng_state(), collect_stats() as stats:
+        for batch in loader:
+            if limit_batches is not None and batches >= limit_batches:
+                break
+            out = dict(task.evaluation_step(move_to_device(batch, device)))
+            n = int(out.pop("n"))
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + float(value) * n
+            examples += n
+            batches += 1
     if examples == 0:
         raise TrainingError("the evaluation set is empty; check the data settings (data.eval_limit, ...)")
     metrics = {key: total / examples for key, total in totals.items()}
