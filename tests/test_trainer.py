@@ -24,10 +24,14 @@ def reproducible(record: dict) -> dict:
     return {key: value for key, value in record.items() if key not in UNREPRODUCIBLE}
 
 
+def events(run_dir) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    return accumulator
+
+
 def scalar_tags(run_dir) -> set[str]:
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    return set(events.Tags()["scalars"])
+    return set(events(run_dir).Tags()["scalars"])
 
 
 def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -49,8 +53,12 @@ def test_fit_writes_metrics_events_checkpoints_and_summary(tmp_path):
     assert [r["lr"] for r in records] == [0.1, 0.05]  # StepLR(gamma 0.5) steps once per epoch
     assert records[-1]["test_loss"] < records[0]["test_loss"] or records[-1]["test_error"] <= records[0]["test_error"]
 
-    assert {"train/loss", "test/error", "test/loss", "nfe/forward", "nfe/backward", "time/epoch_s",
-            "memory/peak_mb", "memory/peak_saved_tensors_mb", "memory/peak_rss_mb"} <= scalar_tags(tmp_path)
+    logged = events(tmp_path)
+    assert {"train/loss", "test/error", "test/loss", "nfe/forward", "nfe/backward", "time/epoch_s", "optim/lr",
+            "memory/peak_mb", "memory/peak_saved_tensors_mb", "memory/peak_rss_mb"} <= set(logged.Tags()["scalars"])
+    assert logged.Tags()["images"] == ["figures/inputs"]  # the task's figures()
+    assert "config/text_summary" in logged.Tags()["tensors"]
+    assert "_hparams_/experiment" in logged.PluginTagToContent("hparams")
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").is_file()
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["num_parameters"] == summary["num_parameters"] == sum(p.numel() for p in trainer.task.parameters())

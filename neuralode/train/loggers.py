@@ -47,7 +47,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def tensorboard_tag(key: str) -> str:
     """The TensorBoard name of a metrics.jsonl key: train_loss -> train/loss,
     test_error -> test/error, nfe_forward -> nfe/forward, epoch_time_s -> time/epoch_s,
-    peak_rss_mb -> memory/peak_rss_mb."""
+    peak_rss_mb -> memory/peak_rss_mb, lr -> optim/lr."""
+    if key == "lr":
+        return "optim/lr"
     if key.endswith("_mb"):
         return f"memory/{key}"
     if key.endswith("_time_s"):
