@@ -45,6 +45,19 @@ def test_constraint_and_inverse(u, w, b):
     assert torch.allclose(layer.inverse(y), z, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inverse_converges_where_newton_alone_oscillates(dtype):
+    # A layer of a trained Figure 4 flow: w^T u_hat = 5.9 makes the map along w a steep tanh
+    # step, and plain Newton from a = c jumps between its two flat ends (c = -4.29 took more
+    # than 60 iterations).
+    layer = layer_with([-1.9044, -0.6649], [-3.3389, -0.8065], 0.0569).to(dtype)
+    assert layer.w @ layer.u_hat() > 5
+    c = torch.linspace(-12, 12, 241, dtype=dtype)  # w^T y + b
+    y = (c - layer.b)[:, None] * layer.w.detach() / (layer.w @ layer.w).detach() + 0.3
+    z = layer.inverse(y)
+    assert torch.allclose(layer(z)[0], y, atol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
 def test_flow_log_prob_matches_slogdet_of_whole_flow():
     torch.manual_seed(0)
     flow = PlanarFlow(dim=2, layers=5, direction="density", init_scale=1.0).double()

@@ -49,18 +49,21 @@ class PlanarLayer(nn.Module):
         return y, log_det
 
     @torch.no_grad()
-    def inverse(self, y: torch.Tensor, max_iterations: int = 60) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, max_iterations: int = 100) -> torch.Tensor:
         """z with forward(z) = y, by a safeguarded Newton solve for the scalar a = w^T z + b.
 
         Along w the layer reads c = a + (w^T u_hat) tanh(a) with c = w^T y + b; the right side
         is increasing in a and |a - c| <= |w^T u_hat|, which brackets the root. A Newton step
-        that leaves the bracket is replaced by bisection.
+        is taken only when it stays inside the bracket and is at most half the previous step;
+        otherwise the bracket is bisected. (Plain Newton can jump back and forth between the
+        flat ends of a steep tanh step for many iterations.)
         """
         u = self.u_hat()
         wu = self.w @ u
         c = y @ self.w + self.b
         low, high = c - wu.abs() - 1e-6, c + wu.abs() + 1e-6
         a = c.clone()
+        previous_step = high - low
         tolerance = 8 * torch.finfo(y.dtype).eps * (1 + c.abs() + wu.abs())  # rounding of the residual
         for _ in range(max_iterations):
             h = torch.tanh(a)
@@ -69,9 +72,11 @@ class PlanarLayer(nn.Module):
                 break
             high = torch.where(residual > 0, a, high)
             low = torch.where(residual > 0, low, a)
-            newton = a - residual / (1 + wu * (1 - h**2))
-            inside = (newton >= low) & (newton <= high)
-            a = torch.where(inside, newton, (low + high) / 2)
+            newton_step = residual / (1 + wu * (1 - h**2))
+            newton = a - newton_step
+            use_newton = (newton >= low) & (newton <= high) & (2 * newton_step.abs() <= previous_step.abs())
+            step = torch.where(use_newton, newton_step, a - (low + high) / 2)
+            a, previous_step = a - step, step
         return y - torch.tanh(a)[:, None] * u
 
 

@@ -27,6 +27,17 @@ def _grid(half_width: float, size: int, like: torch.Tensor) -> tuple[torch.Tenso
     return axis, torch.stack([xx, yy], dim=-1).reshape(-1, 2)
 
 
+@torch.no_grad()
+def density_on_grid(flow: nn.Module, half_width: float, size: int, like: torch.Tensor, fraction: float = 1.0,
+                    chunk: int = 4096) -> torch.Tensor:
+    """q on a ``size`` x ``size`` grid over [-half_width, half_width]^2 (rows = y), after
+    ``fraction`` of the flow (1 = the model). Under ``no_grad``, not ``inference_mode``: a CNF
+    differentiates its field inside the solve to get the trace."""
+    _, points = _grid(half_width, size, like)
+    log_q = torch.cat([flow.log_prob(part, fraction) for part in points.split(chunk)])
+    return log_q.exp().reshape(size, size)
+
+
 def _density_panel(ax, density: torch.Tensor, half_width: float, title: str) -> None:
     ax.imshow(
         density.cpu().numpy(), origin="lower", extent=(-half_width, half_width, -half_width, half_width), cmap="viridis"
@@ -53,12 +64,9 @@ class _FlowTask(Task):
         self.flow = flow
         self.plot_range, self.grid_size, self.plot_samples = plot_range, grid_size, plot_samples
 
-    @torch.no_grad()
     def model_density(self, like: torch.Tensor) -> torch.Tensor:
         """q on the plotting grid, shape (grid_size, grid_size), rows = y."""
-        _, points = _grid(self.plot_range, self.grid_size, like)
-        log_q = torch.cat([self.flow.log_prob(chunk) for chunk in points.split(4096)])
-        return log_q.exp().reshape(self.grid_size, self.grid_size)
+        return density_on_grid(self.flow, self.plot_range, self.grid_size, like)
 
     @torch.no_grad()
     def model_samples(self, like: torch.Tensor) -> torch.Tensor:
