@@ -1,0 +1,218 @@
+"""Table 2 and Figures 7-9: the table from synthetic run folders gives the exact markdown, the
+runs are reused or trained as asked, and the figures draw from real 2-step checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuralode.paper import fig7, fig8, fig9, table2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------- Table 2
+TASK = {"rnn_spiral": "neuralode.tasks.latent.RNNTask", "latent_ode_spiral": "neuralode.tasks.latent.LatentODETask"}
+
+
+def make_run(folder: Path, experiment: str, n_obs: int, rmse: list[float], seed: int = 0, noise_std: float = 0.1,
+             steps_per_epoch: int = 8, epoch_time_s: float = 10.0, nfe: tuple[float, float] | None = None) -> Path:
+    """A run folder as `python -m neuralode train` writes it: summary.json, metrics.jsonl and
+    .hydra/config.yaml (the settings the table reads)."""
+    (folder / ".hydra").mkdir(parents=True)
+    config = (f"name: {experiment}\nseed: {seed}\nmodel:\n  _target_: {TASK.get(experiment, 'other.Task')}\n"
+              f"  net:\n    solver: ${{solver}}\ndata:\n  n_obs: {n_obs}\n  noise_std: {noise_std}\n  seed: 0\n"
+              "  n_spirals: 1000\n  n_eval: 200\n  n_extrap: 100\n  batch_size: 100\n")
+    (folder / ".hydra" / "config.yaml").write_text(config)
+    records = []
+    for epoch, value in enumerate(rmse, start=1):
+        record = {"epoch": epoch, "step": epoch * steps_per_epoch, "test_rmse_interp": value / 2,
+                  "test_rmse_extrap": value, "epoch_time_s": epoch_time_s}
+        if nfe is not None:
+            record.update(nfe_forward=nfe[0], nfe_backward=nfe[1], test_elbo=-100.0 / epoch)
+        records.append(record)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"name": experiment, "device": "cpu", "epochs": len(rmse), "steps": len(rmse) * steps_per_epoch,
+               "final": records[-1]}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    make_run(root / "latent_ode_spiral_n30_s0", "latent_ode_spiral", 30, [2.0, 0.5], nfe=(26.0, 700.5))
+    make_run(root / "latent_ode_spiral_n30_s1", "latent_ode_spiral", 30, [2.0, 0.7], seed=1, nfe=(26.0, 712.0))
+    make_run(root / "latent_ode_spiral_n100_s0", "latent_ode_spiral", 100, [0.25], epoch_time_s=30.0, nfe=(20.0, 650.0))
+    make_run(root / "rnn_spiral_n50_s0", "rnn_spiral", 50, [3.0, 2.0, 1.23456], epoch_time_s=1.0)
+    return root
+
+
+EXPECTED = """\
+# Table 2: predictive RMSE on spirals (scale: smoke)
+
+| predictive RMSE | n = 30 | paper | n = 50 | paper | n = 100 | paper |
+|---|---|---|---|---|---|---|
+| RNN | - | 0.3937 | 1.2346 | 0.3202 | - | 0.1813 |
+| latent ODE | 0.6000 ± 0.1414 | 0.1642 | - | 0.1502 | 0.2500 | 0.1346 |
+
+RMSE on the 100 grid points after the observed window, against the noise-free spirals: per test spiral, averaged over the test spirals; the last evaluation of each run. The latent ODE decodes from the posterior mean of z0; the RNN predicts autoregressively. Several seeds: mean ± standard deviation over seeds.
+
+Data: 1000 spirals, the last 200 held out for testing; observation noise std **0.1** (the paper does not state its noise); data seed 0. Training seeds: 0, 1. Devices: cpu.
+
+Runs (train time: training wall time without evaluation; NFE: function evaluations per training step, forward and adjoint backward, mean over the last epoch):
+
+| model | n | seed | epochs (steps) | train time | RMSE interp | RMSE extrap | test ELBO | NFE fwd | NFE bwd | run |
+|---|---|---|---|---|---|---|---|---|---|---|
+| RNN | 50 | 0 | 3 (24) | 3 s | 0.6173 | 1.2346 | - | - | - | `rnn_spiral_n50_s0` |
+| latent ODE | 30 | 0 | 2 (16) | 20 s | 0.2500 | 0.5000 | -50.0 | 26.0 | 700.5 | `latent_ode_spiral_n30_s0` |
+| latent ODE | 30 | 1 | 2 (16) | 20 s | 0.3500 | 0.7000 | -50.0 | 26.0 | 712.0 | `latent_ode_spiral_n30_s1` |
+| latent ODE | 100 | 0 | 1 (8) | 30 s | 0.1250 | 0.2500 | -100.0 | 20.0 | 650.0 | `latent_ode_spiral_n100_s0` |
+"""
+
+
+def test_table_from_a_sweep_folder_is_exact(sweep: Path):
+    runs = table2.find_runs([sweep])
+    assert [(run.model, run.n_obs, run.seed) for run in runs] == [
+        ("RNN", 50, 0), ("latent ODE", 30, 0), ("latent ODE", 30, 1), ("latent ODE", 100, 0)]
+    assert table2.render(runs, "smoke", base=sweep) == EXPECTED
+
+
+def test_main_writes_markdown_and_csv_and_infers_the_scale(sweep: Path, tmp_path: Path):
+    out = tmp_path / "paper"
+    table2.main([str(sweep), "--out", str(out)])
+    assert (out / "table2.md").read_text().startswith("# Table 2: predictive RMSE on spirals (scale: custom (1-3 epochs))")
+    lines = (out / "table2.csv").read_text().splitlines()
+    assert lines[0] == ",".join(table2.CSV_HEADERS)
+    assert lines[1].split(",")[10:12] == ["1.23456", "0.3202"]  # the raw RMSE beside the paper's
+
+
+def test_mixed_noise_is_stated_and_other_runs_are_skipped(sweep: Path, tmp_path: Path):
+    make_run(sweep / "noisy", "rnn_spiral", 30, [1.0], noise_std=0.3)
+    make_run(sweep / "mnist", "mnist_odenet", 30, [1.0])  # another family in the same sweep
+    text = table2.render(table2.find_runs([sweep]), "smoke")
+    assert "observation noise std **0.1, 0.3**" in text
+    with pytest.raises(table2.RunFolderError, match="not a Table 2 run"):
+        table2.load_run(sweep / "mnist")
+    with pytest.raises(SystemExit, match="no finished run"):
+        (tmp_path / "empty").mkdir()
+        table2.main([str(tmp_path / "empty"), "--out", str(tmp_path)])
+
+
+def test_multirun_groups_cover_exactly_the_missing_runs():
+    full = [(e, n, s) for e in ("a", "b") for n in (30, 50) for s in (0, 1)]
+    assert table2.product_groups(full) == [(["a", "b"], [30, 50], [0, 1])]
+    partial = [("a", 30, 0), ("a", 50, 0), ("a", 50, 1), ("b", 100, 0)]
+    groups = table2.product_groups(partial)
+    covered = sorted((e, n, s) for es, ns, ss in groups for e in es for n in ns for s in ss)
+    assert covered == sorted(partial)
+
+
+def test_ensure_runs_reuses_resumes_and_trains_the_rest(tmp_path: Path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(table2, "call", lambda command, scale: calls.append(command))
+    make_run(tmp_path / "rnn_spiral_n30_s0", "rnn_spiral", 30, [1.0])  # finished
+    (tmp_path / "latent_ode_spiral_n30_s0").mkdir()
+    (tmp_path / "latent_ode_spiral_n30_s0" / "last.pt").write_bytes(b"")  # stopped early
+    dirs = table2.ensure_runs("smoke", [30, 50], root=tmp_path)
+    assert dirs[("latent_ode_spiral", 50, 0)] == tmp_path / "latent_ode_spiral_n50_s0"
+    resume, multirun = calls
+    assert "resume=true" in resume and f"hydra.run.dir={tmp_path / 'latent_ode_spiral_n30_s0'}" in resume
+    assert "experiment=latent_ode_spiral" in resume and "data.n_obs=30" in resume
+    assert "-m" in multirun and "experiment=rnn_spiral,latent_ode_spiral" in multirun
+    assert "data.n_obs=50" in multirun and f"hydra.sweep.dir={tmp_path}" in multirun
+    assert table2.SWEEP_SUBDIR in multirun and "trainer.max_epochs=25" in multirun
+
+
+# --------------------------------------------------------------------------- Figures 7-9
+TINY_SPIRALS = ["data.n_spirals=16", "data.n_eval=8", "data.n_points=20", "data.n_extrap=10", "data.dt=0.1",
+                "data.n_obs=6", "data.batch_size=8"]
+TINY_EVENTS = ["data.n_sequences=8", "data.n_eval=4", "data.t_end=3.0", "data.n_grid=10", "data.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Two-step runs of the three experiments, through the real configs."""
+    from neuralode.train.config import compose
+    from neuralode.train.run import train
+
+    root = tmp_path_factory.mktemp("runs")
+    common = ["device=cpu", "trainer.progress_bar=false", "trainer.max_steps=2", "logger.tensorboard=false"]
+    for experiment, data in [("latent_ode_spiral", TINY_SPIRALS), ("rnn_spiral", TINY_SPIRALS),
+                             ("latent_ode_poisson", TINY_EVENTS)]:
+        train(compose("train", [f"experiment={experiment}", *data, *common]), root / experiment)
+    return {name: root / name for name in ("latent_ode_spiral", "rnn_spiral", "latent_ode_poisson")}
+
+
+def test_fig8_draws_both_models_and_the_latent_paths(runs, tmp_path: Path, capsys):
+    fig8.main(["--latent", str(runs["latent_ode_spiral"]), "--rnn", str(runs["rnn_spiral"]), "--out", str(tmp_path),
+               "--series", "2", "--latent-series", "8"])
+    assert (tmp_path / "fig8.png").stat().st_size > 10_000
+    assert list((tmp_path / "tensorboard" / "fig8").glob("events.out.tfevents.*"))
+    text = (tmp_path / "fig8.md").read_text()
+    assert "| RNN |" in text and "| latent ODE |" in text and "8 test spirals, 6 observed points" in text
+    with pytest.raises(SystemExit, match="--latent must be a latent ODE"):
+        fig8.main(["--latent", str(runs["rnn_spiral"]), "--rnn", str(runs["rnn_spiral"]), "--out", str(tmp_path)])
+
+
+def test_fig8_latent_paths_start_at_the_posterior_mean(runs):
+    task, data, _ = table2.load_trained(runs["latent_ode_spiral"])
+    batch = fig8.eval_batch(data, 4)
+    paths = fig8.latent_paths(task, batch)
+    assert paths.shape == (4, 30, 4)  # 20 window + 10 extrapolated times, 4-D latent
+    mean, _ = task.net.encoder(batch["values"], batch["times"], batch["mask"])
+    torch.testing.assert_close(paths[:, 0], mean)  # the first grid time is t = 0
+    assert fig8.pick_series(torch.tensor([1, 1, -1, 1, -1]), 3) == [0, 2, 1]
+
+
+def test_direction_accuracy_and_correlation_on_hand_made_latents():
+    direction = torch.tensor([1, 1, -1, -1])
+    separable = torch.tensor([[1.0, 0.3], [2.0, -0.1], [-1.0, 0.2], [-3.0, 0.0]])
+    assert fig8.direction_accuracy(separable, direction) == 1.0
+    correlation = fig9.direction_correlation(separable, direction)
+    assert correlation[0] > 0.9 and abs(correlation[1]) < 0.5
+
+
+def test_fig9_sweeps_one_dimension_at_a_time(runs, tmp_path: Path):
+    task, data, _ = table2.load_trained(runs["latent_ode_spiral"])
+    batch = fig8.eval_batch(data, 8)
+    z0 = fig9.posterior_means(task, batch)
+    values = fig9.sweep_values(z0, 3)
+    times = torch.cat([batch["interp_times"][0], batch["extrap_times"][0]])
+    decoded = fig9.decode_sweeps(task, z0.mean(0), values, times)
+    assert decoded.shape == (4, 3, 30, 2)
+    # Each curve decodes its own z0: the base point with dimension d set to values[d, k].
+    z = z0.mean(0).clone()
+    z[2] = values[2, 1]
+    with torch.no_grad():
+        expected = task.net.decoder(task.net.latent_trajectories(z[None], [times[None]])[0])[0]
+    torch.testing.assert_close(decoded[2, 1], expected, rtol=1e-4, atol=1e-4)
+    fig9.main([str(runs["latent_ode_spiral"]), "--out", str(tmp_path), "--steps", "3", "--no-tensorboard"])
+    assert (tmp_path / "fig9.png").stat().st_size > 10_000
+    assert "| dimension | z0[d] swept | correlation with direction |" in (tmp_path / "fig9.md").read_text()
+
+
+def test_fig7_draws_events_and_intensity(runs, tmp_path: Path):
+    fig7.main([str(runs["latent_ode_poisson"]), "--out", str(tmp_path), "--series", "2", "--no-tensorboard"])
+    assert (tmp_path / "fig7.png").stat().st_size > 10_000
+    assert "| latent ODE (ELBO) |" in (tmp_path / "fig7.md").read_text()
+    with pytest.raises(SystemExit, match="not a Poisson process latent ODE"):
+        fig7.main([str(runs["rnn_spiral"]), "--out", str(tmp_path)])
+
+
+def test_constant_rate_baseline_by_hand():
+    batch = {"mask": torch.tensor([[True, True, False], [False, False, False]]), "t_end": torch.tensor([4.0, 2.0])}
+    baseline = fig7.constant_rate_baseline(batch)
+    torch.testing.assert_close(baseline["rate"], torch.tensor([0.5, 0.0]))
+    # Two events at rate 0.5 over 4: 2 log 0.5 - 0.5 * 4; no event: -0 * 2.
+    torch.testing.assert_close(baseline["log_likelihood"], torch.tensor([2 * torch.log(torch.tensor(0.5)).item() - 2.0, 0.0]))
