@@ -1,0 +1,363 @@
+"""Figure 4: density matching, planar normalizing flow (K layers) against planar CNF (M units).
+
+For each of three target energies (Rezende & Mohamed's U1, U2, U3) and each K = M in
+{2, 8, 32}, an ``nf_density_matching`` and a ``cnf_density_matching`` run minimise
+KL(q || p). Outputs, in ``outputs/paper/`` (or ``--out``):
+
+- ``fig4.png``: the target and the learned densities (rows: energies; columns: target,
+  NF K = 2, 8, 32, CNF M = 2, 8, 32) and the final KL against K = M;
+- ``fig4.md`` / ``fig4.csv``: the numbers, and whether the CNF's KL is below the NF's at each
+  K = M (the paper: it is, everywhere);
+- the figure in TensorBoard under ``<out>/tensorboard/fig4`` (each run logs its own densities
+  and samples in its folder too).
+
+    python -m neuralode.paper.fig4 --scale smoke      # train (or reuse) the 18 runs, then draw
+    python -m neuralode figure fig4 --scale paper     # the paper's recipe (GPU)
+
+Runs live in ``outputs/paper/runs/<scale>/fig4/<experiment>_<energy>_<size>/``: a finished
+run (``summary.json``) is reused, a stopped one (``last.pt``) resumed; delete a folder to
+train it again. This module also holds the run and density helpers of fig5 and ffjord2d.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from neuralode.paper.common import SCALES, markdown_table, out_dir, paper_dir, smoke_threads, write_csv
+
+ENERGIES = ("u1", "u2", "u3")
+SIZES = (2, 8, 32)
+#: Each flow of the figure: its experiment, the config key of its size (K layers, M units),
+#: and the letter the paper gives that size.
+FLOWS = {
+    "NF": ("nf_density_matching", "model.flow.layers", "K"),
+    "CNF": ("cnf_density_matching", "model.flow.field.units", "M"),
+}
+
+#: Hydra overrides per scale and flow. paper: the experiments as configured (CNF: Adam, 10,000
+#: iterations; NF: RMSprop, 500,000). smoke: one short epoch on a CPU (CNF 200 iterations, NF
+#: 500, about the paper's ratio cut to minutes), smaller batches and plots.
+SCALE_OVERRIDES = {
+    "smoke": {
+        "CNF": ["trainer.max_epochs=1", "data.steps_per_epoch=200", "data.batch_size=128", "data.eval_samples=1024",
+                "solver.rtol=1e-4", "solver.atol=1e-4", "model.grid_size=50", "model.plot_samples=500"],
+        "NF": ["trainer.max_epochs=1", "data.steps_per_epoch=500", "data.batch_size=128", "data.eval_samples=1024",
+               "model.grid_size=50", "model.plot_samples=500"],
+    },
+    "paper": {"CNF": [], "NF": []},
+}
+#: The figure shows [-4, 4]^2, the square the paper draws the targets in.
+HALF_WIDTH = 4.0
+#: Density grid of the figure, per scale (points per side).
+GRID = {"smoke": 60, "paper": 100}
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- runs (shared with fig5, ffjord2d)
+def ensure_run(experiment: str, overrides: Sequence[str], run_dir: Path) -> bool:
+    """Make ``run_dir`` a finished run of ``experiment`` with ``overrides``: reuse it when it has
+    ``summary.json``, resume it from ``last.pt``, else train it here (in this process).
+
+    Returns False, after printing why, when training failed with a user error (a bad setting, a
+    NaN loss), so that one failed run does not stop the others.
+    """
+    from neuralode.train.config import UserError, compose
+    from neuralode.train.run import train
+
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").is_file():
+        print(f"reusing {run_dir}", flush=True)
+        return True
+    resume = (run_dir / "last.pt").is_file()
+    print(f"{'resuming' if resume else 'training'} {experiment} {' '.join(overrides)} in {run_dir}", flush=True)
+    started = time.perf_counter()
+    try:
+        cfg = compose("train", [f"experiment={experiment}", *overrides, f"resume={str(resume).lower()}"])
+        train(cfg, run_dir)
+    except UserError as error:
+        print(f"error: {experiment} in {run_dir} failed: {error}", flush=True)
+        return False
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return True
+
+
+@dataclass
+class FlowRun:
+    """A finished run: its folder, ``summary.json`` and ``metrics.jsonl`` records."""
+
+    path: Path
+    summary: dict
+    records: list[dict]
+
+    def final(self, key: str) -> Any:
+        return self.records[-1].get(key) if self.records else None
+
+    def last_with(self, key: str) -> Any:
+        """The latest record's value of ``key`` (training NFE is absent from a final
+        evaluation that falls right after an epoch's end)."""
+        return next((r[key] for r in reversed(self.records) if key in r), None)
+
+    @property
+    def steps(self) -> int:
+        return int(self.summary.get("steps", 0))
+
+
+def load_run(path: Path) -> FlowRun | None:
+    """The run in ``path``, or None when it has not finished (no summary.json or metrics)."""
+    path = Path(path)
+    summary, metrics = path / "summary.json", path / "metrics.jsonl"
+    if not summary.is_file() or not metrics.is_file():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return FlowRun(path, json.loads(summary.read_text()), records)
+
+
+def load_task(run_dir: Path, device: torch.device | str = "cpu"):
+    """The trained task of a run (its last.pt: the final model), in evaluation mode."""
+    from omegaconf import OmegaConf
+
+    from neuralode.train.checkpoint import load_checkpoint
+    from neuralode.train.run import build_task_and_data
+
+    state = load_checkpoint(Path(run_dir) / "last.pt", map_location=device)
+    config = OmegaConf.create(state["config"])
+    task, _ = build_task_and_data(config.model, config.data)
+    task.load_state_dict(state["model"])
+    return task.to(device).eval()
+
+
+def runs_root(scale: str, figure: str) -> Path:
+    return paper_dir() / "runs" / scale / figure
+
+
+def imshow_density(ax, density: np.ndarray | None, half_width: float, title: str) -> None:
+    """One density panel (or a note where the run is missing), axes off."""
+    if density is None:
+        ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.imshow(density, origin="lower", extent=(-half_width, half_width, -half_width, half_width), cmap="viridis")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def scatter_points(ax, points: np.ndarray | None, half_width: float, title: str = "") -> None:
+    """One panel of points (or a note where the run is missing), axes off."""
+    if points is None:
+        ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=0.5, alpha=0.5, color="tab:blue", rasterized=True)
+    ax.set(xlim=(-half_width, half_width), ylim=(-half_width, half_width), xticks=[], yticks=[])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+
+
+def save_figure(fig, folder: Path, name: str, tensorboard: bool, step: int = 0) -> Path:
+    """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``."""
+    import matplotlib.pyplot as plt
+
+    path = Path(folder) / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    if tensorboard:
+        from neuralode.train.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(Path(folder) / "tensorboard" / name)
+        logger.log_figures({name: fig}, step=step)  # closes the figure
+        logger.close()
+    else:
+        plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- Figure 4's runs and numbers
+def run_dir(root: Path, flow: str, energy: str, size: int) -> Path:
+    return Path(root) / f"{FLOWS[flow][0]}_{energy}_{size}"
+
+
+def train_runs(root: Path, scale: str, energies: Sequence[str], sizes: Sequence[int], extra: Sequence[str] = (),
+               device: str = "auto") -> None:
+    for flow, (experiment, size_key, _) in FLOWS.items():
+        for energy in energies:
+            for size in sizes:
+                overrides = [*SCALE_OVERRIDES[scale][flow], f"data.energy={energy}", f"{size_key}={size}",
+                             f"device={device}", *extra]
+                ensure_run(experiment, overrides, run_dir(root, flow, energy, size))
+
+
+def collect(root: Path, energies: Sequence[str] = ENERGIES, sizes: Sequence[int] = SIZES) -> dict[tuple, FlowRun | None]:
+    """Every (flow, energy, size) of the figure and its finished run, or None."""
+    return {(flow, energy, size): load_run(run_dir(root, flow, energy, size))
+            for flow in FLOWS for energy in energies for size in sizes}
+
+
+def final_kl(run: FlowRun | None) -> float | None:
+    return None if run is None else run.final("test_kl")
+
+
+def verdict(nf: float | None, cnf: float | None) -> str:
+    if nf is None or cnf is None:
+        return "-"
+    return "yes" if cnf < nf else "no"
+
+
+def table_rows(runs: dict[tuple, FlowRun | None], energies: Sequence[str], sizes: Sequence[int]) -> list[list[str]]:
+    rows = []
+    for energy in energies:
+        for size in sizes:
+            nf, cnf = runs[("NF", energy, size)], runs[("CNF", energy, size)]
+            rows.append([energy.upper(), size, _kl_cell(nf), _kl_cell(cnf), verdict(final_kl(nf), final_kl(cnf))])
+    return rows
+
+
+def _kl_cell(run: FlowRun | None) -> str:
+    kl = final_kl(run)
+    return "no run" if kl is None else f"{kl:.3f} ({run.steps} it)"
+
+
+def render(runs: dict[tuple, FlowRun | None], scale: str, energies: Sequence[str] = ENERGIES,
+           sizes: Sequence[int] = SIZES, root: Path | None = None) -> str:
+    """fig4.md: the KL table, the count of K = M where the CNF is lower, what the numbers are."""
+    rows = table_rows(runs, energies, sizes)
+    decided = [row[-1] for row in rows if row[-1] != "-"]
+    cnf_runs = [run for (flow, _, _), run in runs.items() if flow == "CNF" and run is not None]
+    nfe = [(run.last_with("nfe_forward"), run.last_with("nfe_backward")) for run in cnf_runs]
+    nfe = [(f, b) for f, b in nfe if f is not None and b is not None]
+    lines = [
+        f"# Figure 4: density matching, planar NF against planar CNF (scale: {scale})",
+        "",
+        markdown_table(["target", "K = M", "NF KL(q||p)", "CNF KL(q||p)", "CNF lower? (paper: yes)"], rows),
+        f"CNF below NF at **{decided.count('yes')} of {len(decided)}** (target, K = M) pairs "
+        "(the paper: at every one).",
+        "",
+        "KL(q||p) in nats, estimated on the evaluation's fixed base samples after the last iteration "
+        "(log Z of each target by quadrature, so 0 means q = p); `it`: training iterations. The paper "
+        "trained the CNF with Adam for 10,000 iterations and the NF with RMSprop for 500,000.",
+    ]
+    if nfe:
+        forward, backward = (sum(values) / len(nfe) for values in zip(*nfe))
+        lines += ["", f"CNF function evaluations per training step (last epoch, mean over runs): "
+                      f"forward {forward:.1f}, adjoint backward {backward:.1f}."]
+    if root is not None:
+        lines += ["", f"Runs: `{root}/<experiment>_<target>_<K or M>`."]
+    return "\n".join(lines) + "\n"
+
+
+CSV_HEADERS = ["energy", "size", "flow", "test_kl", "best_test_kl", "steps", "nfe_forward", "nfe_backward",
+               "elapsed_s", "device", "run"]
+
+
+def csv_rows(runs: dict[tuple, FlowRun | None]) -> list[list]:
+    rows = []
+    for (flow, energy, size), run in runs.items():
+        if run is None:
+            rows.append([energy, size, flow, "", "", "", "", "", "", "", ""])
+            continue
+        best = (run.summary.get("best") or {}).get("test_kl")
+        rows.append([energy, size, flow, final_kl(run), best, run.steps, run.last_with("nfe_forward"),
+                     run.last_with("nfe_backward"), run.summary.get("elapsed_s"), run.summary.get("device"), str(run.path)])
+    return rows
+
+
+# --------------------------------------------------------------------------- the figure
+def model_densities(runs: dict[tuple, FlowRun | None], half_width: float, grid: int) -> dict[tuple, np.ndarray | None]:
+    """q of every finished run's final model on a ``grid`` x ``grid`` grid (None where no run)."""
+    from neuralode.tasks.density import density_on_grid
+
+    out = {}
+    for key, run in runs.items():
+        if run is None or not (run.path / "last.pt").is_file():
+            out[key] = None
+            continue
+        out[key] = density_on_grid(load_task(run.path).flow, half_width, grid, torch.zeros(1, 2)).numpy()
+    return out
+
+
+def target_density(energy: str, half_width: float, grid: int) -> np.ndarray:
+    """p = exp(-U) / Z of a target on the same grid (rows = y)."""
+    from neuralode.data.energies import log_normalizer, target_energy
+
+    U = target_energy(energy)
+    axis = torch.linspace(-half_width, half_width, grid, dtype=torch.float64)
+    points = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1)
+    return torch.exp(-U(points) - log_normalizer(U)).numpy()
+
+
+def make_figure(model: dict, target: dict, runs: dict[tuple, FlowRun | None], energies: Sequence[str],
+                sizes: Sequence[int], half_width: float, title: str):
+    """Densities (rows: targets; columns: target, NF per K, CNF per M) over KL against K = M."""
+    import matplotlib.pyplot as plt
+
+    columns = 1 + 2 * len(sizes)
+    fig = plt.figure(figsize=(max(1.9 * columns, 8), 1.9 * len(energies) + 3.4), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.9 * len(energies), 2.6])
+    axes = np.atleast_2d(top.subplots(len(energies), columns))
+    for i, energy in enumerate(energies):
+        imshow_density(axes[i, 0], target.get(energy), half_width, f"target {energy.upper()}")
+        for j, (flow, size) in enumerate((flow, size) for flow in FLOWS for size in sizes):
+            letter = FLOWS[flow][2]
+            imshow_density(axes[i, 1 + j], model.get((flow, energy, size)), half_width, f"{flow} {letter}={size}")
+    loss_axes = np.atleast_1d(bottom.subplots(1, len(energies)))
+    for ax, energy in zip(loss_axes, energies):
+        for flow, marker in zip(FLOWS, ("s--", "o-")):
+            points = [(size, final_kl(runs[(flow, energy, size)])) for size in sizes]
+            points = [(s, kl) for s, kl in points if kl is not None]
+            if points:
+                ax.plot(*zip(*points), marker, label=flow)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(sizes), [str(s) for s in sizes])
+        ax.set(xlabel="K (NF layers) = M (CNF units)", ylabel="KL(q||p) (nats)", title=f"loss, {energy.upper()}")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m neuralode figure fig4", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
+    parser.add_argument("--device", default="auto", help="training device: auto | cpu | cuda | cuda:N")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="folder of the runs (default: outputs/paper/runs/<scale>/fig4)")
+    parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
+    parser.add_argument("--energies", nargs="+", default=list(ENERGIES), choices=["u1", "u2", "u3", "u4"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="K = M values (default: 2 8 32)")
+    parser.add_argument("--grid", type=int, default=None, help="density grid points per side")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra override for every run (repeatable)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    smoke_threads(args.scale)
+    started = time.perf_counter()
+    root = args.runs or runs_root(args.scale, "fig4")
+    if not args.no_train:
+        train_runs(root, args.scale, args.energies, args.sizes, args.overrides, args.device)
+    runs = collect(root, args.energies, args.sizes)
+    if not any(runs.values()):
+        raise SystemExit(f"error: {root} holds no finished Figure 4 run; run without --no-train to train them")
+    folder = out_dir(args.out)
+    (folder / "fig4.md").write_text(render(runs, args.scale, args.energies, args.sizes, root))
+    write_csv(folder / "fig4.csv", CSV_HEADERS, csv_rows(runs))
+    grid = args.grid or GRID[args.scale]
+    model = model_densities(runs, HALF_WIDTH, grid)
+    target = {energy: target_density(energy, HALF_WIDTH, grid) for energy in args.energies}
+    fig = make_figure(model, target, runs, args.energies, args.sizes, HALF_WIDTH,
+                      f"Figure 4: planar NF (K layers) vs planar CNF (M units), KL(q||p) (scale {args.scale})")
+    png = save_figure(fig, folder, "fig4", tensorboard=not args.no_tensorboard)
+    print((folder / "fig4.md").read_text())
+    print(f"wrote {png}, {folder / 'fig4.md'} and {folder / 'fig4.csv'} in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Figure 5: from noise to data, planar CNF (64 units) against planar NF (64 one-unit layers).
+
+Both flows are fitted by maximum likelihood to samples of Two Circles and Two Moons (the
+experiments ``cnf_two_circles``, ``cnf_two_moons``, ``nf_two_circles``, ``nf_two_moons``).
+The figure shows, for each data set, the density and the samples of each flow after 5, 20,
+40, 60, 80 and 100% of the flow (for the CNF: at that fraction of its integration time; for
+the NF: after that fraction of its layers), beside the data. Outputs, in ``outputs/paper/``:
+``fig5.png``, ``fig5.md`` / ``fig5.csv`` (test NLL and NFE of the four runs), and the figure
+in TensorBoard under ``<out>/tensorboard/fig5``.
+
+    python -m neuralode.paper.fig5 --scale smoke      # train (or reuse) the four runs, then draw
+
+Runs live in ``outputs/paper/runs/<scale>/fig5/<experiment>/`` (reused when finished, resumed
+when stopped; delete a folder to train it again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from neuralode.paper.common import SCALES, fmt, markdown_table, out_dir, smoke_threads, write_csv
+from neuralode.paper.fig4 import (FlowRun, ensure_run, imshow_density, load_run, load_task, runs_root, save_figure,
+                                  scatter_points)
+
+DATASETS = {"two_circles": "Two Circles", "two_moons": "Two Moons"}
+FLOWS = ("CNF", "NF")
+FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+#: paper: the experiments as configured (CNF: Adam, 10,000 iterations; NF: RMSprop, 100,000).
+#: smoke: one CPU-sized epoch (CNF 200 iterations, NF 500), smaller batches and plots.
+_SMOKE = ["trainer.max_epochs=1", "data.batch_size=256", "data.n_eval=1000", "data.eval_batch_size=1000",
+          "model.grid_size=50", "model.plot_samples=500"]
+SCALE_OVERRIDES = {
+    "smoke": {
+        "CNF": [*_SMOKE, "trainer.max_steps=200", "data.n_train=51200", "solver.rtol=1e-4", "solver.atol=1e-4"],
+        "NF": [*_SMOKE, "trainer.max_steps=500", "data.n_train=128000"],
+    },
+    "paper": {"CNF": [], "NF": []},
+}
+#: Per scale: density grid points per side, samples drawn along the flow.
+DRAW = {"smoke": dict(grid=50, samples=1000), "paper": dict(grid=100, samples=5000)}
+
+
+def experiment(flow: str, dataset: str) -> str:
+    return f"{flow.lower()}_{dataset}"
+
+
+def collect(root: Path) -> dict[tuple[str, str], FlowRun | None]:
+    """Every (flow, data set) of the figure and its finished run, or None."""
+    return {(flow, dataset): load_run(Path(root) / experiment(flow, dataset)) for dataset in DATASETS for flow in FLOWS}
+
+
+@torch.no_grad()
+def along_the_flow(flow: torch.nn.Module, half_width: float, grid: int, samples: int, fractions: Sequence[float],
+                   seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The flow's density (grid x grid) and the positions of ``samples`` base points after each
+    fraction of the flow. Under ``no_grad``: a CNF still differentiates its field for the trace."""
+    from neuralode.tasks.density import density_on_grid
+
+    like = torch.zeros(1, 2)
+    densities = [density_on_grid(flow, half_width, grid, like, f).numpy() for f in fractions]
+    z0 = torch.randn(samples, 2, generator=torch.Generator().manual_seed(seed))
+    points = [p.detach().numpy() for p in flow.sample_path(z0, list(fractions))]
+    return densities, points
+
+
+def make_figure(drawn: dict, data: dict[str, np.ndarray], fractions: Sequence[float], half_width: float, title: str):
+    """Rows: per data set, CNF density, CNF samples, NF density, NF samples; columns: the
+    fractions of the flow, then the data. ``drawn[(flow, dataset)]`` is (densities, points) or None."""
+    import matplotlib.pyplot as plt
+
+    rows = [(dataset, flow, kind) for dataset in data for flow in FLOWS for kind in ("density", "samples")]
+    columns = len(fractions) + 1
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns + 1.2, 1.6 * len(rows) + 0.6),
+                             layout="constrained", squeeze=False)
+    for r, (dataset, flow, kind) in enumerate(rows):
+        result = drawn.get((flow, dataset))
+        for c, fraction in enumerate(fractions):
+            ax, top = axes[r, c], f"{100 * fraction:.0f}%" if r == 0 else ""
+            if kind == "density":
+                imshow_density(ax, None if result is None else result[0][c], half_width, top)
+            else:
+                scatter_points(ax, None if result is None else result[1][c], half_width, top)
+        axes[r, 0].set_ylabel(f"{DATASETS[dataset]}\n{flow} {kind}", fontsize=9)
+        if kind == "density":
+            hist, _, _ = np.histogram2d(data[dataset][:, 1], data[dataset][:, 0], bins=50,
+                                        range=[[-half_width, half_width]] * 2, density=True)
+            imshow_density(axes[r, -1], hist, half_width, "data" if r == 0 else "")
+        else:
+            scatter_points(axes[r, -1], data[dataset], half_width)
+    fig.suptitle(title)
+    return fig
+
+
+def render(runs: dict[tuple[str, str], FlowRun | None], scale: str, root: Path | None = None) -> str:
+    rows = []
+    for (flow, dataset), run in runs.items():
+        if run is None:
+            rows.append([DATASETS[dataset], flow, "no run", "-", "-", "-"])
+            continue
+        forward, backward = fmt(run.last_with("nfe_forward"), ".1f"), fmt(run.last_with("nfe_backward"), ".1f")
+        nfe = "-" if flow == "NF" else f"{forward} / {backward}"
+        rows.append([DATASETS[dataset], flow, fmt(run.final("test_nll"), ".3f"), run.steps,
+                     run.summary.get("num_parameters"), nfe])
+    lines = [
+        f"# Figure 5: noise to data, planar CNF against planar NF (scale: {scale})",
+        "",
+        markdown_table(["data", "flow", "test NLL (nats)", "iterations", "parameters", "NFE fwd / bwd per step"], rows),
+        "Test NLL: -log q(x) per point on held-out samples (exact trace for the CNF). The paper gives no "
+        "numbers for this figure, only the pictures: the CNF spreads its mass into both shapes, the NF "
+        "has difficulty with Two Moons.",
+    ]
+    if root is not None:
+        lines += ["", f"Runs: `{root}/<experiment>`."]
+    return "\n".join(lines) + "\n"
+
+
+CSV_HEADERS = ["dataset", "flow", "test_nll", "steps", "num_parameters", "nfe_forward", "nfe_backward", "elapsed_s",
+               "device", "run"]
+
+
+def csv_rows(runs: dict[tuple[str, str], FlowRun | None]) -> list[list]:
+    rows = []
+    for (flow, dataset), run in runs.items():
+        if run is None:
+            rows.append([dataset, flow] + [""] * 8)
+            continue
+        rows.append([dataset, flow, run.final("test_nll"), run.steps, run.summary.get("num_parameters"),
+                     run.last_with("nfe_forward"), run.last_with("nfe_backward"), run.summary.get("elapsed_s"),
+                     run.summary.get("device"), str(run.path)])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m neuralode figure fig5", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
+    parser.add_argument("--device", default="auto", help="training device: auto | cpu | cuda | cuda:N")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="folder of the runs (default: outputs/paper/runs/<scale>/fig5)")
+    parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra override for every run (repeatable)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    smoke_threads(args.scale)
+    started = time.perf_counter()
+    root = args.runs or runs_root(args.scale, "fig5")
+    if not args.no_train:
+        for dataset in DATASETS:
+            for flow in FLOWS:
+                ensure_run(experiment(flow, dataset), [*SCALE_OVERRIDES[args.scale][flow], f"device={args.device}",
+                                                       *args.overrides], root / experiment(flow, dataset))
+    runs = collect(root)
+    if not any(runs.values()):
+        raise SystemExit(f"error: {root} holds no finished Figure 5 run; run without --no-train to train them")
+    folder = out_dir(args.out)
+    (folder / "fig5.md").write_text(render(runs, args.scale, root))
+    write_csv(folder / "fig5.csv", CSV_HEADERS, csv_rows(runs))
+
+    from neuralode.data.toy2d import sample_toy
+
+    draw, half_width = DRAW[args.scale], 4.0
+    drawn = {}
+    for key, run in runs.items():
+        if run is not None and (run.path / "last.pt").is_file():
+            task = load_task(run.path)
+            half_width = task.plot_range
+            drawn[key] = along_the_flow(task.flow, half_width, draw["grid"], draw["samples"], FRACTIONS)
+    data = {dataset: sample_toy(dataset, draw["samples"], seed=1).numpy() for dataset in DATASETS}
+    fig = make_figure(drawn, data, FRACTIONS, half_width,
+                      f"Figure 5: noise to data, CNF (64 units) vs NF (64 layers) (scale {args.scale})")
+    png = save_figure(fig, folder, "fig5", tensorboard=not args.no_tensorboard)
+    print((folder / "fig5.md").read_text())
+    print(f"wrote {png}, {folder / 'fig5.md'} and {folder / 'fig5.csv'} in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
