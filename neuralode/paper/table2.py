@@ -344,11 +344,12 @@ def ensure_run(scale: str, run_dir: Path, command: list[str]) -> Path:
 
 
 def call(command: list[str], scale: str) -> None:
+    """Run a training command; stop with its command line if it fails."""
     print("$ " + " ".join(command), flush=True)
     env = dict(os.environ)
-    if scale == "smoke":
-        # Small tensors on a shared CPU: one thread is steadier (and often faster) than several.
-        env.setdefault("OMP_NUM_THREADS", "1")
+    # These models are tiny at every scale (batches of 100 x 25 units): on a CPU one thread is
+    # steadier and often faster than several fighting; OMP_NUM_THREADS set by the caller wins.
+    env.setdefault("OMP_NUM_THREADS", "1")
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
         raise SystemExit(f"error: training failed (exit status {result.returncode}): {' '.join(command)}")
