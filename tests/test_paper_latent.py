@@ -120,7 +120,7 @@ def test_multirun_groups_cover_exactly_the_missing_runs():
 
 def test_ensure_runs_reuses_resumes_and_trains_the_rest(tmp_path: Path, monkeypatch):
     calls = []
-    monkeypatch.setattr(table2, "call", lambda command, scale: calls.append(command))
+    monkeypatch.setattr(table2, "call", lambda command: calls.append(command))
     make_run(tmp_path / "rnn_spiral_n30_s0", "rnn_spiral", 30, [1.0])  # finished
     (tmp_path / "latent_ode_spiral_n30_s0").mkdir()
     (tmp_path / "latent_ode_spiral_n30_s0" / "last.pt").write_bytes(b"")  # stopped early

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
     run = args.run
     if run is None:
-        run = table2.ensure_run(args.scale, table2.runs_root(args.scale) / EXPERIMENT,
+        run = table2.ensure_run(table2.runs_root(args.scale) / EXPERIMENT,
                                 [f"experiment={EXPERIMENT}", *SCALE_OVERRIDES[args.scale], *args.overrides])
     try:
         task, data, state = table2.load_trained(run)

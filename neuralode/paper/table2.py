@@ -296,14 +296,14 @@ def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] =
         elif (run_dir / "last.pt").is_file():
             print(f"resuming {run_dir}")
             call([*TRAIN, f"experiment={experiment}", f"data.n_obs={n}", f"seed={seed}", *settings,
-                  "resume=true", f"hydra.run.dir={run_dir}"], scale)
+                  "resume=true", f"hydra.run.dir={run_dir}"])
         else:
             missing.append((experiment, n, seed))
     for experiments_, ns, seeds_ in product_groups(missing):
         print(f"training {','.join(experiments_)} for n = {','.join(map(str, ns))}, seeds {','.join(map(str, seeds_))} "
               f"at scale {scale} into {root}")
         call([*TRAIN, "-m", f"experiment={','.join(experiments_)}", f"data.n_obs={','.join(map(str, ns))}",
-              f"seed={','.join(map(str, seeds_))}", *settings, f"hydra.sweep.dir={root}", SWEEP_SUBDIR], scale)
+              f"seed={','.join(map(str, seeds_))}", *settings, f"hydra.sweep.dir={root}", SWEEP_SUBDIR])
     return {key: root / run_name(*key) for key in wanted}
 
 
@@ -330,20 +330,20 @@ def product_groups(combos: list[tuple[str, int, int]]) -> list[tuple[list[str], 
 TRAIN = [sys.executable, "-m", "neuralode", "train"]
 
 
-def ensure_run(scale: str, run_dir: Path, command: list[str]) -> Path:
+def ensure_run(run_dir: Path, command: list[str]) -> Path:
     """One run folder: reused when finished, resumed when stopped early, else trained with
     ``python -m neuralode train <command> hydra.run.dir=<run_dir>``."""
     if (run_dir / "summary.json").is_file():
         print(f"reusing {run_dir}")
     elif (run_dir / "last.pt").is_file():
         print(f"resuming {run_dir}")
-        call([*TRAIN, *command, "resume=true", f"hydra.run.dir={run_dir}"], scale)
+        call([*TRAIN, *command, "resume=true", f"hydra.run.dir={run_dir}"])
     else:
-        call([*TRAIN, *command, f"hydra.run.dir={run_dir}"], scale)
+        call([*TRAIN, *command, f"hydra.run.dir={run_dir}"])
     return run_dir
 
 
-def call(command: list[str], scale: str) -> None:
+def call(command: list[str]) -> None:
     """Run a training command; stop with its command line if it fails."""
     print("$ " + " ".join(command), flush=True)
     env = dict(os.environ)
