@@ -61,6 +61,9 @@ ARTEFACTS = (
     Artefact("table2", "Table 2: predictive RMSE on spirals",
              "RNN 0.3937 / 0.3202 / 0.1813 and latent ODE 0.1642 / 0.1502 / 0.1346 for n = 30 / 50 / 100 "
              "observed points."),
+    Artefact("ffjord2d", "FFJORD: learned densities on 2-D toy data",
+             "Grathwohl et al. (2019): free-form CNFs with Hutchinson's trace estimator fit multi-modal and "
+             "discontinuous 2-D densities; about 70-100 function evaluations per solve."),
 )
 
 
