@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -24,6 +25,13 @@ from omegaconf import MISSING, OmegaConf
 #: The repository root (this file is neuralode/train/config.py); configs/ lives beside the package.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
+
+
+# configs/hydra/launcher/{joblib,submitit_slurm}.yaml deliberately share the launcher plugins'
+# option names (with our defaults); Hydra then checks them against the plugins' schemas, which
+# is what we want, but warns about it on every composition, in every sweep worker too (which
+# imports this module to run a job): hence at import time.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 
 class UserError(Exception):
@@ -71,6 +79,9 @@ class TrainerConfig:
     progress_bar: bool = True  # tqdm per epoch; off anyway when stderr is not a terminal
     grad_clip_norm: Optional[float] = None
     measure_saved_tensors: bool = True  # peak bytes saved for backward (autograd hooks)
+    # Under torchrun: let DDP tolerate parameters that a training step leaves without gradient
+    # (slower: it walks the autograd graph every step). Only tasks with such parameters need it.
+    ddp_find_unused_parameters: bool = False
 
 
 @dataclass
@@ -143,14 +154,15 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("neuralode_root", _neuralode_root, replace=True)
 
 
-def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """Compose a config as the command line would (for tests, scripts and notebooks)."""
+def compose(config_name: str = "train", overrides: list[str] | tuple[str, ...] = (), return_hydra_config: bool = False) -> Any:
+    """Compose a config as the command line would (for tests, scripts and notebooks);
+    ``return_hydra_config=True`` keeps the ``hydra`` node (run and sweep directories, ...)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def config_groups() -> list[str]:

@@ -4,6 +4,11 @@
 ``configs/`` (the command line, :func:`neuralode.train.config.compose` in tests and scripts);
 ``train_cli`` and ``eval_cli`` wrap them in Hydra's command line. Torch and the models are
 imported only once a config has been composed, so a bad override fails fast.
+
+Under ``torchrun`` every process runs ``train_cli``: they join one process group, rank 0
+decides the run directory and tells the others (Hydra's ``${now:...}`` differs between
+processes), and only rank 0 lets Hydra write its files (.hydra/, train.log); see
+:mod:`neuralode.train.distributed`.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,7 @@ from neuralode.train.config import (
     TrainerConfig,
     UserError,
     check_override_keys,
+    compose,
     register_configs,
 )
 
@@ -44,6 +51,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     ckpt_path = _checkpoint_to_resume(cfg, run_dir)
     device = resolve_device(cfg.device)
+    if _torchrun_world_size() > 1:
+        from neuralode.train import distributed
+
+        device = distributed.device_for_rank(device)
     set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)  # before building the model: its initial weights come from the seed
     task, data = build_task_and_data(cfg.model, cfg.data)
@@ -185,10 +196,13 @@ def _train_main(cfg: DictConfig) -> None:
     try:
         train(cfg, run_dir)
     except KeyboardInterrupt:
+        if _torchrun_world_size() > 1 and os.environ.get("RANK") != "0":
+            sys.exit(130)  # rank 0 prints the command
         if not (run_dir / "last.pt").is_file():
             sys.exit(130)
         kept = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
-        print(f"\ninterrupted; to continue this run:\n  python -m neuralode train {' '.join(kept)} "
+        launcher = "python" if _torchrun_world_size() == 1 else f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"
+        print(f"\ninterrupted; to continue this run:\n  {launcher} -m neuralode train {' '.join(kept)} "
               f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
         sys.exit(130)
 
@@ -204,8 +218,8 @@ def _eval_main(cfg: DictConfig) -> None:
 
 
 def train_cli() -> None:
-    """``python -m neuralode train [overrides]``."""
-    _run_hydra(_train_main, TrainConfig)
+    """``python -m neuralode train [overrides]``, also as one of ``torchrun``'s processes."""
+    _run_hydra(_train_main, TrainConfig, torchrun_ok=True)
 
 
 def eval_cli() -> None:
@@ -213,11 +227,51 @@ def eval_cli() -> None:
     _run_hydra(_eval_main, EvalConfig)
 
 
-def _run_hydra(main, schema: type) -> None:
+def _run_hydra(main, schema: type, torchrun_ok: bool = False) -> None:
     register_configs()
     try:
         check_override_keys(sys.argv[1:], schema)
+        if _torchrun_world_size() > 1:
+            if not torchrun_ok:
+                raise ConfigError("this subcommand runs in one process: start it without torchrun")
+            sys.argv += _join_torchrun_processes(sys.argv[1:])
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    main()
+    try:
+        main()
+    finally:
+        if "torch.distributed" in sys.modules:  # leave the process group cleanly (torch warns otherwise)
+            from neuralode.train import distributed
+
+            distributed.destroy_process_group()
+
+
+def _torchrun_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _join_torchrun_processes(args: list[str]) -> list[str]:
+    """Join torchrun's process group; return the overrides that give every process rank 0's
+    run directory and leave Hydra's files (.hydra/, train.log) to rank 0."""
+    from neuralode.train import distributed
+
+    if any(arg in ("-m", "--multirun") for arg in args):
+        raise ConfigError(
+            "torchrun trains one run; for a sweep, launch one torchrun per run (or sweep without torchrun: "
+            "hydra/launcher=joblib or submitit_slurm), see docs/distributed.md"
+        )
+    distributed.init_process_group()
+    extra = []
+    if not any(arg.startswith("hydra.run.dir=") for arg in args):  # given, it is the same on every rank
+        run_dir = None
+        if distributed.rank() == 0:
+            overrides = [arg for arg in args if not arg.startswith("-")]
+            run_dir = str(compose("train", overrides, return_hydra_config=True).hydra.run.dir)
+        run_dir = distributed.broadcast(run_dir)
+        if "'" in run_dir:
+            raise ConfigError(f"the run directory {run_dir!r} contains a quote; pass hydra.run.dir=<a plainer path>")
+        extra.append(f"hydra.run.dir='{run_dir}'")
+    if distributed.rank() > 0:  # no .hydra/ or train.log of its own; warnings still reach the console
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra.job_logging.root.level=WARNING"]
+    return extra

@@ -18,6 +18,12 @@ solve ODEs), ``test_<name>`` (the task's evaluation metrics; ``test_nfe_forward`
 A checkpoint holds everything the rest of the run depends on, including the position inside
 an epoch and every random state, so that a run stopped and resumed gives exactly the metrics
 of an uninterrupted one (on CPU, or on GPU with ``deterministic=true``).
+
+Started by ``torchrun`` (a process group is initialised, see :mod:`neuralode.train.distributed`),
+every rank runs this same loop on its share of each batch through DistributedDataParallel.
+Training scalars and NFE are averaged over the ranks, evaluation metrics are computed over the
+union of the ranks' examples, and rank 0 alone writes metrics.jsonl, TensorBoard events,
+checkpoints, summary.json and the progress bar.
 """
 
 from __future__ import annotations
@@ -41,11 +47,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from neuralode.data.base import DataModule
 from neuralode.ode import collect_stats
 from neuralode.tasks.base import Task
+from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from neuralode.train.config import ConfigError, LoggerConfig, TrainerConfig, UserError
 from neuralode.train.loggers import MetricsFile, TensorBoardLogger, flatten, write_json
 from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
-from neuralode.train.seeding import get_rng_state, preserved_rng_state, set_rng_state
+from neuralode.train.seeding import get_rng_state, preserved_rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,9 @@ class Trainer:
     ``optimizer`` is called with the task's parameters (e.g. ``functools.partial(torch.optim.SGD,
     lr=0.1)``), ``scheduler`` with the optimiser; ``scheduler_interval`` is ``"epoch"`` or
     ``"step"``. ``config`` (a plain dict) is stored in checkpoints and logged.
+
+    When a process group is initialised (torchrun), the task trains as one replica of a
+    DistributedDataParallel model; ``data``'s batch sizes are global and split over the ranks.
     """
 
     def __init__(
@@ -110,7 +120,16 @@ class Trainer:
         self.task = task.to(self.device)
         self.data = data
         self.run_dir = Path(run_dir)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0  # writes every file and the progress bar
+        self.seed = seed
         self.optimizer = optimizer(self.task.parameters())
+        # Under torchrun the training step runs through DDP, which all-reduces the gradients.
+        self.ddp = None
+        if self.world_size > 1:
+            self.ddp = distributed.data_parallel(self.task, self.device, self.settings.ddp_find_unused_parameters)
+            if self.rank > 0:  # its own dropout and augmentation draws (rank 0 keeps the run's seed)
+                seed_everything(seed + distributed.RANK_SEED_STRIDE * self.rank)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.scheduler_interval = scheduler_interval
         self.config = config or {}
@@ -121,8 +140,10 @@ class Trainer:
         self.monitor = f"test_{task.monitor}"
         self.saved_tensors = SavedTensorsMeter() if self.settings.measure_saved_tensors else None
         self._rng_to_restore: dict[str, Any] | None = None
+        self._reseed_rank_after_restore = False
         self._metrics_file: MetricsFile | None = None
         self._tensorboard: TensorBoardLogger | None = None
+        self._figure_loader: Iterable | None = None  # figures come from the whole (unsharded) test set
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -135,21 +156,31 @@ class Trainer:
         if ckpt_path is not None:
             self.load_state(load_checkpoint(ckpt_path, map_location=self.device), ckpt_path)
             log.info("resuming from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
-        self._metrics_file.rewrite(self.history)  # on resume, drop records newer than the checkpoint
-        if self.logging.tensorboard:
-            purge = self.progress.step + 1 if ckpt_path is not None else None
-            self._tensorboard = TensorBoardLogger(self.run_dir, purge_step=purge)
-            if ckpt_path is None and self.config:
-                self._tensorboard.log_text("config", OmegaConf.to_yaml(self.config))
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
+            self._metrics_file.rewrite(self.history)  # on resume, drop records newer than the checkpoint
+            if self.logging.tensorboard:
+                purge = self.progress.step + 1 if ckpt_path is not None else None
+                self._tensorboard = TensorBoardLogger(self.run_dir, purge_step=purge)
+                if ckpt_path is None and self.config:
+                    self._tensorboard.log_text("config", OmegaConf.to_yaml(self.config))
         log.info("%s: %s parameters", type(self.task).__name__, f"{self.num_parameters:,}")
 
-        train_loader = self.data.train_dataloader(generator=self.generator)
-        eval_loader = self.data.eval_dataloader()
+        with distributed.local_rank_zero_first():  # one download per machine, not one per process
+            train_loader = self.data.train_dataloader(generator=self.generator)
+            eval_loader = self._figure_loader = self.data.eval_dataloader()
+        if self.world_size > 1:
+            train_loader = distributed.shard_train_loader(train_loader, self.generator)
+            eval_loader = distributed.shard_eval_loader(eval_loader, self.settings.limit_eval_batches)
+            log.info("data-parallel over %d processes: %d training and %d evaluation examples a batch per process",
+                     self.world_size, train_loader.batch_size, eval_loader.batch_size)
         started = time.perf_counter()
         try:
-            with _StopOnCtrlC() as ctrl_c, logging_redirect_tqdm():
+            # Under torchrun, Ctrl-C reaches every process and torchrun forwards it again: the
+            # processes stop at once (no collective step to agree on); last.pt of the last
+            # evaluation is where a resume starts.
+            with _StopOnCtrlC(enabled=self.world_size == 1) as ctrl_c, logging_redirect_tqdm():
                 while not self._finished():
                     self._train_epoch(train_loader, eval_loader, ctrl_c)
                     if ctrl_c.requested:
@@ -159,7 +190,8 @@ class Trainer:
                 if not self.history or self.history[-1]["step"] != self.progress.step:
                     self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=True)
             summary = self._summary(time.perf_counter() - started)
-            write_json(self.run_dir / "summary.json", summary)
+            if self.is_main:
+                write_json(self.run_dir / "summary.json", summary)
             if self._tensorboard is not None:
                 final = {k: v for k, v in self.history[-1].items() if k.startswith(("test_", "nfe_"))}
                 hparams = {k: v for k, v in flatten(self.config).items() if k.split(".")[0] in _HPARAM_GROUPS}
@@ -193,7 +225,7 @@ class Trainer:
 
         bar = tqdm(
             total=n_batches, initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}/{s.max_epochs}",
-            disable=None if s.progress_bar else True, leave=False, dynamic_ncols=True,
+            disable=None if s.progress_bar and self.is_main else True, leave=False, dynamic_ncols=True,
         )
         tick = time.perf_counter()
         while p.batch_in_epoch < n_batches:
@@ -223,7 +255,7 @@ class Trainer:
         batch = move_to_device(batch, self.device)
         with collect_stats() as stats:
             with self.saved_tensors if self.saved_tensors is not None else nullcontext():
-                out = self.task.training_step(batch)
+                out = self.ddp(batch) if self.ddp is not None else self.task.training_step(batch)
             if "loss" not in out:
                 raise TrainingError(f"{type(self.task).__name__}.training_step must return a dict with a 'loss' tensor; got keys {sorted(out)}")
             loss = out["loss"]
@@ -269,7 +301,12 @@ class Trainer:
     def _evaluate_and_log(self, eval_loader, end_of_epoch: bool, figures: bool) -> dict[str, Any]:
         p = self.progress
         started = time.perf_counter()
-        metrics = self.evaluate(eval_loader)
+        if self.world_size > 1:
+            self._average_progress_over_ranks()
+            # The sharded loader holds exactly the examples to evaluate (the limit is applied).
+            metrics = evaluate(self.task, eval_loader, self.device)
+        else:
+            metrics = self.evaluate(eval_loader)
         record: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.step}
         if p.batch_in_epoch:
             record.update({f"train_{key}": total / p.batch_in_epoch for key, total in p.train_sums.items()})
@@ -287,8 +324,9 @@ class Trainer:
             record["cuda_max_allocated_mb"] = cuda_max_allocated_mb(self.device)
 
         self.history.append(record)
-        self._metrics_file.append(record)
-        self._log_record(record, eval_loader if figures else None)
+        if self.is_main:
+            self._metrics_file.append(record)
+            self._log_record(record, self._figure_loader if figures else None)
         if end_of_epoch:
             p.epoch += 1
             if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -298,6 +336,18 @@ class Trainer:
         if self._improved(record):
             self._save("best.pt")
         return record
+
+    def _average_progress_over_ranks(self) -> None:
+        """Make every rank's running sums the mean over ranks. Sums are linear, so the epoch
+        means stay right as each rank keeps adding its own steps, and every rank (hence the
+        checkpoint, written from rank 0) holds the same values: a resume is exact."""
+        p = self.progress
+        local = {f"train_{key}": value for key, value in p.train_sums.items()}
+        local.update(nfe_forward=p.nfe_forward, nfe_backward=p.nfe_backward, n_solves=p.n_solves)
+        mean = {key: value / self.world_size for key, value in distributed.sum_over_ranks(local).items()}
+        p.train_sums = {key: mean[f"train_{key}"] for key in p.train_sums}
+        p.nfe_forward, p.nfe_backward, p.n_solves = mean["nfe_forward"], mean["nfe_backward"], mean["n_solves"]
+        p.peak_saved_bytes = max(distributed.gather(p.peak_saved_bytes))
 
     def _log_record(self, record: dict[str, Any], figure_loader) -> None:
         shown = [f"epoch {record['epoch']} step {record['step']}"]
@@ -340,6 +390,9 @@ class Trainer:
             "rng": get_rng_state(self.generator),
             "history": self.history,
             "config": self.config,
+            # Under DDP, each rank's own random state, so that a resume on as many processes is
+            # exact ("rng" is rank 0's: what a single process or a different world size takes).
+            "rng_per_rank": distributed.gather(get_rng_state(self.generator)) if self.world_size > 1 else None,
         }
 
     def load_state(self, state: dict[str, Any], source: Any = "checkpoint") -> None:
@@ -358,15 +411,25 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         self.history = list(state["history"])
-        self._rng_to_restore = state["rng"]
+        per_rank = state.get("rng_per_rank")
+        if self.world_size > 1 and per_rank is not None and len(per_rank) == self.world_size:
+            self._rng_to_restore = per_rank[self.rank]
+        else:  # written by a single process or another world size: rank 0's stream, fresh ones elsewhere
+            self._rng_to_restore = state["rng"]
+            self._reseed_rank_after_restore = self.rank > 0
 
     def _restore_rng(self, loader_too: bool) -> None:
         if self._rng_to_restore is not None:
             set_rng_state(self._rng_to_restore, self.generator if loader_too else None)
             self._rng_to_restore = None
+            if self._reseed_rank_after_restore:  # the shuffle (self.generator) stays shared
+                seed_everything(self.seed + distributed.RANK_SEED_STRIDE * self.rank + self.progress.step)
+                self._reseed_rank_after_restore = False
 
     def _save(self, name: str) -> None:
-        save_checkpoint(self.run_dir / name, self.state_dict())
+        state = self.state_dict()  # on every rank: it gathers the ranks' random states
+        if self.is_main:
+            save_checkpoint(self.run_dir / name, state)
 
     def _summary(self, elapsed_s: float) -> dict[str, Any]:
         best = [r for r in self.history if r.get(self.monitor) == self.progress.best]
@@ -376,6 +439,7 @@ class Trainer:
             "task": _qualified_name(self.task),
             "num_parameters": self.num_parameters,
             "device": str(self.device),
+            "world_size": self.world_size,
             "epochs": self.progress.epoch,
             "steps": self.progress.step,
             "elapsed_s": elapsed_s,  # wall time of this fit() call (since the resume, if resumed)
@@ -393,7 +457,8 @@ def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: 
     ``limit_batches`` batches), plus ``nfe_forward`` (mean per batch) when it solved ODEs.
 
     Leaves every random state as it found it, so evaluating does not change training.
-    Each task picks its own grad mode (a CNF needs autograd for its divergence).
+    Each task picks its own grad mode (a CNF needs autograd for its divergence). Under DDP each
+    rank evaluates its own examples and the sums are added over ranks.
     """
     task.eval()
     totals: dict[str, float] = {}
@@ -408,11 +473,18 @@ def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: 
                 totals[key] = totals.get(key, 0.0) + float(value) * n
             examples += n
             batches += 1
+    nfe, n_solves = stats.nfe_forward, stats.n_solves
+    if distributed.world_size() > 1:
+        total = distributed.sum_over_ranks(
+            {**{f"metric_{k}": v for k, v in totals.items()}, "examples": examples, "batches": batches,
+             "nfe": nfe, "n_solves": n_solves})
+        totals = {key[len("metric_"):]: value for key, value in total.items() if key.startswith("metric_")}
+        examples, batches, nfe, n_solves = int(total["examples"]), int(total["batches"]), total["nfe"], total["n_solves"]
     if examples == 0:
         raise TrainingError("the evaluation set is empty; check the data settings (data.eval_limit, ...)")
     metrics = {key: total / examples for key, total in totals.items()}
-    if stats.n_solves:
-        metrics["nfe_forward"] = stats.nfe_forward / batches
+    if n_solves:
+        metrics["nfe_forward"] = nfe / batches
     return metrics
 
 
@@ -447,12 +519,15 @@ def _check_settings(s: TrainerConfig, scheduler_interval: str) -> None:
 
 class _StopOnCtrlC:
     """The first Ctrl-C asks the loop to stop after the current step (and save last.pt); a
-    second one interrupts at once."""
+    second one interrupts at once. ``enabled=False``: Ctrl-C interrupts at once."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
 
     def __enter__(self) -> "_StopOnCtrlC":
         self.requested = False
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
