@@ -201,8 +201,7 @@ def _train_main(cfg: DictConfig) -> None:
         if not (run_dir / "last.pt").is_file():
             sys.exit(130)
         kept = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
-        launcher = "python" if _torchrun_world_size() == 1 else f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '?')}"
-        print(f"\ninterrupted; to continue this run:\n  {launcher} -m neuralode train {' '.join(kept)} "
+        print(f"\ninterrupted; to continue this run:\n  {_launcher()} -m neuralode train {' '.join(kept)} "
               f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
         sys.exit(130)
 
@@ -249,6 +248,17 @@ def _run_hydra(main, schema: type, torchrun_ok: bool = False) -> None:
 
 def _torchrun_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _launcher() -> str:
+    """How this process was started, for the command that continues an interrupted run."""
+    world = _torchrun_world_size()
+    if world == 1:
+        return "python"
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if per_node == world:
+        return f"torchrun --standalone --nproc_per_node={per_node}"
+    return f"torchrun --nnodes={world // per_node} --nproc_per_node={per_node} <your rendezvous options>"
 
 
 def _join_torchrun_processes(args: list[str]) -> list[str]:
