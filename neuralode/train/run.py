@@ -51,9 +51,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     ckpt_path = _checkpoint_to_resume(cfg, run_dir)
     device = resolve_device(cfg.device)
-    if _torchrun_world_size() > 1:
+    if _torchrun_world_size() > 1:  # one of torchrun's processes (the CLI has joined the group already)
         from neuralode.train import distributed
 
+        distributed.init_process_group()
         device = distributed.device_for_rank(device)
     set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)  # before building the model: its initial weights come from the seed
