@@ -1,13 +1,14 @@
 """Data-parallel training over several processes, as started by ``torchrun``.
 
-    torchrun --nproc_per_node=4 -m neuralode train experiment=mnist_odenet
+    torchrun --standalone --nproc_per_node=4 -m neuralode train experiment=mnist_odenet
 
 Every process (rank) holds a replica of the task and trains it on its share of each batch;
 DistributedDataParallel averages the gradients during backward, so the replicas stay equal.
 ``data.batch_size`` stays the *global* batch: each of N ranks loads ``batch_size / N`` examples
 of the very batch a single process would load (the shuffle comes from the trainer's seeded
 generator, identical on every rank). A run on N processes therefore follows the single-process
-run with the same config up to floating-point summation order, the learning-rate rule
+run with the same config up to floating-point summation order (and, with an adaptive solver,
+the step sizes each rank picks for its part of the batch; see docs/distributed.md), the learning-rate rule
 (``scale_lr`` of ``data.batch_size``) needs no change, and checkpoints move freely between a
 DDP run and a single process.
 
