@@ -27,6 +27,16 @@ from neuralode.train.trainer import Trainer
 register_configs()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The suite's tensors are tiny and CI has two cores: one torch thread is several times
+    faster than two threads fighting over them (and over other processes)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class NoisyBlobs(Dataset):
     """Three Gaussian blobs in 4-D; training examples get fresh noise from torch's global RNG
     each time they are read (like random-crop augmentation), which a resume must reproduce."""

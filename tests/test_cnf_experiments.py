@@ -6,21 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from neuralode.train.config import compose
 from neuralode.train.loggers import read_metrics
 from neuralode.train.run import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 TINY = ["device=cpu", "trainer.max_steps=2", "trainer.progress_bar=false", "model.grid_size=8", "model.plot_samples=16"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from neuralode.train.config import compose
 from neuralode.train.run import train
@@ -18,15 +17,6 @@ TINY_SPIRALS = [
 ]
 TINY_EVENTS = ["data.n_sequences=8", "data.n_eval=4", "data.t_end=3.0", "data.n_grid=10", "data.batch_size=4"]
 COMMON = ["device=cpu", "trainer.progress_bar=false", "trainer.max_steps=2", "logger.tensorboard=false"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def records(run_dir) -> list[dict]:

@@ -21,15 +21,6 @@ from neuralode.models.rnn_baseline import RNNBaseline
 from neuralode.tasks.latent import LatentODETask, PoissonTask, RNNTask, rmse_per_series
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 SPIRALS = dict(n_spirals=16, n_points=20, n_extrap=10, dt=0.1, n_obs=8, seed=0)
 
 

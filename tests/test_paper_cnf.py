@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from neuralode.models.cnf import CNF, PlanarField
@@ -15,14 +14,6 @@ from neuralode.models.planar_nf import PlanarFlow
 from neuralode.paper import ffjord2d, fig4, fig5
 
 PNG = b"\x89PNG"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def fake_run(path: Path, steps: int, **final) -> None:

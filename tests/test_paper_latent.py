@@ -12,15 +12,6 @@ import torch
 from neuralode.paper import fig7, fig8, fig9, table2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --------------------------------------------------------------------------- Table 2
 TASK = {"rnn_spiral": "neuralode.tasks.latent.RNNTask", "latent_ode_spiral": "neuralode.tasks.latent.LatentODETask"}
 

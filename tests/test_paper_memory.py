@@ -3,19 +3,9 @@ ResNet's do, and the sweep writes its table and plot."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from neuralode.paper import memory
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared CPU: one thread is many times faster than two fighting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small_sweep(depths=(1, 2), tols=(1e-2,)):

@@ -1,6 +1,5 @@
 """Test problems with exact solutions, shared by the ODE-core tests."""
 
-import math
 
 import torch
 
