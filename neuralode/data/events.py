@@ -5,7 +5,7 @@ Each sequence is an inhomogeneous Poisson process on ``[0, t_end]`` with a perio
 rate is a hidden state a model has to infer from the events. Events are drawn by thinning
 (Lewis and Shedler): candidates from the maximal rate, each kept with probability
 ``lambda(t) / max lambda``. Items follow the irregular-series format of
-:mod:`neuralode.data.spirals`::
+:mod:`neuralode.data.irregular`::
 
     times  (B, T)     event times, sorted; padding repeats the last event time (0 if none)
     values (B, T, 0)  events carry no value
@@ -20,8 +20,7 @@ import math
 
 import torch
 
-from neuralode.data.base import DataModule
-from neuralode.data.spirals import TensorDictDataset
+from neuralode.data.irregular import GeneratedSplitDataModule
 
 
 def periodic_rate(t: torch.Tensor, phase: torch.Tensor, base_rate: float, omega: float) -> torch.Tensor:
@@ -71,7 +70,7 @@ def make_events(
     }
 
 
-class EventsDataModule(DataModule):
+class EventsDataModule(GeneratedSplitDataModule):
     """The toy events split into ``n_sequences - n_eval`` training and ``n_eval`` evaluation sequences."""
 
     def __init__(
@@ -87,21 +86,5 @@ class EventsDataModule(DataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ):
-        super().__init__(batch_size, eval_batch_size, num_workers)
-        if not 1 <= n_eval < n_sequences:
-            raise ValueError(f"data.n_eval must lie in [1, n_sequences={n_sequences}), got {n_eval}")
-        self.n_eval = n_eval
-        self.event_args = dict(n_sequences=n_sequences, t_end=t_end, base_rate=base_rate, omega=omega, n_grid=n_grid, seed=seed)
-        self._data: dict[str, torch.Tensor] | None = None
-
-    def _split(self, train: bool) -> TensorDictDataset:
-        if self._data is None:
-            self._data = make_events(**self.event_args)
-        part = slice(None, -self.n_eval) if train else slice(-self.n_eval, None)
-        return TensorDictDataset({name: t[part] for name, t in self._data.items()})
-
-    def train_dataset(self) -> TensorDictDataset:
-        return self._split(train=True)
-
-    def eval_dataset(self) -> TensorDictDataset:
-        return self._split(train=False)
+        event_args = dict(n_sequences=n_sequences, t_end=t_end, base_rate=base_rate, omega=omega, n_grid=n_grid, seed=seed)
+        super().__init__(make_events, event_args, "n_sequences", n_eval, batch_size, eval_batch_size, num_workers)

@@ -6,19 +6,9 @@ spiral ``r = b * z`` centred at ``(+5, 0)`` and a clockwise one ``r = 50 b / z'`
 ``n_points + n_extrap`` equally spaced points (spacing ``dt``) starting at a random place on
 one of the two curves; exactly half of the spirals are clockwise.
 
-Irregular-series batch format (shared by :mod:`neuralode.data.events`)
----------------------------------------------------------------------
-Every series carries its own sorted time stamps; a dataset item is a dict of tensors and the
-default collate stacks them into::
-
-    times   (B, T)     observation times, non-decreasing in each row, all >= 0
-    values  (B, T, D)  observed values at those times
-    mask    (B, T)     True where an observation is real; padding (False) sits at the end of
-                       a row and repeats the row's last real time so rows stay sorted
-
-Time 0 is the reference time of every series (the latent ODE's z0 lives there). Spirals have
-the same number of observations in every series, so their mask is all True; event sequences
-of different lengths use it. The spiral items add the noise-free truth::
+Items follow the irregular-series format of :mod:`neuralode.data.irregular` (``times``,
+``values``, ``mask``); spirals have the same number of observations in every series, so
+their mask is all True. They add the noise-free truth::
 
     interp_times (B, P), interp_values (B, P, 2)  the whole observed window (P = n_points)
     extrap_times (B, E), extrap_values (B, E, 2)  the E = n_extrap points that follow it
@@ -30,27 +20,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset
 
-from neuralode.data.base import DataModule
+from neuralode.data.irregular import GeneratedSplitDataModule, TensorDictDataset  # noqa: F401 (TensorDictDataset: re-exported)
 
 CURVE_LENGTH = 6 * math.pi  # length of the curve parameter z, as in the reference example
-
-
-class TensorDictDataset(Dataset):
-    """A dataset whose item ``i`` is ``{name: tensor[i]}`` for a dict of equally long tensors."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        lengths = {name: len(t) for name, t in tensors.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"all tensors must have the same first dimension, got {lengths}")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {name: t[i] for name, t in self.tensors.items()}
 
 
 def spiral_points(z_start: torch.Tensor, t: torch.Tensor, clockwise: torch.Tensor, b: float = 0.3) -> torch.Tensor:
@@ -123,7 +96,7 @@ def make_spirals(
     }
 
 
-class SpiralDataModule(DataModule):
+class SpiralDataModule(GeneratedSplitDataModule):
     """Spirals split into ``n_spirals - n_eval`` training and ``n_eval`` evaluation series.
 
     ``n_obs`` (the paper's n in {30, 50, 100}) observed points per spiral, noise of std
@@ -144,24 +117,8 @@ class SpiralDataModule(DataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ):
-        super().__init__(batch_size, eval_batch_size, num_workers)
-        if not 1 <= n_eval < n_spirals:
-            raise ValueError(f"data.n_eval must lie in [1, n_spirals={n_spirals}), got {n_eval}")
-        self.n_eval = n_eval
-        self.spiral_args = dict(
+        spiral_args = dict(
             n_spirals=n_spirals, n_points=n_points, n_extrap=n_extrap, n_obs=n_obs,
             dt=dt, noise_std=noise_std, seed=seed,
         )
-        self._data: dict[str, torch.Tensor] | None = None
-
-    def _split(self, train: bool) -> TensorDictDataset:
-        if self._data is None:
-            self._data = make_spirals(**self.spiral_args)
-        part = slice(None, -self.n_eval) if train else slice(-self.n_eval, None)
-        return TensorDictDataset({name: t[part] for name, t in self._data.items()})
-
-    def train_dataset(self) -> TensorDictDataset:
-        return self._split(train=True)
-
-    def eval_dataset(self) -> TensorDictDataset:
-        return self._split(train=False)
+        super().__init__(make_spirals, spiral_args, "n_spirals", n_eval, batch_size, eval_batch_size, num_workers)
