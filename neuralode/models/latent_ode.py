@@ -3,7 +3,7 @@
 A recognition RNN reads the observations backwards in time and gives q(z0 | x); z0 is
 integrated by a neural ODE to every requested time; a decoder maps each latent state to data
 space. Training maximises the ELBO. Series follow the batch format of
-:mod:`neuralode.data.spirals`: ``times (B, T)``, ``values (B, T, D)``, ``mask (B, T)``, with
+:mod:`neuralode.data.irregular`: ``times (B, T)``, ``values (B, T, D)``, ``mask (B, T)``, with
 time 0 the reference time at which z0 lives.
 """
 
@@ -110,6 +110,11 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std: float, mas
     return (per_point.sum(-1) * mask).sum(-1)
 
 
+def sample_z0(mean: torch.Tensor, logvar: torch.Tensor, sample: bool = True) -> torch.Tensor:
+    """Reparameterised draw from q(z0 | x) = N(mean, exp(logvar)), or its mean when ``sample`` is False."""
+    return mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+
+
 def kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) per series: shape (B,)."""
     return 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar).sum(-1)
@@ -156,10 +161,6 @@ class LatentODE(nn.Module):
         self.obs_std = obs_std
         self.solver = solver if solver is not None else SolverSettings()
 
-    def sample_z0(self, mean: torch.Tensor, logvar: torch.Tensor, sample: bool = True) -> torch.Tensor:
-        """Reparameterised draw from q(z0 | x), or its mean when ``sample`` is False."""
-        return mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
-
     def latent_trajectories(self, z0: torch.Tensor, times: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """z(t) for each tensor of times (B, T_i), with one ODE solve for all of them."""
         return solve_at(self.dynamics, z0, times, self.solver)
@@ -174,7 +175,7 @@ class LatentODE(nn.Module):
     ) -> LatentODEOutput:
         """Encode the observations, then decode at them and at each of ``query_times``."""
         mean, logvar = self.encoder(values, times, mask)
-        z0 = self.sample_z0(mean, logvar, sample)
+        z0 = sample_z0(mean, logvar, sample)
         latents = self.latent_trajectories(z0, [times, *query_times])
         decoded = [self.decoder(z) for z in latents]
         return LatentODEOutput(mean, logvar, z0, decoded[0], latents[1:], decoded[1:])

@@ -7,7 +7,7 @@ The event rate is ``lambda(z(t))``, a small network of the latent state. For eve
 
 The integral is one more state, ``Lambda' = lambda(z)``, integrated in the same ODE solve as
 the latent state (the state is ``[z, Lambda]`` concatenated). Events follow the batch format
-of :mod:`neuralode.data.spirals` with ``values`` of shape (B, T, 0) (an event has no value)
+of :mod:`neuralode.data.irregular` with ``values`` of shape (B, T, 0) (an event has no value)
 and ``mask`` marking real events.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from neuralode.models.latent_ode import RecognitionRNN, kl_standard_normal, mlp, solve_at
+from neuralode.models.latent_ode import RecognitionRNN, kl_standard_normal, mlp, sample_z0, solve_at
 from neuralode.models.odeblock import SolverSettings
 
 
@@ -78,7 +78,7 @@ class PoissonLatentODE(nn.Module):
         """Event times (B, T) with mask, window ends (B,), optional times (B, T_i) to read lambda at."""
         values = times.new_zeros(*times.shape, 0)
         mean, logvar = self.encoder(values, times, mask)
-        z0 = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
+        z0 = sample_z0(mean, logvar, sample)
         state0 = torch.cat([z0, z0.new_zeros(len(z0), 1)], dim=-1)  # Lambda(0) = 0
         at_events, at_end, *at_queries = solve_at(self.dynamics, state0, [times, t_end[:, None], *query_times], self.solver)
         log_rates = torch.log(self.dynamics.rate(at_events[..., :-1]).clamp_min(1e-12))  # softplus can underflow
