@@ -1,4 +1,5 @@
-"""What every paper artefact shares: the scales, the output folder, tables and plots.
+"""What every paper artefact shares: the scales, the output folder, tables and plots, and the
+training runs behind them (found, trained, reused or resumed, loaded).
 
 Each builder (``table1.py``, ``memory.py``, ``fig1.py`` ...) writes its files into
 ``outputs/paper/`` (or ``--out``), says in every table which scale produced it, and exposes
@@ -11,9 +12,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import json
 import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import matplotlib
 
@@ -103,3 +107,225 @@ def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence[Any]])
 def fmt(value: float | None, spec: str = ".3g", missing: str = "-") -> str:
     """A number for a table cell, ``-`` when it was not measured."""
     return missing if value is None else format(value, spec)
+
+
+def epochs_scale(epochs: Iterable[int]) -> str:
+    """The scale a table states for runs that did not all reach the full recipe."""
+    epochs = sorted(set(epochs)) or [0]
+    span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+    return f"custom ({span} epochs)"
+
+
+def shown_path(path: Path, base: Path | None = None) -> str:
+    """``path`` relative to ``base`` where it lies below it, else as it is."""
+    if base is not None:
+        try:
+            return str(path.relative_to(base))
+        except ValueError:
+            pass
+    return str(path)
+
+
+# --------------------------------------------------------------------------- tables of runs
+class RunFolderError(ValueError):
+    """A folder that is not a finished training run of the models a table takes."""
+
+
+Run = TypeVar("Run")
+
+
+def read_finished_run(path: Path) -> tuple[dict, list[dict]]:
+    """A finished run's ``summary.json`` and its ``metrics.jsonl`` records."""
+    from neuralode.train.loggers import read_metrics
+
+    summary_file, metrics_file = path / "summary.json", path / "metrics.jsonl"
+    if not summary_file.is_file() or not metrics_file.is_file():
+        raise RunFolderError(f"{path} is not a finished run: it needs summary.json and metrics.jsonl "
+                             "(an unfinished run can be continued with resume=true hydra.run.dir=<dir>)")
+    return json.loads(summary_file.read_text()), read_metrics(metrics_file)
+
+
+def collect_runs(paths: Iterable[str | Path], load_run: Callable[[Path], Run]) -> list[Run]:
+    """Runs in the given folders: each folder is a run, or is searched for runs (a sweep), where
+    a run that ``load_run`` refuses is skipped (another experiment of a shared sweep folder)."""
+    runs = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RunFolderError(f"{path} is not a folder; pass run folders or folders that contain runs")
+        if (path / "summary.json").is_file():
+            runs.append(load_run(path))
+            continue
+        found = sorted(p.parent for p in path.glob("**/summary.json"))
+        if not found:
+            raise RunFolderError(f"{path} holds no finished run (no summary.json inside it)")
+        for run_dir in found:
+            try:
+                runs.append(load_run(run_dir))
+            except RunFolderError as error:
+                print(f"skipped: {error}", file=sys.stderr)
+    return runs
+
+
+def write_table_files(folder: Path, name: str, markdown: str, headers: Sequence[str],
+                      rows: Sequence[Sequence[Any]]) -> tuple[Path, Path]:
+    """``<folder>/<name>.md`` and ``<folder>/<name>.csv``."""
+    folder = Path(folder)
+    md, csv_path = folder / f"{name}.md", folder / f"{name}.csv"
+    md.write_text(markdown)
+    write_csv(csv_path, headers, rows)
+    return md, csv_path
+
+
+def table_parser(name: str, description: str, trains: str, example: str) -> argparse.ArgumentParser:
+    """The command line of a table built from runs: run folders, or ``--train`` at ``--scale``
+    (``trains``: what --train trains; ``example``: a --set override)."""
+    parser = argparse.ArgumentParser(prog=f"python -m neuralode table {name}", description=description)
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders, or folders holding runs (a sweep)")
+    parser.add_argument("--train", action="store_true",
+                        help=f"train (or reuse) {trains} at --scale under outputs/paper/runs/<scale>/")
+    parser.add_argument("--scale", default=None, choices=SCALES,
+                        help="the scale to train at and to print (default with --train: smoke; else inferred)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"extra Hydra override for --train, e.g. --set {example} (repeatable)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
+    return parser
+
+
+def table_main(args: argparse.Namespace, train_runs: Callable[[str], list[Path]],
+               find_runs: Callable[[list[Path]], list[Run]], infer_scale: Callable[[list[Run]], str],
+               write_table: Callable[[list[Run], Path, str], tuple[Path, Path]]) -> None:
+    """Build a table from the parsed ``args`` of :func:`table_parser`: train (or reuse) the runs at
+    the scale on ``--train``, find the runs, write the table and print it."""
+    started = time.perf_counter()
+    paths = list(args.runs)
+    if args.train:
+        paths += train_runs(args.scale or "smoke")
+    try:
+        runs = find_runs(paths)
+    except RunFolderError as error:
+        raise SystemExit(f"error: {error}") from None
+    scale = args.scale or ("smoke" if args.train else infer_scale(runs))
+    md, csv_path = write_table(runs, out_dir(args.out), scale)
+    print(md.read_text())
+    print(f"wrote {md} and {csv_path} in {time.perf_counter() - started:.0f} s")
+
+
+# --------------------------------------------------------------------------- training runs
+#: ``python -m neuralode train`` with this interpreter.
+TRAIN = [sys.executable, "-m", "neuralode", "train"]
+
+
+def runs_root(scale: str) -> Path:
+    """Where the artefacts' training runs go: ``outputs/paper/runs/<scale>``."""
+    return paper_dir() / "runs" / scale
+
+
+def call(command: list[str], one_thread: bool = True) -> None:
+    """Run a training command; stop with its command line if it fails."""
+    print("$ " + " ".join(command), flush=True)
+    env = dict(os.environ)
+    if one_thread:
+        # Small tensors on a shared CPU: one thread is steadier (and often faster) than several
+        # fighting; OMP_NUM_THREADS set by the caller wins.
+        env.setdefault("OMP_NUM_THREADS", "1")
+    result = subprocess.run(command, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"error: training failed (exit status {result.returncode}): {' '.join(command)}")
+
+
+def reuse_or_resume(run_dir: Path, overrides: list[str], call: Callable[[list[str]], None] = call) -> bool:
+    """True when ``run_dir`` needs no new training: it is finished (reused) or stopped early
+    (resumed here with ``overrides``). False when it has to be trained."""
+    if (run_dir / "summary.json").is_file():
+        print(f"reusing {run_dir}")
+        return True
+    if (run_dir / "last.pt").is_file():
+        print(f"resuming {run_dir}")
+        call([*TRAIN, *overrides, "resume=true", f"hydra.run.dir={run_dir}"])
+        return True
+    return False
+
+
+def ensure_run(run_dir: Path, overrides: list[str], call: Callable[[list[str]], None] = call) -> Path:
+    """One run folder: reused when finished, resumed when stopped early, else trained with
+    ``python -m neuralode train <overrides> hydra.run.dir=<run_dir>``."""
+    if not reuse_or_resume(run_dir, overrides, call):
+        call([*TRAIN, *overrides, f"hydra.run.dir={run_dir}"])
+    return run_dir
+
+
+def multirun(root: Path, overrides: list[str], subdir: str, call: Callable[[list[str]], None] = call) -> None:
+    """One Hydra multirun over ``overrides`` (comma lists sweep) into ``<root>/<subdir>``."""
+    call([*TRAIN, "-m", *overrides, f"hydra.sweep.dir={root}", f"hydra.sweep.subdir={subdir}"])
+
+
+def checkpoint_in(run_dir: Path) -> Path | None:
+    """A run folder's ``last.pt``, else its ``best.pt``, else None."""
+    return next((run_dir / n for n in ("last.pt", "best.pt") if (run_dir / n).is_file()), None)
+
+
+def load_trained(path: str | Path):
+    """The task of a run folder (its last.pt, else best.pt) or checkpoint file, in eval mode on
+    CPU, with its data module and the checkpoint."""
+    from omegaconf import OmegaConf
+
+    from neuralode.train.checkpoint import load_checkpoint
+    from neuralode.train.run import build_task_and_data
+
+    path = Path(path)
+    ckpt = checkpoint_in(path) if path.is_dir() else path
+    if ckpt is None or not ckpt.is_file():
+        raise FileNotFoundError(f"{path} is not a checkpoint file nor a run folder with last.pt or best.pt")
+    state = load_checkpoint(ckpt, map_location="cpu")
+    config = OmegaConf.create(state["config"])
+    task, data = build_task_and_data(config.model, config.data)
+    task.load_state_dict(state["model"])
+    return task.eval(), data, state
+
+
+# --------------------------------------------------------------------------- figures of a trained run
+def add_figure_args(parser: argparse.ArgumentParser, trained: str = "the run") -> None:
+    """--scale, --set (overrides for training ``trained``), --out and --no-tensorboard."""
+    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"extra Hydra override when training {trained} (repeatable)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
+    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+
+
+def load_trained_or_exit(path: str | Path):
+    """:func:`load_trained`, or exit with an error that names the missing checkpoint."""
+    try:
+        return load_trained(path)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def progress(state: dict) -> str:
+    """How far a checkpoint's run trained: ``epoch E, step S``."""
+    return f"epoch {state['progress']['epoch']}, step {state['progress']['step']}"
+
+
+def save_figure(fig, folder: Path, name: str, step: int = 0, tensorboard: bool = True) -> Path:
+    """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``
+    (at ``step``); the figure is closed either way."""
+    import matplotlib.pyplot as plt
+
+    path = Path(folder) / f"{name}.png"
+    fig.savefig(path, dpi=120)
+    if tensorboard:
+        from neuralode.train.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(Path(folder) / "tensorboard" / name)
+        logger.log_figures({name: fig}, step=step)  # closes the figure
+        logger.close()
+    else:
+        plt.close(fig)
+    return path
+
+
+def write_figure(fig, text: str, folder: Path, name: str, step: int = 0, tensorboard: bool = True) -> dict[str, Path]:
+    """``<name>.md`` (``text``) and the figure (:func:`save_figure`) in ``folder``."""
+    md = Path(folder) / f"{name}.md"
+    md.write_text(text)
+    return {"png": save_figure(fig, folder, name, step, tensorboard), "md": md}

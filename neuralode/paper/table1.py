@@ -12,18 +12,15 @@ and unfinished ones (``last.pt`` but no summary) resumed. Every number comes fro
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import SCALES, markdown_table, out_dir, paper_dir, write_csv
+from neuralode.paper.common import (RunFolderError, call, collect_runs, epochs_scale, fmt, markdown_table,
+                                    multirun, read_finished_run, reuse_or_resume, runs_root, shown_path,
+                                    table_main, table_parser, write_table_files)
 
 #: The experiments of Table 1 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"mnist_mlp": "MLP", "mnist_resnet": "ResNet", "mnist_rknet": "RK-Net", "mnist_odenet": "ODE-Net"}
@@ -44,10 +41,6 @@ SCALE_OVERRIDES = {
               "data.batch_size=64", "data.eval_batch_size=500", "trainer.progress_bar=false"],
     "paper": [],
 }
-
-
-class RunFolderError(ValueError):
-    """A folder that is not a finished training run of one of Table 1's models."""
 
 
 @dataclass
@@ -91,34 +84,15 @@ def model_of(path: Path, summary: dict) -> str:
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
-    summary_file, metrics_file = path / "summary.json", path / "metrics.jsonl"
-    if not summary_file.is_file() or not metrics_file.is_file():
-        raise RunFolderError(f"{path} is not a finished run: it needs summary.json and metrics.jsonl "
-                             "(an unfinished run can be continued with resume=true hydra.run.dir=<dir>)")
-    summary = json.loads(summary_file.read_text())
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    summary, records = read_finished_run(path)
     if not records:
-        raise RunFolderError(f"{metrics_file} is empty: the run never evaluated")
+        raise RunFolderError(f"{path / 'metrics.jsonl'} is empty: the run never evaluated")
     return Run(path, model_of(path, summary), summary, records)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Runs in the given folders: each folder is a run, or is searched for runs (a sweep)."""
-    runs = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise RunFolderError(f"{path} is not a folder; pass run folders or folders that contain runs")
-        if (path / "summary.json").is_file():
-            runs.append(load_run(path))
-            continue
-        found = sorted(p.parent for p in path.glob("**/summary.json"))
-        if not found:
-            raise RunFolderError(f"{path} holds no finished run (no summary.json inside it)")
-        for run_dir in found:
-            try:
-                runs.append(load_run(run_dir))
-            except RunFolderError as error:  # other experiments of a shared sweep folder
-                print(f"skipped: {error}", file=sys.stderr)
+    runs = collect_runs(paths, load_run)
     order = {model: i for i, model in enumerate(MODELS)}
     return sorted(runs, key=lambda run: (order[run.model], str(run.path)))
 
@@ -164,11 +138,9 @@ def run_numbers(run: Run) -> dict[str, Any]:
 
 def infer_scale(runs: list[Run]) -> str:
     """``paper`` when every run did the full 160 epochs, else the epochs they did."""
-    epochs = sorted({run.epochs for run in runs}) or [0]
-    if epochs[0] >= 160:
+    if min((run.epochs for run in runs), default=0) >= 160:
         return "paper"
-    span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
-    return f"custom ({span} epochs)"
+    return epochs_scale(run.epochs for run in runs)
 
 
 # --------------------------------------------------------------------------- the table
@@ -188,10 +160,6 @@ def _time_cell(n: dict) -> str:
     return f"{n['epoch_s']:.1f} s ({1000 * n['step_s']:.0f} ms/step)"
 
 
-def _nfe_cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
 def table_rows(runs: list[Run]) -> list[list[str]]:
     rows = []
     for model in MODELS:
@@ -205,20 +173,12 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
             params = "-" if n["params"] is None else f"{n['params'] / 1e6:.2f}M"
             rows.append([model, f"{n['epochs']} ({n['steps']})", error, paper["error"], params, paper["params"],
                          _memory_cell(n), paper["memory"], _time_cell(n), paper["time"],
-                         _nfe_cell(n["nfe_forward"]), _nfe_cell(n["nfe_backward"])])
+                         fmt(n["nfe_forward"], ".1f"), fmt(n["nfe_backward"], ".1f")])
     return rows
 
 
 def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
     """Table 1 as markdown: the table, what each column means, and the runs it came from."""
-    def shown(path: Path) -> str:
-        if base is not None:
-            try:
-                return str(path.relative_to(base))
-            except ValueError:
-                pass
-        return str(path)
-
     devices = sorted({str(run.summary.get("device")) for run in runs})
     lines = [
         f"# Table 1: MNIST (scale: {scale})",
@@ -232,7 +192,7 @@ def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
         "",
         f"Devices: {', '.join(devices) if devices else '-'}. Runs:",
         "",
-        *[f"- {run.model}: `{shown(run.path)}`" for run in runs],
+        *[f"- {run.model}: `{shown_path(run.path, base)}`" for run in runs],
         "",
     ]
     return "\n".join(lines)
@@ -253,79 +213,33 @@ def csv_rows(runs: list[Run]) -> list[list]:
 
 
 def write_table(runs: list[Run], folder: Path, scale: str) -> tuple[Path, Path]:
-    folder = Path(folder)
-    md, csv_path = folder / "table1.md", folder / "table1.csv"
-    md.write_text(render(runs, scale, base=Path.cwd()))
-    write_csv(csv_path, CSV_HEADERS, csv_rows(runs))
-    return md, csv_path
+    return write_table_files(folder, "table1", render(runs, scale, base=Path.cwd()), CSV_HEADERS, csv_rows(runs))
 
 
 # --------------------------------------------------------------------------- training
-def runs_root(scale: str) -> Path:
-    return paper_dir() / "runs" / scale
-
-
 def ensure_runs(scale: str, experiments: Iterable[str] = tuple(EXPERIMENTS), overrides: Iterable[str] = (),
                 root: Path | None = None) -> list[Path]:
     """Run folders ``<root>/<experiment>`` of finished runs at ``scale``: reused when finished,
     resumed when stopped early, trained by one Hydra multirun when missing."""
     root = runs_root(scale) if root is None else Path(root)
-    experiments, overrides = list(experiments), list(overrides)
-    settings = SCALE_OVERRIDES[scale] + overrides
-    train = [sys.executable, "-m", "neuralode", "train"]
-    missing = []
-    for name in experiments:
-        run_dir = root / name
-        if (run_dir / "summary.json").is_file():
-            print(f"reusing {run_dir}")
-        elif (run_dir / "last.pt").is_file():
-            print(f"resuming {run_dir}")
-            _call(train + [f"experiment={name}", *settings, "resume=true", f"hydra.run.dir={run_dir}"], scale)
-        else:
-            missing.append(name)
+    experiments = list(experiments)
+    settings = SCALE_OVERRIDES[scale] + list(overrides)
+    # Only the smoke runs are small enough that one CPU thread is the steadier choice.
+    train = partial(call, one_thread=scale == "smoke")
+    missing = [name for name in experiments
+               if not reuse_or_resume(root / name, [f"experiment={name}", *settings], train)]
     if missing:
         print(f"training {', '.join(missing)} at scale {scale} into {root}")
-        _call(train + ["-m", f"experiment={','.join(missing)}", *settings,
-                       f"hydra.sweep.dir={root}", "hydra.sweep.subdir=${name}"], scale)
+        multirun(root, [f"experiment={','.join(missing)}", *settings], "${name}", train)
     return [root / name for name in experiments]
 
 
-def _call(command: list[str], scale: str) -> None:
-    print("$ " + " ".join(command), flush=True)
-    env = dict(os.environ)
-    if scale == "smoke":
-        # Small tensors on a shared CPU: one thread is steadier (and often faster) than several.
-        env.setdefault("OMP_NUM_THREADS", "1")
-    result = subprocess.run(command, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"error: training failed (exit status {result.returncode}): {' '.join(command)}")
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m neuralode table table1", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", type=Path, help="run folders, or folders holding runs (a sweep)")
-    parser.add_argument("--train", action="store_true",
-                        help="train (or reuse) the four runs at --scale under outputs/paper/runs/<scale>/")
-    parser.add_argument("--scale", default=None, choices=SCALES,
-                        help="the scale to train at and to print (default with --train: smoke; else inferred)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for --train, e.g. --set data.synthetic=true (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
+    parser = table_parser("table1", __doc__.split("\n\n")[0], "the four runs", "data.synthetic=true")
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 1's runs at --scale")
-    started = time.perf_counter()
-    paths = list(args.runs)
-    if args.train:
-        paths += ensure_runs(args.scale or "smoke", overrides=args.overrides)
-    try:
-        runs = find_runs(paths)
-    except RunFolderError as error:
-        raise SystemExit(f"error: {error}") from None
-    scale = args.scale or ("smoke" if args.train else infer_scale(runs))
-    md, csv_path = write_table(runs, out_dir(args.out), scale)
-    print(md.read_text())
-    print(f"wrote {md} and {csv_path} in {time.perf_counter() - started:.0f} s")
+    table_main(args, lambda scale: ensure_runs(scale, overrides=args.overrides), find_runs, infer_scale, write_table)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,22 @@
 With ``--train`` the six runs (two experiments x three n) are trained by one Hydra multirun into
 ``outputs/paper/runs/<scale>/<experiment>_n<n>_s<seed>/``; finished runs (with ``summary.json``)
 are reused and unfinished ones (``last.pt`` but no summary) resumed. Every number comes from a
-run's ``summary.json``, ``metrics.jsonl`` and stored config. Figures 7-9 train (or reuse) their
-runs with the helpers here.
+run's ``summary.json``, ``metrics.jsonl`` and stored config. Figures 8 and 9 train (or reuse)
+their runs with :func:`ensure_runs` here.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import SCALES, markdown_table, out_dir, paper_dir, write_csv
+from neuralode.paper.common import (RunFolderError, call, checkpoint_in, collect_runs, epochs_scale, fmt,
+                                    markdown_table, multirun, read_finished_run, reuse_or_resume, runs_root,
+                                    shown_path, table_main, table_parser, write_table_files)
+# Figures 7-9 and the tests load spiral runs as ``table2.load_trained``.
+from neuralode.paper.common import load_trained  # noqa: F401
 
 #: The experiments of Table 2 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"rnn_spiral": "RNN", "latent_ode_spiral": "latent ODE"}
@@ -46,10 +44,6 @@ SCALE_OVERRIDES = {
     "smoke": ["trainer.max_epochs=25", "trainer.progress_bar=false"],
     "paper": [],
 }
-
-
-class RunFolderError(ValueError):
-    """A folder that is not a finished training run of one of Table 2's models."""
 
 
 @dataclass
@@ -80,7 +74,7 @@ def run_settings(path: Path) -> dict[str, Any]:
     if config_file.is_file():
         config = OmegaConf.load(config_file)
     else:
-        ckpt = next((path / n for n in ("last.pt", "best.pt") if (path / n).is_file()), None)
+        ckpt = checkpoint_in(path)
         if ckpt is None:
             raise RunFolderError(f"{path} has neither .hydra/config.yaml nor a checkpoint: its settings are unknown")
         from neuralode.train.checkpoint import load_checkpoint
@@ -95,39 +89,20 @@ def run_settings(path: Path) -> dict[str, Any]:
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
-    summary_file, metrics_file = path / "summary.json", path / "metrics.jsonl"
-    if not summary_file.is_file() or not metrics_file.is_file():
-        raise RunFolderError(f"{path} is not a finished run: it needs summary.json and metrics.jsonl "
-                             "(an unfinished run can be continued with resume=true hydra.run.dir=<dir>)")
+    summary, records = read_finished_run(path)
     config = run_settings(path)
     model = TASKS.get(str(config["target"]))
     if model is None:
         raise RunFolderError(f"{path}: not a Table 2 run (it trained {config['target']}); "
                              f"Table 2 takes runs of {', '.join(EXPERIMENTS)}")
-    summary = json.loads(summary_file.read_text())
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     if not records or "test_rmse_extrap" not in records[-1]:
-        raise RunFolderError(f"{metrics_file} has no test_rmse_extrap: the run never evaluated")
+        raise RunFolderError(f"{path / 'metrics.jsonl'} has no test_rmse_extrap: the run never evaluated")
     return Run(path, model, config, summary, records)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Runs in the given folders: each folder is a run, or is searched for runs (a sweep)."""
-    runs = []
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise RunFolderError(f"{path} is not a folder; pass run folders or folders that contain runs")
-        if (path / "summary.json").is_file():
-            runs.append(load_run(path))
-            continue
-        found = sorted(p.parent for p in path.glob("**/summary.json"))
-        if not found:
-            raise RunFolderError(f"{path} holds no finished run (no summary.json inside it)")
-        for run_dir in found:
-            try:
-                runs.append(load_run(run_dir))
-            except RunFolderError as error:  # other experiments of a shared sweep folder
-                print(f"skipped: {error}", file=sys.stderr)
+    runs = collect_runs(paths, load_run)
     order = {model: i for i, model in enumerate(MODELS)}
     return sorted(runs, key=lambda run: (order[run.model], run.n_obs, run.seed, str(run.path)))
 
@@ -159,9 +134,7 @@ def infer_scale(runs: list[Run]) -> str:
     """``paper`` when every run did its full recipe's epochs, else the epochs they did."""
     if runs and all(int(run.summary.get("epochs", 0)) >= PAPER_EPOCHS[run.model] for run in runs):
         return "paper"
-    epochs = sorted({int(run.summary.get("epochs", 0)) for run in runs}) or [0]
-    span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
-    return f"custom ({span} epochs)"
+    return epochs_scale(int(run.summary.get("epochs", 0)) for run in runs)
 
 
 def rmse_cell(values: list[float]) -> str:
@@ -195,23 +168,12 @@ RUN_HEADERS = ["model", "n", "seed", "epochs (steps)", "train time", "RMSE inter
 
 
 def run_rows(runs: list[Run], base: Path | None = None) -> list[list[str]]:
-    def shown(path: Path) -> str:
-        if base is not None:
-            try:
-                return str(path.relative_to(base))
-            except ValueError:
-                pass
-        return str(path)
-
-    def number(value: float | None, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
     rows = []
     for run in runs:
         n = run_numbers(run)
         rows.append([n["model"], n["n_obs"], n["seed"], f"{n['epochs']} ({n['steps']})", f"{n['train_s']:.0f} s",
-                     number(n["rmse_interp"], ".4f"), number(n["rmse_extrap"], ".4f"), number(n["elbo"], ".1f"),
-                     number(n["nfe_forward"], ".1f"), number(n["nfe_backward"], ".1f"), f"`{shown(run.path)}`"])
+                     fmt(n["rmse_interp"], ".4f"), fmt(n["rmse_extrap"], ".4f"), fmt(n["elbo"], ".1f"),
+                     fmt(n["nfe_forward"], ".1f"), fmt(n["nfe_backward"], ".1f"), f"`{shown_path(run.path, base)}`"])
     return rows
 
 
@@ -259,24 +221,17 @@ def csv_rows(runs: list[Run]) -> list[list]:
 
 
 def write_table(runs: list[Run], folder: Path, scale: str) -> tuple[Path, Path]:
-    folder = Path(folder)
-    md, csv_path = folder / "table2.md", folder / "table2.csv"
-    md.write_text(render(runs, scale, base=Path.cwd()))
-    write_csv(csv_path, CSV_HEADERS, csv_rows(runs))
-    return md, csv_path
+    return write_table_files(folder, "table2", render(runs, scale, base=Path.cwd()), CSV_HEADERS, csv_rows(runs))
 
 
 # --------------------------------------------------------------------------- training
-def runs_root(scale: str) -> Path:
-    return paper_dir() / "runs" / scale
-
-
 def run_name(experiment: str, n_obs: int, seed: int) -> str:
     """A spiral run's folder name; the multirun writes the same through ``hydra.sweep.subdir``."""
     return f"{experiment}_n{n_obs}_s{seed}"
 
 
-SWEEP_SUBDIR = "hydra.sweep.subdir=${name}_n${data.n_obs}_s${seed}"
+RUN_NAME = "${name}_n${data.n_obs}_s${seed}"  # run_name in Hydra's interpolation
+SWEEP_SUBDIR = f"hydra.sweep.subdir={RUN_NAME}"
 
 
 def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
@@ -291,19 +246,14 @@ def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] =
     missing = []
     for experiment, n, seed in wanted:
         run_dir = root / run_name(experiment, n, seed)
-        if (run_dir / "summary.json").is_file():
-            print(f"reusing {run_dir}")
-        elif (run_dir / "last.pt").is_file():
-            print(f"resuming {run_dir}")
-            call([*TRAIN, f"experiment={experiment}", f"data.n_obs={n}", f"seed={seed}", *settings,
-                  "resume=true", f"hydra.run.dir={run_dir}"])
-        else:
+        if not reuse_or_resume(run_dir, [f"experiment={experiment}", f"data.n_obs={n}", f"seed={seed}", *settings],
+                               call):
             missing.append((experiment, n, seed))
     for experiments_, ns, seeds_ in product_groups(missing):
         print(f"training {','.join(experiments_)} for n = {','.join(map(str, ns))}, seeds {','.join(map(str, seeds_))} "
               f"at scale {scale} into {root}")
-        call([*TRAIN, "-m", f"experiment={','.join(experiments_)}", f"data.n_obs={','.join(map(str, ns))}",
-              f"seed={','.join(map(str, seeds_))}", *settings, f"hydra.sweep.dir={root}", SWEEP_SUBDIR])
+        multirun(root, [f"experiment={','.join(experiments_)}", f"data.n_obs={','.join(map(str, ns))}",
+                        f"seed={','.join(map(str, seeds_))}", *settings], RUN_NAME, call)
     return {key: root / run_name(*key) for key in wanted}
 
 
@@ -327,80 +277,15 @@ def product_groups(combos: list[tuple[str, int, int]]) -> list[tuple[list[str], 
     return groups
 
 
-TRAIN = [sys.executable, "-m", "neuralode", "train"]
-
-
-def ensure_run(run_dir: Path, command: list[str]) -> Path:
-    """One run folder: reused when finished, resumed when stopped early, else trained with
-    ``python -m neuralode train <command> hydra.run.dir=<run_dir>``."""
-    if (run_dir / "summary.json").is_file():
-        print(f"reusing {run_dir}")
-    elif (run_dir / "last.pt").is_file():
-        print(f"resuming {run_dir}")
-        call([*TRAIN, *command, "resume=true", f"hydra.run.dir={run_dir}"])
-    else:
-        call([*TRAIN, *command, f"hydra.run.dir={run_dir}"])
-    return run_dir
-
-
-def call(command: list[str]) -> None:
-    """Run a training command; stop with its command line if it fails."""
-    print("$ " + " ".join(command), flush=True)
-    env = dict(os.environ)
-    # These models are tiny at every scale (batches of 100 x 25 units): on a CPU one thread is
-    # steadier and often faster than several fighting; OMP_NUM_THREADS set by the caller wins.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    result = subprocess.run(command, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"error: training failed (exit status {result.returncode}): {' '.join(command)}")
-
-
-def load_trained(path: str | Path):
-    """The task of a run folder (its last.pt, else best.pt) or checkpoint file, in eval mode on
-    CPU, with its data module and the checkpoint."""
-    from omegaconf import OmegaConf
-
-    from neuralode.train.checkpoint import load_checkpoint
-    from neuralode.train.run import build_task_and_data
-
-    path = Path(path)
-    ckpt = next((path / n for n in ("last.pt", "best.pt") if (path / n).is_file()), None) if path.is_dir() else path
-    if ckpt is None or not ckpt.is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint file nor a run folder with last.pt or best.pt")
-    state = load_checkpoint(ckpt, map_location="cpu")
-    config = OmegaConf.create(state["config"])
-    task, data = build_task_and_data(config.model, config.data)
-    task.load_state_dict(state["model"])
-    return task.eval(), data, state
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m neuralode table table2", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", type=Path, help="run folders, or folders holding runs (a sweep)")
-    parser.add_argument("--train", action="store_true",
-                        help="train (or reuse) the runs at --scale under outputs/paper/runs/<scale>/")
-    parser.add_argument("--scale", default=None, choices=SCALES,
-                        help="the scale to train at and to print (default with --train: smoke; else inferred)")
+    parser = table_parser("table2", __doc__.split("\n\n")[0], "the runs", "data.noise_std=0.3")
     parser.add_argument("--n", type=int, nargs="+", default=list(N_OBS), help="observed points per spiral (default: 30 50 100)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for --train, e.g. --set data.noise_std=0.3 (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 2's runs at --scale")
-    started = time.perf_counter()
-    paths = list(args.runs)
-    if args.train:
-        paths += list(ensure_runs(args.scale or "smoke", args.n, args.seeds, overrides=args.overrides).values())
-    try:
-        runs = find_runs(paths)
-    except RunFolderError as error:
-        raise SystemExit(f"error: {error}") from None
-    scale = args.scale or ("smoke" if args.train else infer_scale(runs))
-    md, csv_path = write_table(runs, out_dir(args.out), scale)
-    print(md.read_text())
-    print(f"wrote {md} and {csv_path} in {time.perf_counter() - started:.0f} s")
+    table_main(args, lambda scale: list(ensure_runs(scale, args.n, args.seeds, overrides=args.overrides).values()),
+               find_runs, infer_scale, write_table)
 
 
 if __name__ == "__main__":
