@@ -1,6 +1,6 @@
 """Tasks of the paper's Section 5: latent ODE and RNN on spirals, Poisson process on events.
 
-Batches are dicts in the irregular-series format of :mod:`neuralode.data.spirals`. RMSEs are
+Batches are dicts in the irregular-series format of :mod:`neuralode.data.irregular`. RMSEs are
 measured against the noise-free truth: ``rmse_interp`` on the whole observed window (observed
 and unobserved grid points), ``rmse_extrap`` on the points after it. Each is the mean over
 series of the per-series RMSE, so that the trainer's size-weighted average over batches is
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 
 from neuralode.models.latent_ode import LatentODE
-from neuralode.models.poisson import PoissonLatentODE
+from neuralode.models.poisson import PoissonLatentODE, PoissonOutput
 from neuralode.models.rnn_baseline import RNNBaseline
 from neuralode.tasks.base import Task
 
@@ -46,76 +47,82 @@ def plot_spirals(batch: dict, preds: dict[str, tuple[torch.Tensor, torch.Tensor]
     return fig
 
 
-class LatentODETask(Task):
-    """Latent ODE on spirals: loss = -ELBO per series (one z0 sample), averaged over the batch."""
+def observed(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The observed series of a batch, in the order the models take them: values, times, mask."""
+    return batch["values"], batch["times"], batch["mask"]
+
+
+class SpiralTask(Task):
+    """What the spiral tasks share: the monitor, the RMSEs of :meth:`predict` and its figure."""
 
     monitor = "rmse_extrap"
     monitor_mode = "min"
+    label = "model"  # the net's name in the figure legend
 
-    def __init__(self, net: LatentODE):
+    def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
+    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions at ``interp_times`` (B, P, D) and at ``extrap_times`` (B, E, D)."""
+        raise NotImplementedError
+
+    def rmses(self, batch: dict) -> dict[str, float]:
+        """Mean per-series RMSE against the noise-free truth on the window and after it."""
+        interp, extrap = self.predict(batch)
+        return {
+            "rmse_interp": rmse_per_series(interp, batch["interp_values"]).mean().item(),
+            "rmse_extrap": rmse_per_series(extrap, batch["extrap_values"]).mean().item(),
+        }
+
+    @torch.no_grad()
+    def figures(self, batch: dict) -> dict[str, Figure]:
+        return {"reconstructions": plot_spirals(batch, {self.label: self.predict(batch)})}
+
+
+class LatentODETask(SpiralTask):
+    """Latent ODE on spirals: loss = -ELBO per series (one z0 sample), averaged over the batch."""
+
+    net: LatentODE
+    label = "latent ODE"
+
+    def elbo(self, batch: dict) -> torch.Tensor:
+        """One-sample ELBO per series, shape (B,)."""
+        return self.net.elbo(batch["values"], batch["mask"], self.net(*observed(batch)))
+
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        out = self.net(batch["values"], batch["times"], batch["mask"])
-        elbo = self.net.elbo(batch["values"], batch["mask"], out)
+        elbo = self.elbo(batch)
         return {"loss": -elbo.mean(), "elbo": elbo.mean().detach()}
 
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded trajectories from the posterior mean of z0 on the window and after it."""
-        out = self.net(batch["values"], batch["times"], batch["mask"], [batch["interp_times"], batch["extrap_times"]], sample=False)
+        out = self.net(*observed(batch), [batch["interp_times"], batch["extrap_times"]], sample=False)
         return out.preds[0], out.preds[1]
 
     @torch.no_grad()
     def evaluation_step(self, batch: dict) -> dict[str, float]:
-        out = self.net(batch["values"], batch["times"], batch["mask"])
-        elbo = self.net.elbo(batch["values"], batch["mask"], out)
-        interp, extrap = self.predict(batch)
-        return {
-            "loss": -elbo.mean().item(),
-            "elbo": elbo.mean().item(),
-            "rmse_interp": rmse_per_series(interp, batch["interp_values"]).mean().item(),
-            "rmse_extrap": rmse_per_series(extrap, batch["extrap_values"]).mean().item(),
-            "n": len(elbo),
-        }
-
-    @torch.no_grad()
-    def figures(self, batch: dict) -> dict[str, Figure]:
-        return {"reconstructions": plot_spirals(batch, {"latent ODE": self.predict(batch)})}
+        elbo = self.elbo(batch)
+        return {"loss": -elbo.mean().item(), "elbo": elbo.mean().item(), **self.rmses(batch), "n": len(elbo)}
 
 
-class RNNTask(Task):
+class RNNTask(SpiralTask):
     """RNN baseline on spirals: loss = Gaussian NLL of the one-step predictions per series."""
 
-    monitor = "rmse_extrap"
-    monitor_mode = "min"
-
-    def __init__(self, net: RNNBaseline):
-        super().__init__()
-        self.net = net
+    net: RNNBaseline
+    label = "RNN"
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
-        return {"loss": self.net.nll(batch["values"], batch["times"], batch["mask"]).mean()}
+        return {"loss": self.net.nll(*observed(batch)).mean()}
 
     def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions on the window (from earlier observations) and autoregressively after it."""
-        series = batch["values"], batch["times"], batch["mask"]
+        series = observed(batch)
         return self.net.predict_at(*series, batch["interp_times"]), self.net.extrapolate(*series, batch["extrap_times"])
 
     @torch.no_grad()
     def evaluation_step(self, batch: dict) -> dict[str, float]:
-        nll = self.net.nll(batch["values"], batch["times"], batch["mask"])
-        interp, extrap = self.predict(batch)
-        return {
-            "loss": nll.mean().item(),
-            "rmse_interp": rmse_per_series(interp, batch["interp_values"]).mean().item(),
-            "rmse_extrap": rmse_per_series(extrap, batch["extrap_values"]).mean().item(),
-            "n": len(nll),
-        }
-
-    @torch.no_grad()
-    def figures(self, batch: dict) -> dict[str, Figure]:
-        return {"reconstructions": plot_spirals(batch, {"RNN": self.predict(batch)})}
+        nll = self.net.nll(*observed(batch))
+        return {"loss": nll.mean().item(), **self.rmses(batch), "n": len(nll)}
 
 
 class PoissonTask(Task):
@@ -128,9 +135,13 @@ class PoissonTask(Task):
         super().__init__()
         self.net = net
 
-    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def output_and_elbo(self, batch: dict) -> tuple[PoissonOutput, torch.Tensor]:
+        """The model's output on the batch's events and the one-sample ELBO per sequence (B,)."""
         out = self.net(batch["times"], batch["mask"], batch["t_end"])
-        elbo = self.net.elbo(out)
+        return out, self.net.elbo(out)
+
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        out, elbo = self.output_and_elbo(batch)
         return {"loss": -elbo.mean(), "log_likelihood": out.log_likelihood.mean().detach()}
 
     def rates(self, batch: dict) -> torch.Tensor:
@@ -140,9 +151,8 @@ class PoissonTask(Task):
 
     @torch.no_grad()
     def evaluation_step(self, batch: dict) -> dict[str, float]:
-        out = self.net(batch["times"], batch["mask"], batch["t_end"])
-        elbo = self.net.elbo(out)
-        rate_rmse = (self.rates(batch) - batch["true_rate"]).pow(2).mean(dim=1).sqrt()
+        out, elbo = self.output_and_elbo(batch)
+        rate_rmse = rmse_per_series(self.rates(batch)[..., None], batch["true_rate"][..., None])
         return {
             "loss": -elbo.mean().item(),
             "log_likelihood": out.log_likelihood.mean().item(),
