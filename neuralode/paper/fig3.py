@@ -19,7 +19,6 @@ under ``<out>/tensorboard/fig3``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,9 @@ from pathlib import Path
 import torch
 
 from neuralode.ode import collect_stats, odeint
-from neuralode.paper.common import SCALES, markdown_table, out_dir, smoke_threads, write_csv
+from neuralode.paper.common import (add_figure_args, checkpoint_in, load_trained, markdown_table, out_dir, progress,
+                                    save_figure, smoke_threads, write_csv)
+from neuralode.train.loggers import read_metrics
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 REFERENCE_TOL = 1e-8
@@ -43,7 +44,7 @@ def checkpoint_and_metrics(path: str | Path) -> tuple[Path, Path]:
     """A run folder (its last.pt, else best.pt) or a checkpoint file, and the run's metrics.jsonl."""
     path = Path(path)
     if path.is_dir():
-        ckpt = next((path / n for n in ("last.pt", "best.pt") if (path / n).is_file()), None)
+        ckpt = checkpoint_in(path)
         if ckpt is None:
             raise FileNotFoundError(f"{path} holds no last.pt or best.pt; pass an ODE-Net run folder or checkpoint")
     elif path.is_file():
@@ -58,15 +59,7 @@ def checkpoint_and_metrics(path: str | Path) -> tuple[Path, Path]:
 
 def load_model_and_batch(ckpt: Path, images: int):
     """The trained ODE-Net (float64, eval mode) and up to ``images`` test images, both on CPU."""
-    from omegaconf import OmegaConf
-
-    from neuralode.train.checkpoint import load_checkpoint
-    from neuralode.train.run import build_task_and_data
-
-    state = load_checkpoint(ckpt)
-    config = OmegaConf.create(state["config"])
-    task, data = build_task_and_data(config.model, config.data)
-    task.load_state_dict(state["model"])
+    task, data, state = load_trained(ckpt)
     net = getattr(task, "net", None)
     if net is None or not hasattr(net, "ode") or not hasattr(net, "downsampling"):
         raise NotAnODENetError(f"{ckpt} holds a {type(net).__name__}, not an ODE-Net (downsampling + ODE block)")
@@ -102,10 +95,6 @@ def tolerance_sweep(net, x: torch.Tensor, tolerances=TOLERANCES, repeats: int = 
             error = float((h1 - reference).pow(2).mean().sqrt())
             points.append(SweepPoint(tol, stats.nfe_forward, error, 1000 * min(times)))
     return points
-
-
-def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def training_nfe(records: list[dict]) -> list[dict]:
@@ -170,36 +159,21 @@ def summary_markdown(sweep: list[SweepPoint], nfe: list[dict], scale: str, sourc
 
 def write_outputs(sweep: list[SweepPoint], nfe: list[dict], folder: Path, title: str, tensorboard: bool = True,
                   scale: str = "smoke", source: str = "-") -> dict[str, Path]:
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
     (folder / "fig3.md").write_text(summary_markdown(sweep, nfe, scale, source))
     rows = [["a_b", p.tol, "", "", p.nfe, "", p.error, p.forward_ms] for p in sweep]
     rows += [["c_d", "", r["epoch"], r["step"], r["nfe_forward"], r["nfe_backward"], "", ""] for r in nfe]
     write_csv(folder / "fig3.csv", ["panel", "tol", "epoch", "step", "nfe_forward", "nfe_backward", "error", "forward_ms"], rows)
-    fig = make_figure(sweep, nfe, title)
-    fig.savefig(folder / "fig3.png", dpi=120)
-    if tensorboard:
-        from neuralode.train.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(folder / "tensorboard" / "fig3")
-        logger.log_figures({"fig3": fig}, step=nfe[-1]["step"] if nfe else 0)  # closes the figure
-        logger.close()
-    else:
-        plt.close(fig)
-    return {"png": folder / "fig3.png", "csv": folder / "fig3.csv", "md": folder / "fig3.md"}
+    png = save_figure(make_figure(sweep, nfe, title), folder, "fig3", nfe[-1]["step"] if nfe else 0, tensorboard)
+    return {"png": png, "csv": folder / "fig3.csv", "md": folder / "fig3.md"}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neuralode figure fig3", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", type=Path, default=None,
                         help="an ODE-Net run folder or checkpoint (default: train or reuse the --scale run)")
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
     parser.add_argument("--images", type=int, default=None, help="test images in the tolerance sweep")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override when training the run (repeatable)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    add_figure_args(parser)
     args = parser.parse_args(argv)
     smoke_threads(args.scale)
     started = time.perf_counter()
@@ -218,8 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {error}") from None
     sweep = tolerance_sweep(net, x, repeats=settings["repeats"])
     nfe = training_nfe(read_metrics(metrics))
-    title = (f"Figure 3: statistics of a trained ODE-Net (scale {args.scale}: epoch {state['progress']['epoch']}, "
-             f"step {state['progress']['step']})")
+    title = f"Figure 3: statistics of a trained ODE-Net (scale {args.scale}: {progress(state)})"
     paths = write_outputs(sweep, nfe, out_dir(args.out), title, tensorboard=not args.no_tensorboard,
                           scale=args.scale, source=str(ckpt))
     for p in sweep:

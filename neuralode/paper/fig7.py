@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import SCALES, markdown_table, out_dir, smoke_threads
+from neuralode.paper.common import (add_figure_args, ensure_run, load_trained_or_exit, markdown_table, out_dir,
+                                    progress, runs_root, smoke_threads, write_figure)
 
 EXPERIMENT = "latent_ode_poisson"
 #: Hydra overrides per scale. smoke: 50 epochs (400 steps), about two minutes on one CPU thread;
@@ -99,46 +100,20 @@ def summary_markdown(numbers: dict[str, float], scale: str, source: str) -> str:
     ])
 
 
-def write_outputs(fig, text: str, folder: Path, step: int, tensorboard: bool = True) -> dict[str, Path]:
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    (folder / "fig7.md").write_text(text)
-    fig.savefig(folder / "fig7.png", dpi=120)
-    if tensorboard:
-        from neuralode.train.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(folder / "tensorboard" / "fig7")
-        logger.log_figures({"fig7": fig}, step=step)  # closes the figure
-        logger.close()
-    else:
-        plt.close(fig)
-    return {"png": folder / "fig7.png", "md": folder / "fig7.md"}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neuralode figure fig7", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", type=Path, default=None,
                         help="a Poisson latent ODE run folder or checkpoint (default: train or reuse the --scale run)")
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
     parser.add_argument("--series", type=int, default=4, help="sequences drawn (default: 4)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override when training the run (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    add_figure_args(parser)
     args = parser.parse_args(argv)
     smoke_threads(args.scale)
     started = time.perf_counter()
-    from neuralode.paper import table2
-
     run = args.run
     if run is None:
-        run = table2.ensure_run(table2.runs_root(args.scale) / EXPERIMENT,
-                                [f"experiment={EXPERIMENT}", *SCALE_OVERRIDES[args.scale], *args.overrides])
-    try:
-        task, data, state = table2.load_trained(run)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
+        run = ensure_run(runs_root(args.scale) / EXPERIMENT,
+                         [f"experiment={EXPERIMENT}", *SCALE_OVERRIDES[args.scale], *args.overrides])
+    task, data, state = load_trained_or_exit(run)
     if type(task).__name__ != "PoissonTask":
         raise SystemExit(f"error: {run} trained a {type(task).__name__}, not a Poisson process latent ODE")
     batch = eval_batch(data)
@@ -146,11 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         rates = task.rates(batch)
     series = list(range(min(args.series, len(rates))))
-    title = (f"Figure 7: events and learned intensity (scale {args.scale}: epoch {state['progress']['epoch']}, "
-             f"step {state['progress']['step']})")
+    title = f"Figure 7: events and learned intensity (scale {args.scale}: {progress(state)})"
     fig = make_figure(batch, rates, series, title)
     text = summary_markdown(numbers, args.scale, str(run))
-    outputs = write_outputs(fig, text, out_dir(args.out), state["progress"]["step"], tensorboard=not args.no_tensorboard)
+    outputs = write_figure(fig, text, out_dir(args.out), "fig7", state["progress"]["step"], not args.no_tensorboard)
     print(text)
     print(f"wrote {outputs['png']} and {outputs['md']} in {time.perf_counter() - started:.1f} s")
 

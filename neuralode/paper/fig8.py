@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import SCALES, markdown_table, out_dir, smoke_threads
+from neuralode.paper.common import (add_figure_args, load_trained_or_exit, markdown_table, out_dir, progress,
+                                    smoke_threads, write_figure)
 
 COLORS = {"truth": "0.6", "observed": "k", "window": "tab:blue", "extrapolation": "tab:red",
           "counter-clockwise": "tab:blue", "clockwise": "tab:red"}
@@ -130,35 +131,14 @@ def summary_markdown(batch: dict, preds: dict, z0: torch.Tensor, scale: str, sou
     ])
 
 
-def write_outputs(fig, text: str, folder: Path, step: int, tensorboard: bool = True) -> dict[str, Path]:
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    (folder / "fig8.md").write_text(text)
-    fig.savefig(folder / "fig8.png", dpi=120)
-    if tensorboard:
-        from neuralode.train.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(folder / "tensorboard" / "fig8")
-        logger.log_figures({"fig8": fig}, step=step)  # closes the figure
-        logger.close()
-    else:
-        plt.close(fig)
-    return {"png": folder / "fig8.png", "md": folder / "fig8.md"}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neuralode figure fig8", description=__doc__.split("\n\n")[0])
     parser.add_argument("--latent", type=Path, default=None, help="a latent ODE spiral run folder or checkpoint")
     parser.add_argument("--rnn", type=Path, default=None, help="an RNN spiral run folder or checkpoint")
     parser.add_argument("--n", type=int, default=30, help="observed points of the runs trained when none is given (default: 30)")
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
     parser.add_argument("--series", type=int, default=3, help="spirals drawn in (a) and (b) (default: 3)")
     parser.add_argument("--latent-series", type=int, default=100, help="spirals drawn in (c) (default: 100)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override when training the runs (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    add_figure_args(parser, trained="the runs")
     args = parser.parse_args(argv)
     smoke_threads(args.scale)
     started = time.perf_counter()
@@ -168,11 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         trained = table2.ensure_runs(args.scale, [args.n], overrides=args.overrides)
         args.latent = args.latent or trained[("latent_ode_spiral", args.n, 0)]
         args.rnn = args.rnn or trained[("rnn_spiral", args.n, 0)]
-    try:
-        latent_task, data, state = table2.load_trained(args.latent)
-        rnn_task, _, rnn_state = table2.load_trained(args.rnn)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
+    latent_task, data, state = load_trained_or_exit(args.latent)
+    rnn_task, _, rnn_state = load_trained_or_exit(args.rnn)
     if type(latent_task).__name__ != "LatentODETask" or type(rnn_task).__name__ != "RNNTask":
         raise SystemExit(f"error: --latent must be a latent ODE spiral run and --rnn an RNN spiral run; got "
                          f"{type(latent_task).__name__} and {type(rnn_task).__name__}")
@@ -183,12 +160,12 @@ def main(argv: list[str] | None = None) -> None:
     preds = predictions(latent_task, rnn_task, batch)
     paths = latent_paths(latent_task, batch)
     series = pick_series(batch["direction"], args.series)
-    title = (f"Figure 8: spirals with {batch['times'].shape[1]} observed points (scale {args.scale}: latent ODE "
-             f"epoch {state['progress']['epoch']}, step {state['progress']['step']})")
+    title = (f"Figure 8: spirals with {batch['times'].shape[1]} observed points (scale {args.scale}: "
+             f"latent ODE {progress(state)})")
     fig = make_figure(batch, preds, paths, series, title)
     z0 = paths[:, 0]
     text = summary_markdown(batch, preds, z0, args.scale, {"RNN": str(args.rnn), "latent ODE": str(args.latent)})
-    outputs = write_outputs(fig, text, out_dir(args.out), state["progress"]["step"], tensorboard=not args.no_tensorboard)
+    outputs = write_figure(fig, text, out_dir(args.out), "fig8", state["progress"]["step"], not args.no_tensorboard)
     print(text)
     print(f"wrote {outputs['png']} and {outputs['md']} in {time.perf_counter() - started:.1f} s")
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import SCALES, markdown_table, out_dir, smoke_threads
+from neuralode.paper.common import (add_figure_args, load_trained_or_exit, markdown_table, out_dir, progress,
+                                    smoke_threads, write_figure)
 
 
 @torch.no_grad()
@@ -95,35 +96,14 @@ def summary_markdown(values: torch.Tensor, correlation: torch.Tensor, scale: str
     ])
 
 
-def write_outputs(fig, text: str, folder: Path, step: int, tensorboard: bool = True) -> dict[str, Path]:
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    (folder / "fig9.md").write_text(text)
-    fig.savefig(folder / "fig9.png", dpi=120)
-    if tensorboard:
-        from neuralode.train.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(folder / "tensorboard" / "fig9")
-        logger.log_figures({"fig9": fig}, step=step)  # closes the figure
-        logger.close()
-    else:
-        plt.close(fig)
-    return {"png": folder / "fig9.png", "md": folder / "fig9.md"}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neuralode figure fig9", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", type=Path, default=None,
                         help="a latent ODE spiral run folder or checkpoint (default: train or reuse Table 2's --n run at --scale)")
     parser.add_argument("--n", type=int, default=30, help="observed points of the run trained when none is given (default: 30)")
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
     parser.add_argument("--steps", type=int, default=7, help="values of each dimension (default: 7)")
     parser.add_argument("--spirals", type=int, default=200, help="test spirals giving the ranges (default: 200)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override when training the run (repeatable)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
+    add_figure_args(parser)
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2")
@@ -136,10 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if run is None:
         run = table2.ensure_runs(args.scale, [args.n], experiments=["latent_ode_spiral"], overrides=args.overrides)[
             ("latent_ode_spiral", args.n, 0)]
-    try:
-        task, data, state = table2.load_trained(run)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
+    task, data, state = load_trained_or_exit(run)
     if type(task).__name__ != "LatentODETask":
         raise SystemExit(f"error: {run} trained a {type(task).__name__}, not a latent ODE on spirals")
     batch = eval_batch(data, args.spirals)
@@ -148,10 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     times = torch.cat([batch["interp_times"][0], batch["extrap_times"][0]])
     decoded = decode_sweeps(task, z0.mean(0), values, times)
     correlation = direction_correlation(z0, batch["direction"])
-    title = f"Figure 9 (scale {args.scale}: epoch {state['progress']['epoch']}, step {state['progress']['step']})"
+    title = f"Figure 9 (scale {args.scale}: {progress(state)})"
     fig = make_figure(decoded, values, times, correlation, title)
     text = summary_markdown(values, correlation, args.scale, str(run), len(z0))
-    outputs = write_outputs(fig, text, out_dir(args.out), state["progress"]["step"], tensorboard=not args.no_tensorboard)
+    outputs = write_figure(fig, text, out_dir(args.out), "fig9", state["progress"]["step"], not args.no_tensorboard)
     print(text)
     print(f"wrote {outputs['png']} and {outputs['md']} in {time.perf_counter() - started:.1f} s")
 
