@@ -17,18 +17,16 @@ when stopped; delete a folder to train it again).
 
 from __future__ import annotations
 
-import argparse
-import logging
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from neuralode.paper.common import SCALES, fmt, markdown_table, out_dir, smoke_threads, write_csv
-from neuralode.paper.fig4 import (FlowRun, ensure_run, imshow_density, load_run, load_task, runs_root, save_figure,
-                                  scatter_points)
+from neuralode.paper.common import fmt, markdown_table
+from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, ensure_run, flow_parser, grid_density,
+                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs,
+                                   scatter_points, write_tables)
 
 TOYS = ("8gaussians", "pinwheel", "checkerboard", "swissroll", "moons", "circles", "2spirals", "rings")
 #: FFJORD's NFE on the 2-D toys (forward, per solve, trained models).
@@ -91,11 +89,7 @@ def csv_rows(runs: dict[str, FlowRun | None]) -> list[list]:
 @torch.no_grad()
 def draw_model(flow: torch.nn.Module, half_width: float, grid: int, samples: int, seed: int = 0):
     """The model's density on a grid x grid grid and ``samples`` of its samples (numpy)."""
-    from neuralode.tasks.density import density_on_grid
-
-    density = density_on_grid(flow, half_width, grid, torch.zeros(1, 2)).numpy()
-    z0 = torch.randn(samples, 2, generator=torch.Generator().manual_seed(seed))
-    return density, flow.sample_with_log_prob(z0)[0].numpy()
+    return grid_density(flow, half_width, grid), flow.sample_with_log_prob(base_samples(samples, seed))[0].numpy()
 
 
 def make_figure(drawn: dict, data: dict[str, np.ndarray], runs: dict[str, FlowRun | None], half_width: float, title: str):
@@ -118,47 +112,25 @@ def make_figure(drawn: dict, data: dict[str, np.ndarray], runs: dict[str, FlowRu
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m neuralode.paper.ffjord2d", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
-    parser.add_argument("--device", default="auto", help="training device: auto | cpu | cuda | cuda:N")
-    parser.add_argument("--runs", type=Path, default=None,
-                        help="folder of the runs (default: outputs/paper/runs/<scale>/ffjord2d)")
-    parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
+    parser = flow_parser("python -m neuralode.paper.ffjord2d", "ffjord2d", __doc__)
     parser.add_argument("--toys", nargs="+", default=list(TOYS), choices=TOYS)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for every run (repeatable)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    smoke_threads(args.scale)
-    started = time.perf_counter()
+    args, started = parse(parser, argv)
     root = args.runs or runs_root(args.scale, "ffjord2d")
     if not args.no_train:
         for toy in args.toys:
             ensure_run("ffjord_toy2d", [*SCALE_OVERRIDES[args.scale], f"data.name={toy}", f"device={args.device}",
                                         *args.overrides], root / toy)
-    runs = collect(root, args.toys)
-    if not any(runs.values()):
-        raise SystemExit(f"error: {root} holds no finished FFJORD run; run without --no-train to train them")
-    folder = out_dir(args.out)
-    (folder / "ffjord2d.md").write_text(render(runs, args.scale, root))
-    write_csv(folder / "ffjord2d.csv", CSV_HEADERS, csv_rows(runs))
+    runs = require_runs(collect(root, args.toys), root, "FFJORD")
+    folder = write_tables(args.out, "ffjord2d", render(runs, args.scale, root), CSV_HEADERS, csv_rows(runs))
 
     from neuralode.data.toy2d import sample_toy
 
-    draw, half_width = DRAW[args.scale], 4.0
-    drawn = {}
-    for toy, run in runs.items():
-        if run is not None and (run.path / "last.pt").is_file():
-            task = load_task(run.path)
-            half_width = task.plot_range
-            drawn[toy] = draw_model(task.flow, half_width, draw["grid"], draw["samples"])
+    draw = DRAW[args.scale]
+    drawn, half_width = draw_runs(
+        runs, lambda flow, half_width: draw_model(flow, half_width, draw["grid"], draw["samples"]))
     data = {toy: sample_toy(toy, draw["samples"], seed=1).numpy() for toy in args.toys}
     fig = make_figure(drawn, data, runs, half_width, f"FFJORD on 2-D toys (scale {args.scale})")
-    png = save_figure(fig, folder, "ffjord2d", tensorboard=not args.no_tensorboard)
-    print((folder / "ffjord2d.md").read_text())
-    print(f"wrote {png}, {folder / 'ffjord2d.md'} and {folder / 'ffjord2d.csv'} in {time.perf_counter() - started:.0f} s")
+    save_outputs(fig, folder, "ffjord2d", not args.no_tensorboard, started)
 
 
 if __name__ == "__main__":

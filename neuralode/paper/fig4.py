@@ -16,23 +16,25 @@ KL(q || p). Outputs, in ``outputs/paper/`` (or ``--out``):
 
 Runs live in ``outputs/paper/runs/<scale>/fig4/<experiment>_<energy>_<size>/``: a finished
 run (``summary.json``) is reused, a stopped one (``last.pt``) resumed; delete a folder to
-train it again. This module also holds the run and density helpers of fig5 and ffjord2d.
+train it again. The run, panel and command-line helpers it shares with fig5 and ffjord2d
+are in ``flows.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from neuralode.paper.common import SCALES, markdown_table, out_dir, paper_dir, smoke_threads, write_csv
+from neuralode.paper.common import markdown_table
+from neuralode.paper.flows import (FlowRun, draw_runs, ensure_run, flow_parser, grid_density, imshow_density, load_run,
+                                   parse, require_runs, runs_root, save_outputs, write_tables)
+# Still importable from here, as before the flow helpers moved to flows.py.
+from neuralode.paper.common import write_csv  # noqa: F401
+from neuralode.paper.flows import load_task, save_figure, scatter_points  # noqa: F401
 
 ENERGIES = ("u1", "u2", "u3")
 SIZES = (2, 8, 32)
@@ -61,122 +63,6 @@ HALF_WIDTH = 4.0
 GRID = {"smoke": 60, "paper": 100}
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- runs (shared with fig5, ffjord2d)
-def ensure_run(experiment: str, overrides: Sequence[str], run_dir: Path) -> bool:
-    """Make ``run_dir`` a finished run of ``experiment`` with ``overrides``: reuse it when it has
-    ``summary.json``, resume it from ``last.pt``, else train it here (in this process).
-
-    Returns False, after printing why, when training failed with a user error (a bad setting, a
-    NaN loss), so that one failed run does not stop the others.
-    """
-    from neuralode.train.config import UserError, compose
-    from neuralode.train.run import train
-
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").is_file():
-        print(f"reusing {run_dir}", flush=True)
-        return True
-    resume = (run_dir / "last.pt").is_file()
-    print(f"{'resuming' if resume else 'training'} {experiment} {' '.join(overrides)} in {run_dir}", flush=True)
-    started = time.perf_counter()
-    try:
-        cfg = compose("train", [f"experiment={experiment}", *overrides, f"resume={str(resume).lower()}"])
-        train(cfg, run_dir)
-    except UserError as error:
-        print(f"error: {experiment} in {run_dir} failed: {error}", flush=True)
-        return False
-    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
-    return True
-
-
-@dataclass
-class FlowRun:
-    """A finished run: its folder, ``summary.json`` and ``metrics.jsonl`` records."""
-
-    path: Path
-    summary: dict
-    records: list[dict]
-
-    def final(self, key: str) -> Any:
-        return self.records[-1].get(key) if self.records else None
-
-    def last_with(self, key: str) -> Any:
-        """The latest record's value of ``key`` (training NFE is absent from a final
-        evaluation that falls right after an epoch's end)."""
-        return next((r[key] for r in reversed(self.records) if key in r), None)
-
-    @property
-    def steps(self) -> int:
-        return int(self.summary.get("steps", 0))
-
-
-def load_run(path: Path) -> FlowRun | None:
-    """The run in ``path``, or None when it has not finished (no summary.json or metrics)."""
-    path = Path(path)
-    summary, metrics = path / "summary.json", path / "metrics.jsonl"
-    if not summary.is_file() or not metrics.is_file():
-        return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return FlowRun(path, json.loads(summary.read_text()), records)
-
-
-def load_task(run_dir: Path, device: torch.device | str = "cpu"):
-    """The trained task of a run (its last.pt: the final model), in evaluation mode."""
-    from omegaconf import OmegaConf
-
-    from neuralode.train.checkpoint import load_checkpoint
-    from neuralode.train.run import build_task_and_data
-
-    state = load_checkpoint(Path(run_dir) / "last.pt", map_location=device)
-    config = OmegaConf.create(state["config"])
-    task, _ = build_task_and_data(config.model, config.data)
-    task.load_state_dict(state["model"])
-    return task.to(device).eval()
-
-
-def runs_root(scale: str, figure: str) -> Path:
-    return paper_dir() / "runs" / scale / figure
-
-
-def imshow_density(ax, density: np.ndarray | None, half_width: float, title: str) -> None:
-    """One density panel (or a note where the run is missing), axes off."""
-    if density is None:
-        ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.imshow(density, origin="lower", extent=(-half_width, half_width, -half_width, half_width), cmap="viridis")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def scatter_points(ax, points: np.ndarray | None, half_width: float, title: str = "") -> None:
-    """One panel of points (or a note where the run is missing), axes off."""
-    if points is None:
-        ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes)
-    else:
-        ax.scatter(points[:, 0], points[:, 1], s=0.5, alpha=0.5, color="tab:blue", rasterized=True)
-    ax.set(xlim=(-half_width, half_width), ylim=(-half_width, half_width), xticks=[], yticks=[])
-    ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)
-
-
-def save_figure(fig, folder: Path, name: str, tensorboard: bool, step: int = 0) -> Path:
-    """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``."""
-    import matplotlib.pyplot as plt
-
-    path = Path(folder) / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    if tensorboard:
-        from neuralode.train.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(Path(folder) / "tensorboard" / name)
-        logger.log_figures({name: fig}, step=step)  # closes the figure
-        logger.close()
-    else:
-        plt.close(fig)
-    return path
 
 
 # --------------------------------------------------------------------------- Figure 4's runs and numbers
@@ -271,15 +157,8 @@ def csv_rows(runs: dict[tuple, FlowRun | None]) -> list[list]:
 # --------------------------------------------------------------------------- the figure
 def model_densities(runs: dict[tuple, FlowRun | None], half_width: float, grid: int) -> dict[tuple, np.ndarray | None]:
     """q of every finished run's final model on a ``grid`` x ``grid`` grid (None where no run)."""
-    from neuralode.tasks.density import density_on_grid
-
-    out = {}
-    for key, run in runs.items():
-        if run is None or not (run.path / "last.pt").is_file():
-            out[key] = None
-            continue
-        out[key] = density_on_grid(load_task(run.path).flow, half_width, grid, torch.zeros(1, 2)).numpy()
-    return out
+    drawn, _ = draw_runs(runs, lambda flow, _: grid_density(flow, half_width, grid))
+    return {key: drawn.get(key) for key in runs}
 
 
 def target_density(energy: str, half_width: float, grid: int) -> np.ndarray:
@@ -323,40 +202,23 @@ def make_figure(model: dict, target: dict, runs: dict[tuple, FlowRun | None], en
 
 # --------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m neuralode figure fig4", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
-    parser.add_argument("--device", default="auto", help="training device: auto | cpu | cuda | cuda:N")
-    parser.add_argument("--runs", type=Path, default=None,
-                        help="folder of the runs (default: outputs/paper/runs/<scale>/fig4)")
-    parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
+    parser = flow_parser("python -m neuralode figure fig4", "fig4", __doc__)
     parser.add_argument("--energies", nargs="+", default=list(ENERGIES), choices=["u1", "u2", "u3", "u4"])
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="K = M values (default: 2 8 32)")
     parser.add_argument("--grid", type=int, default=None, help="density grid points per side")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for every run (repeatable)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    smoke_threads(args.scale)
-    started = time.perf_counter()
+    args, started = parse(parser, argv)
     root = args.runs or runs_root(args.scale, "fig4")
     if not args.no_train:
         train_runs(root, args.scale, args.energies, args.sizes, args.overrides, args.device)
-    runs = collect(root, args.energies, args.sizes)
-    if not any(runs.values()):
-        raise SystemExit(f"error: {root} holds no finished Figure 4 run; run without --no-train to train them")
-    folder = out_dir(args.out)
-    (folder / "fig4.md").write_text(render(runs, args.scale, args.energies, args.sizes, root))
-    write_csv(folder / "fig4.csv", CSV_HEADERS, csv_rows(runs))
+    runs = require_runs(collect(root, args.energies, args.sizes), root, "Figure 4")
+    folder = write_tables(args.out, "fig4", render(runs, args.scale, args.energies, args.sizes, root), CSV_HEADERS,
+                          csv_rows(runs))
     grid = args.grid or GRID[args.scale]
     model = model_densities(runs, HALF_WIDTH, grid)
     target = {energy: target_density(energy, HALF_WIDTH, grid) for energy in args.energies}
     fig = make_figure(model, target, runs, args.energies, args.sizes, HALF_WIDTH,
                       f"Figure 4: planar NF (K layers) vs planar CNF (M units), KL(q||p) (scale {args.scale})")
-    png = save_figure(fig, folder, "fig4", tensorboard=not args.no_tensorboard)
-    print((folder / "fig4.md").read_text())
-    print(f"wrote {png}, {folder / 'fig4.md'} and {folder / 'fig4.csv'} in {time.perf_counter() - started:.0f} s")
+    save_outputs(fig, folder, "fig4", not args.no_tensorboard, started)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,16 @@ when stopped; delete a folder to train it again).
 
 from __future__ import annotations
 
-import argparse
-import logging
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from neuralode.paper.common import SCALES, fmt, markdown_table, out_dir, smoke_threads, write_csv
-from neuralode.paper.fig4 import (FlowRun, ensure_run, imshow_density, load_run, load_task, runs_root, save_figure,
-                                  scatter_points)
+from neuralode.paper.common import fmt, markdown_table
+from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, ensure_run, flow_parser, grid_density,
+                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs,
+                                   scatter_points, write_tables)
 
 DATASETS = {"two_circles": "Two Circles", "two_moons": "Two Moons"}
 FLOWS = ("CNF", "NF")
@@ -62,12 +60,8 @@ def along_the_flow(flow: torch.nn.Module, half_width: float, grid: int, samples:
                    seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The flow's density (grid x grid) and the positions of ``samples`` base points after each
     fraction of the flow. Under ``no_grad``: a CNF still differentiates its field for the trace."""
-    from neuralode.tasks.density import density_on_grid
-
-    like = torch.zeros(1, 2)
-    densities = [density_on_grid(flow, half_width, grid, like, f).numpy() for f in fractions]
-    z0 = torch.randn(samples, 2, generator=torch.Generator().manual_seed(seed))
-    points = [p.detach().numpy() for p in flow.sample_path(z0, list(fractions))]
+    densities = [grid_density(flow, half_width, grid, f) for f in fractions]
+    points = [p.detach().numpy() for p in flow.sample_path(base_samples(samples, seed), list(fractions))]
     return densities, points
 
 
@@ -139,48 +133,25 @@ def csv_rows(runs: dict[tuple[str, str], FlowRun | None]) -> list[list]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m neuralode figure fig5", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
-    parser.add_argument("--device", default="auto", help="training device: auto | cpu | cuda | cuda:N")
-    parser.add_argument("--runs", type=Path, default=None,
-                        help="folder of the runs (default: outputs/paper/runs/<scale>/fig5)")
-    parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for every run (repeatable)")
-    parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    smoke_threads(args.scale)
-    started = time.perf_counter()
+    args, started = parse(flow_parser("python -m neuralode figure fig5", "fig5", __doc__), argv)
     root = args.runs or runs_root(args.scale, "fig5")
     if not args.no_train:
         for dataset in DATASETS:
             for flow in FLOWS:
                 ensure_run(experiment(flow, dataset), [*SCALE_OVERRIDES[args.scale][flow], f"device={args.device}",
                                                        *args.overrides], root / experiment(flow, dataset))
-    runs = collect(root)
-    if not any(runs.values()):
-        raise SystemExit(f"error: {root} holds no finished Figure 5 run; run without --no-train to train them")
-    folder = out_dir(args.out)
-    (folder / "fig5.md").write_text(render(runs, args.scale, root))
-    write_csv(folder / "fig5.csv", CSV_HEADERS, csv_rows(runs))
+    runs = require_runs(collect(root), root, "Figure 5")
+    folder = write_tables(args.out, "fig5", render(runs, args.scale, root), CSV_HEADERS, csv_rows(runs))
 
     from neuralode.data.toy2d import sample_toy
 
-    draw, half_width = DRAW[args.scale], 4.0
-    drawn = {}
-    for key, run in runs.items():
-        if run is not None and (run.path / "last.pt").is_file():
-            task = load_task(run.path)
-            half_width = task.plot_range
-            drawn[key] = along_the_flow(task.flow, half_width, draw["grid"], draw["samples"], FRACTIONS)
+    draw = DRAW[args.scale]
+    drawn, half_width = draw_runs(
+        runs, lambda flow, half_width: along_the_flow(flow, half_width, draw["grid"], draw["samples"], FRACTIONS))
     data = {dataset: sample_toy(dataset, draw["samples"], seed=1).numpy() for dataset in DATASETS}
     fig = make_figure(drawn, data, FRACTIONS, half_width,
                       f"Figure 5: noise to data, CNF (64 units) vs NF (64 layers) (scale {args.scale})")
-    png = save_figure(fig, folder, "fig5", tensorboard=not args.no_tensorboard)
-    print((folder / "fig5.md").read_text())
-    print(f"wrote {png}, {folder / 'fig5.md'} and {folder / 'fig5.csv'} in {time.perf_counter() - started:.0f} s")
+    save_outputs(fig, folder, "fig5", not args.no_tensorboard, started)
 
 
 if __name__ == "__main__":
