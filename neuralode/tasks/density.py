@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -73,6 +74,17 @@ class _FlowTask(Task):
         z0 = torch.randn(self.plot_samples, like.shape[-1], dtype=like.dtype, device=like.device)
         return self.flow.sample_with_log_prob(z0)[0]
 
+    def density_figure(self, batch: torch.Tensor, reference: Callable[[Axes], None]) -> dict[str, Figure]:
+        """The task's figure: what the flow should match (``reference`` draws it in the first
+        panel), then the model's density and samples."""
+        fig = Figure(figsize=(9, 3))
+        axes = fig.subplots(1, 3)
+        reference(axes[0])
+        _density_panel(axes[1], self.model_density(batch), self.plot_range, "model density")
+        _scatter_panel(axes[2], self.model_samples(batch), self.plot_range, "model samples")
+        fig.tight_layout()
+        return {"density": fig}
+
 
 class MaximumLikelihoodTask(_FlowTask):
     """Fit a flow to samples by maximum likelihood; ``nll`` is -log q(x) in nats per point."""
@@ -90,13 +102,7 @@ class MaximumLikelihoodTask(_FlowTask):
         return {"nll": float(nll), "n": batch.shape[0]}
 
     def figures(self, batch: torch.Tensor) -> dict[str, Figure]:
-        fig = Figure(figsize=(9, 3))
-        axes = fig.subplots(1, 3)
-        _scatter_panel(axes[0], batch, self.plot_range, "data")
-        _density_panel(axes[1], self.model_density(batch), self.plot_range, "model density")
-        _scatter_panel(axes[2], self.model_samples(batch), self.plot_range, "model samples")
-        fig.tight_layout()
-        return {"density": fig}
+        return self.density_figure(batch, lambda ax: _scatter_panel(ax, batch, self.plot_range, "data"))
 
 
 class DensityMatchingTask(_FlowTask):
@@ -138,10 +144,4 @@ class DensityMatchingTask(_FlowTask):
     def figures(self, batch: torch.Tensor) -> dict[str, Figure]:
         _, points = _grid(self.plot_range, self.grid_size, batch)
         target = torch.exp(-self.energy(points) - self.log_z).reshape(self.grid_size, self.grid_size)
-        fig = Figure(figsize=(9, 3))
-        axes = fig.subplots(1, 3)
-        _density_panel(axes[0], target, self.plot_range, "target")
-        _density_panel(axes[1], self.model_density(batch), self.plot_range, "model density")
-        _scatter_panel(axes[2], self.model_samples(batch), self.plot_range, "model samples")
-        fig.tight_layout()
-        return {"density": fig}
+        return self.density_figure(batch, lambda ax: _density_panel(ax, target, self.plot_range, "target"))
