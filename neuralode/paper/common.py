@@ -306,13 +306,13 @@ def progress(state: dict) -> str:
     return f"epoch {state['progress']['epoch']}, step {state['progress']['step']}"
 
 
-def save_figure(fig, folder: Path, name: str, step: int = 0, tensorboard: bool = True) -> Path:
+def save_figure(fig, folder: Path, name: str, step: int = 0, tensorboard: bool = True, dpi: int = 120) -> Path:
     """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``
     (at ``step``); the figure is closed either way."""
     import matplotlib.pyplot as plt
 
     path = Path(folder) / f"{name}.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     if tensorboard:
         from neuralode.train.loggers import TensorBoardLogger
 
