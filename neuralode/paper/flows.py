@@ -23,7 +23,8 @@ from typing import Any, Callable, Hashable, Sequence, TypeVar
 import numpy as np
 import torch
 
-from neuralode.paper.common import SCALES, out_dir, paper_dir, smoke_threads, write_csv
+from neuralode.paper import common
+from neuralode.paper.common import SCALES, out_dir, smoke_threads, write_table_files
 
 T = TypeVar("T")
 
@@ -102,7 +103,8 @@ def load_task(run_dir: Path, device: torch.device | str = "cpu"):
 
 
 def runs_root(scale: str, figure: str) -> Path:
-    return paper_dir() / "runs" / scale / figure
+    """Where a figure's runs go: ``outputs/paper/runs/<scale>/<figure>``."""
+    return common.runs_root(scale) / figure
 
 
 def draw_runs(runs: dict[Hashable, FlowRun | None], draw: Callable[[torch.nn.Module, float], T],
@@ -155,7 +157,8 @@ def scatter_points(ax, points: np.ndarray | None, half_width: float, title: str 
 
 
 def save_figure(fig, folder: Path, name: str, tensorboard: bool, step: int = 0) -> Path:
-    """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``."""
+    """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``.
+    (``common.save_figure`` does the same at 120 dpi; these figures have always been 110.)"""
     import matplotlib.pyplot as plt
 
     path = Path(folder) / f"{name}.png"
@@ -206,8 +209,7 @@ def require_runs(runs: dict[Hashable, FlowRun | None], root: Path, what: str) ->
 def write_tables(out: Path | None, name: str, markdown: str, headers: Sequence[str], rows: Sequence[Sequence]) -> Path:
     """``<name>.md`` and ``<name>.csv`` in the output folder (made if missing); returns the folder."""
     folder = out_dir(out)
-    (folder / f"{name}.md").write_text(markdown)
-    write_csv(folder / f"{name}.csv", headers, rows)
+    write_table_files(folder, name, markdown, headers, rows)
     return folder
 
 
