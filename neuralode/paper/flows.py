@@ -157,21 +157,8 @@ def scatter_points(ax, points: np.ndarray | None, half_width: float, title: str 
 
 
 def save_figure(fig, folder: Path, name: str, tensorboard: bool, step: int = 0) -> Path:
-    """``<folder>/<name>.png``, and the figure in TensorBoard under ``<folder>/tensorboard/<name>``.
-    (``common.save_figure`` does the same at 120 dpi; these figures have always been 110.)"""
-    import matplotlib.pyplot as plt
-
-    path = Path(folder) / f"{name}.png"
-    fig.savefig(path, dpi=110)
-    if tensorboard:
-        from neuralode.train.loggers import TensorBoardLogger
-
-        logger = TensorBoardLogger(Path(folder) / "tensorboard" / name)
-        logger.log_figures({name: fig}, step=step)  # closes the figure
-        logger.close()
-    else:
-        plt.close(fig)
-    return path
+    """``common.save_figure`` at the 110 dpi these figures have always used."""
+    return common.save_figure(fig, folder, name, step=step, tensorboard=tensorboard, dpi=110)
 
 
 # --------------------------------------------------------------------------- command line
