@@ -11,7 +11,7 @@ import torch
 
 from neuralode.models.cnf import CNF, PlanarField
 from neuralode.models.planar_nf import PlanarFlow
-from neuralode.paper import ffjord2d, fig4, fig5
+from neuralode.paper import common, ffjord2d, fig4, fig5, flows
 
 PNG = b"\x89PNG"
 
@@ -49,7 +49,7 @@ def test_fig4_table_says_where_the_cnf_is_lower(tmp_path):
     assert "(scale: smoke)" in text and "CNF below NF at **1 of 2**" in text
     assert "forward 26.0, adjoint backward 40.0" in text
 
-    fig4.write_csv(tmp_path / "fig4.csv", fig4.CSV_HEADERS, fig4.csv_rows(runs))
+    common.write_csv(tmp_path / "fig4.csv", fig4.CSV_HEADERS, fig4.csv_rows(runs))
     by_key = {(r["flow"], r["energy"], r["size"]): r for r in read_csv(tmp_path / "fig4.csv")}
     assert float(by_key[("CNF", "u1", "8")]["test_kl"]) == 0.5 and by_key[("CNF", "u2", "2")]["test_kl"] == ""
 
@@ -95,18 +95,18 @@ def test_target_density_integrates_to_one():
 def test_fig5_along_the_flow_and_figure(tmp_path):
     torch.manual_seed(0)
     solver = {"method": "rk4", "options": {"step_size": 0.25}}
-    flows = {"CNF": CNF(PlanarField(units=4, hidden=8), solver=solver).eval(),
-             "NF": PlanarFlow(layers=5, direction="density", init_scale=0.5).eval()}
-    drawn = {(flow, "two_moons"): fig5.along_the_flow(model, 4.0, 10, 50, fig5.FRACTIONS) for flow, model in flows.items()}
+    models = {"CNF": CNF(PlanarField(units=4, hidden=8), solver=solver).eval(),
+              "NF": PlanarFlow(layers=5, direction="density", init_scale=0.5).eval()}
+    drawn = {(flow, "two_moons"): fig5.along_the_flow(model, 4.0, 10, 50, fig5.FRACTIONS) for flow, model in models.items()}
     densities, points = drawn[("NF", "two_moons")]
     assert len(densities) == len(points) == len(fig5.FRACTIONS) and points[-1].shape == (50, 2)
     # The NF at 100% of its layers is the model itself: its samples are what it samples.
     z0 = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(points[-1], flows["NF"].sample_with_log_prob(z0)[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(points[-1], models["NF"].sample_with_log_prob(z0)[0].detach().numpy(), atol=1e-5)
     data = {"two_circles": np.random.default_rng(0).normal(size=(50, 2)), "two_moons": np.zeros((50, 2))}
     fig = fig5.make_figure(drawn, data, fig5.FRACTIONS, 4.0, "test")
     assert len(fig.axes) == 8 * 7  # per data set: CNF and NF, density and samples; fractions + data
-    path = fig4.save_figure(fig, tmp_path, "fig5", tensorboard=False)
+    path = flows.save_figure(fig, tmp_path, "fig5", tensorboard=False)
     assert path.read_bytes()[:4] == PNG
 
 
@@ -124,4 +124,4 @@ def test_fig5_and_ffjord_tables_from_run_folders(tmp_path):
     assert "| pinwheel | 3.100 | 300 | 22.0 | 21.7 | 32 | 70-100 |" in text and "| rings | no run |" in text
     fig = ffjord2d.make_figure({"pinwheel": (np.ones((6, 6)), np.zeros((10, 2)))},
                                {toy: np.zeros((10, 2)) for toy in runs}, runs, 4.0, "test")
-    assert fig4.save_figure(fig, tmp_path, "ffjord2d", tensorboard=False).read_bytes()[:4] == PNG
+    assert flows.save_figure(fig, tmp_path, "ffjord2d", tensorboard=False).read_bytes()[:4] == PNG

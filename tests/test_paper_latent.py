@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralode.paper import fig7, fig8, fig9, table2
+from neuralode.paper import common, fig7, fig8, fig9, table2
 
 
 # --------------------------------------------------------------------------- Table 2
@@ -157,7 +157,7 @@ def test_fig8_draws_both_models_and_the_latent_paths(runs, tmp_path: Path, capsy
 
 
 def test_fig8_latent_paths_start_at_the_posterior_mean(runs):
-    task, data, _ = table2.load_trained(runs["latent_ode_spiral"])
+    task, data, _ = common.load_trained(runs["latent_ode_spiral"])
     batch = fig8.eval_batch(data, 4)
     paths = fig8.latent_paths(task, batch)
     assert paths.shape == (4, 30, 4)  # 20 window + 10 extrapolated times, 4-D latent
@@ -175,7 +175,7 @@ def test_direction_accuracy_and_correlation_on_hand_made_latents():
 
 
 def test_fig9_sweeps_one_dimension_at_a_time(runs, tmp_path: Path):
-    task, data, _ = table2.load_trained(runs["latent_ode_spiral"])
+    task, data, _ = common.load_trained(runs["latent_ode_spiral"])
     batch = fig8.eval_batch(data, 8)
     z0 = fig9.posterior_means(task, batch)
     values = fig9.sweep_values(z0, 3)

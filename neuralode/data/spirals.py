@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from neuralode.data.irregular import GeneratedSplitDataModule, TensorDictDataset  # noqa: F401 (TensorDictDataset: re-exported)
+from neuralode.data.irregular import GeneratedSplitDataModule
 
 CURVE_LENGTH = 6 * math.pi  # length of the curve parameter z, as in the reference example
 

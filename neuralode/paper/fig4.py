@@ -32,9 +32,6 @@ import torch
 from neuralode.paper.common import markdown_table
 from neuralode.paper.flows import (FlowRun, draw_runs, ensure_run, flow_parser, grid_density, imshow_density, load_run,
                                    parse, require_runs, runs_root, save_outputs, write_tables)
-# Still importable from here, as before the flow helpers moved to flows.py.
-from neuralode.paper.common import write_csv  # noqa: F401
-from neuralode.paper.flows import load_task, save_figure, scatter_points  # noqa: F401
 
 ENERGIES = ("u1", "u2", "u3")
 SIZES = (2, 8, 32)

@@ -21,8 +21,6 @@ from typing import Any, Iterable
 from neuralode.paper.common import (RunFolderError, call, checkpoint_in, collect_runs, epochs_scale, fmt,
                                     markdown_table, multirun, read_finished_run, reuse_or_resume, runs_root,
                                     shown_path, table_main, table_parser, write_table_files)
-# Figures 7-9 and the tests load spiral runs as ``table2.load_trained``.
-from neuralode.paper.common import load_trained  # noqa: F401
 
 #: The experiments of Table 2 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"rnn_spiral": "RNN", "latent_ode_spiral": "latent ODE"}
