@@ -12,6 +12,7 @@ from torch import nn
 from neuralode.data.toy2d import sample_toy
 from neuralode.models.cnf import CNF, MLPField, PlanarField, sample_noise, trace_exact, trace_hutchinson
 from neuralode.tasks.density import DensityMatchingTask, MaximumLikelihoodTask
+from tests.helpers import train_steps
 
 TIGHT = {"method": "dopri5", "rtol": 1e-9, "atol": 1e-9, "adjoint": False}
 
@@ -163,25 +164,13 @@ def test_kl_is_zero_when_flow_equals_target():
     assert abs(out["kl"]) < 1e-6 and out["n"] == 64
 
 
-def _train(task: nn.Module, batches, steps: int, lr: float) -> tuple[float, float]:
-    optimizer = torch.optim.Adam(task.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        loss = task.training_step(batches(step))["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-
-
 def test_maximum_likelihood_training_lowers_nll():
     torch.manual_seed(0)
     data = sample_toy("8gaussians", 128, seed=0)
     flow = CNF(MLPField(width=16, depth=2), solver={"method": "rk4", "options": {"step_size": 0.25}, "adjoint": True},
                trace="hutchinson")
     task = MaximumLikelihoodTask(flow).train()
-    first, last = _train(task, lambda step: data, steps=15, lr=5e-2)
+    first, last = train_steps(task, lambda step: data, steps=15, lr=5e-2, window=3)
     assert last < first - 0.1
 
 
@@ -189,7 +178,7 @@ def test_density_matching_training_lowers_kl():
     torch.manual_seed(0)
     flow = CNF(PlanarField(units=8, hidden=16), solver={"method": "rk4", "options": {"step_size": 0.25}})
     task = DensityMatchingTask(flow, energy="u1").train()
-    first, last = _train(task, lambda step: torch.randn(128, 2), steps=15, lr=5e-2)
+    first, last = train_steps(task, lambda step: torch.randn(128, 2), steps=15, lr=5e-2, window=3)
     assert last < first - 0.1
 
 

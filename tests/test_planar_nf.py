@@ -9,6 +9,7 @@ from neuralode.data.toy2d import sample_toy
 from neuralode.models.cnf import standard_normal_log_prob
 from neuralode.models.planar_nf import PlanarFlow, PlanarLayer
 from neuralode.tasks.density import DensityMatchingTask, MaximumLikelihoodTask
+from tests.helpers import train_steps
 
 
 def layer_with(u, w, b) -> PlanarLayer:
@@ -104,22 +105,10 @@ def test_bad_configuration_is_named():
         PlanarFlow(layers=0)
 
 
-def _train(task, batches, steps: int, lr: float) -> tuple[float, float]:
-    optimizer = torch.optim.Adam(task.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        loss = task.training_step(batches(step))["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-
-
 def test_density_matching_training_lowers_kl():
     torch.manual_seed(0)
     task = DensityMatchingTask(PlanarFlow(layers=8, direction="sample"), energy="u1")
-    first, last = _train(task, lambda step: torch.randn(256, 2), steps=100, lr=3e-2)
+    first, last = train_steps(task, lambda step: torch.randn(256, 2), steps=100, lr=3e-2, window=5)
     assert last < first - 0.3
 
 
@@ -127,6 +116,6 @@ def test_maximum_likelihood_training_lowers_nll():
     torch.manual_seed(0)
     data = sample_toy("two_moons", 512, seed=0)
     task = MaximumLikelihoodTask(PlanarFlow(layers=8, direction="density"))
-    first, last = _train(task, lambda step: data, steps=100, lr=3e-2)
+    first, last = train_steps(task, lambda step: data, steps=100, lr=3e-2, window=5)
     assert last < first - 0.3
     assert math.isfinite(task.evaluation_step(data)["nll"])

@@ -30,13 +30,17 @@ def test_fixed_step_order(method):
     assert abs(slope(steps, errors) - ORDER[method]) < 0.3, errors
 
 
+def one_step_setup(method):
+    """The rotation problem seen by single steps, and step sizes in each method's asymptotic range."""
+    prob = PROBLEMS["rotation"]()
+    steps = [0.4, 0.2, 0.1] if method != "dopri8" else [1.0, 0.7, 0.5]
+    return TABLEAUX[method], prob, lambda t, y: prob(torch.tensor(t), y), steps
+
+
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_local_order_of_adaptive_methods(method):
     """One step of size h has local error O(h^(p+1)); measured on y' = cos(t)-like rotation."""
-    tab = TABLEAUX[method]
-    prob = PROBLEMS["rotation"]()
-    f = lambda t, y: prob(torch.tensor(t), y)  # noqa: E731
-    steps = [0.4, 0.2, 0.1] if method != "dopri8" else [1.0, 0.7, 0.5]
+    tab, prob, f, steps = one_step_setup(method)
     errors = []
     for h in steps:
         y1, _ = rk_step(f, tab, 0.0, prob.y0, h, f(0.0, prob.y0))
@@ -47,10 +51,7 @@ def test_local_order_of_adaptive_methods(method):
 @pytest.mark.parametrize("method, order", [("dopri5", 4), ("tsit5", 4), ("dopri8", 7), ("bosh3", 3)])
 def test_dense_output_order(method, order):
     """Interpolants: dopri5/tsit5 4th order, DOP853 7th, Hermite (bosh3) 3rd: error O(h^(q+1))."""
-    tab = TABLEAUX[method]
-    prob = PROBLEMS["rotation"]()
-    f = lambda t, y: prob(torch.tensor(t), y)  # noqa: E731
-    steps = [0.4, 0.2, 0.1] if method != "dopri8" else [1.0, 0.7, 0.5]
+    tab, prob, f, steps = one_step_setup(method)
     errors = []
     for h in steps:
         y1, stages = rk_step(f, tab, 0.0, prob.y0, h, f(0.0, prob.y0))
