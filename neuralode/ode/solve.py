@@ -119,11 +119,6 @@ class Problem:
         parts = ys.split(self.sizes, dim=1)
         return tuple(p.reshape(ys.shape[0], *shape) for p, shape in zip(parts, self.shapes))
 
-    def pack(self, ys) -> torch.Tensor:
-        if self.shapes is None:
-            return ys
-        return torch.cat([y.reshape(y.shape[0], -1) for y in ys], dim=1)
-
 
 def flatten_state(y0) -> tuple[torch.Tensor, list[int] | None, list[torch.Size] | None]:
     if isinstance(y0, torch.Tensor):

@@ -13,7 +13,7 @@ backward solves apart::
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -35,7 +35,6 @@ class StatsCollector:
     n_solves: int = 0  # forward solves
     n_accepted: int = 0
     n_rejected: int = 0
-    solves: list = field(default_factory=list, repr=False)  # (direction, SolveStats) per solve
 
     def add(self, stats: SolveStats, backward: bool) -> None:
         if backward:
@@ -45,7 +44,6 @@ class StatsCollector:
             self.n_solves += 1
         self.n_accepted += stats.n_accepted
         self.n_rejected += stats.n_rejected
-        self.solves.append(("backward" if backward else "forward", stats))
 
 
 # A plain list, not thread-local: on CUDA the autograd engine runs backward (and with it the
