@@ -14,7 +14,7 @@ PAPER_TARGETS :=
 -include mk/*.mk
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-ode bench-mnist tensorboard clean
+.PHONY: help install run test test-fast bench bench-ode bench-mnist bench-gradients tensorboard clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,13 +37,16 @@ run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); overr
 test: install  ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q $(ARGS)
 
-bench: bench-ode bench-mnist  ## all benchmarks
+bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 
 bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode -> outputs/bench/ode.md
 	$(PY) scripts/bench_ode.py $(ARGS)
 
 bench-mnist: install  ## steps/s, NFE and peak memory of the four MNIST models on CPU
 	$(PY) scripts/bench_mnist.py $(ARGS)
+
+bench-gradients: install  ## backprop through the solver vs adjoint: s/step and NFE per family -> outputs/bench/gradients.md
+	$(PY) scripts/bench_gradients.py $(ARGS)
 
 tensorboard: install  ## TensorBoard over every run under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
