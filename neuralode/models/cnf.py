@@ -17,6 +17,7 @@ exact trace.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -36,17 +37,23 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 
 def trace_exact(f: torch.Tensor, z: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """sum_i df_i/dz_i for a batch (B, D) of independent rows: one vjp per dimension."""
+    """sum_i df_i/dz_i for a batch (B, D) of independent rows: one vjp per dimension.
+
+    Without ``create_graph`` the last vjp frees the graph of ``f`` (see :func:`trace_hutchinson`)."""
     trace = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device)
-    for i in range(z.shape[1]):
-        (grad,) = torch.autograd.grad(f[:, i].sum(), z, create_graph=create_graph, retain_graph=True)
+    dims = z.shape[1]
+    for i in range(dims):
+        retain = create_graph or i < dims - 1
+        (grad,) = torch.autograd.grad(f[:, i].sum(), z, create_graph=create_graph, retain_graph=retain)
         trace = trace + grad[:, i]
     return trace
 
 
 def trace_hutchinson(f: torch.Tensor, z: torch.Tensor, noise: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """Unbiased estimate e^T (df/dz) e of the trace (E[e e^T] = I): one vjp."""
-    (e_jac,) = torch.autograd.grad(f, z, noise, create_graph=create_graph, retain_graph=True)
+    """Unbiased estimate e^T (df/dz) e of the trace (E[e e^T] = I): one vjp.
+
+    Without ``create_graph`` nobody differentiates ``f`` again, so the vjp frees its graph at once."""
+    (e_jac,) = torch.autograd.grad(f, z, noise, create_graph=create_graph, retain_graph=create_graph)
     return (e_jac * noise).sum(-1)
 
 
@@ -57,6 +64,27 @@ def sample_noise(like: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "rademacher":
         return torch.randint_like(like, 0, 2) * 2 - 1
     raise ValueError(f"unknown Hutchinson noise {kind!r}; choose one of {NOISE_KINDS}")
+
+
+def _detach(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach()
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _one_evaluation_graph(create_graph: bool):
+    """Where the graph of one field evaluation lives only until its trace is taken (nobody
+    differentiates the result), keep outer saved-tensor hooks out of it: they would count it as
+    saved for backward, and a hook that stores the tensor itself (the trainer's memory meter)
+    turns each op that saves its output (tanh, sigmoid) into a reference cycle through its graph
+    node. Nodes the vjp never runs (a gate computed from t and the parameters alone) are then
+    never freed: in training, every function evaluation of every forward solve stayed in memory.
+    Saving detached tensors breaks the cycle; autograd re-attaches the node when unpacking."""
+    if create_graph:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(_detach, _same)
 
 
 class CNFDynamics(nn.Module):
@@ -76,7 +104,7 @@ class CNFDynamics(nn.Module):
         # Second-order graphs are needed only when someone will differentiate the result:
         # plain backprop through the solver, or the adjoint's backward solve.
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
+        with torch.enable_grad(), _one_evaluation_graph(create_graph):
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             dz = self.field(t, z)
