@@ -22,6 +22,19 @@ from neuralode.data.energies import log_normalizer, target_energy
 from neuralode.tasks.base import Task
 
 
+#: Points per flow call when evaluating or drawing a flow: bounds the memory of one solve. A
+#: CNF's adaptive solver takes one step size for the whole batch, so a batch of at most this
+#: many points gives exactly the result of one call.
+CHUNK = 4096
+
+
+def in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """``fn`` of ``points`` (B, ...) in pieces of at most ``chunk`` rows, concatenated along rows."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of points, got {chunk}")
+    return torch.cat([fn(part) for part in points.split(chunk)])
+
+
 def _grid(half_width: float, size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     axis = torch.linspace(-half_width, half_width, size, dtype=like.dtype, device=like.device)
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
@@ -30,13 +43,19 @@ def _grid(half_width: float, size: int, like: torch.Tensor) -> tuple[torch.Tenso
 
 @torch.no_grad()
 def density_on_grid(flow: nn.Module, half_width: float, size: int, like: torch.Tensor, fraction: float = 1.0,
-                    chunk: int = 4096) -> torch.Tensor:
+                    chunk: int = CHUNK) -> torch.Tensor:
     """q on a ``size`` x ``size`` grid over [-half_width, half_width]^2 (rows = y), after
-    ``fraction`` of the flow (1 = the model). Under ``no_grad``, not ``inference_mode``: a CNF
-    differentiates its field inside the solve to get the trace."""
+    ``fraction`` of the flow (1 = the model), ``chunk`` points per solve. Under ``no_grad``, not
+    ``inference_mode``: a CNF differentiates its field inside the solve to get the trace."""
     _, points = _grid(half_width, size, like)
-    log_q = torch.cat([flow.log_prob(part, fraction) for part in points.split(chunk)])
+    log_q = in_chunks(lambda part: flow.log_prob(part, fraction), points, chunk)
     return log_q.exp().reshape(size, size)
+
+
+@torch.no_grad()
+def flow_samples(flow: nn.Module, z0: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """The flow's samples from base points ``z0`` (B, dim), ``chunk`` points per solve."""
+    return in_chunks(lambda part: flow.sample_with_log_prob(part)[0], z0, chunk)
 
 
 def _density_panel(ax, density: torch.Tensor, half_width: float, title: str) -> None:
@@ -64,15 +83,15 @@ class _FlowTask(Task):
         super().__init__()
         self.flow = flow
         self.plot_range, self.grid_size, self.plot_samples = plot_range, grid_size, plot_samples
+        self.chunk = CHUNK  # points per flow call in evaluation and figures
 
     def model_density(self, like: torch.Tensor) -> torch.Tensor:
         """q on the plotting grid, shape (grid_size, grid_size), rows = y."""
-        return density_on_grid(self.flow, self.plot_range, self.grid_size, like)
+        return density_on_grid(self.flow, self.plot_range, self.grid_size, like, chunk=self.chunk)
 
-    @torch.no_grad()
     def model_samples(self, like: torch.Tensor) -> torch.Tensor:
         z0 = torch.randn(self.plot_samples, like.shape[-1], dtype=like.dtype, device=like.device)
-        return self.flow.sample_with_log_prob(z0)[0]
+        return flow_samples(self.flow, z0, self.chunk)
 
     def density_figure(self, batch: torch.Tensor, reference: Callable[[Axes], None]) -> dict[str, Figure]:
         """The task's figure: what the flow should match (``reference`` draws it in the first
@@ -98,7 +117,7 @@ class MaximumLikelihoodTask(_FlowTask):
 
     def evaluation_step(self, batch: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
-            nll = -self.flow.log_prob(batch).mean()
+            nll = -in_chunks(self.flow.log_prob, batch, self.chunk).mean()
         return {"nll": float(nll), "n": batch.shape[0]}
 
     def figures(self, batch: torch.Tensor) -> dict[str, Figure]:
@@ -127,10 +146,14 @@ class DensityMatchingTask(_FlowTask):
         self.energy = target_energy(energy) if isinstance(energy, str) else energy
         self.log_z = log_normalizer(self.energy)
 
+    def _log_ratio(self, z0: torch.Tensor) -> torch.Tensor:
+        """log q(x) + U(x) = log q(x) - log p(x) - log Z for x the flow of each base sample."""
+        x, log_q = self.flow.sample_with_log_prob(z0)
+        return log_q + self.energy(x)
+
     def kl(self, z0: torch.Tensor) -> torch.Tensor:
         """Monte Carlo estimate of KL(q || p) from base samples ``z0``."""
-        x, log_q = self.flow.sample_with_log_prob(z0)
-        return (log_q + self.energy(x)).mean() + self.log_z
+        return self._log_ratio(z0).mean() + self.log_z
 
     def training_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         kl = self.kl(batch)
@@ -138,7 +161,7 @@ class DensityMatchingTask(_FlowTask):
 
     def evaluation_step(self, batch: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
-            kl = self.kl(batch)
+            kl = in_chunks(self._log_ratio, batch, self.chunk).mean() + self.log_z
         return {"kl": float(kl), "n": batch.shape[0]}
 
     def figures(self, batch: torch.Tensor) -> dict[str, Figure]:
