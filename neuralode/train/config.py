@@ -105,6 +105,7 @@ class TrainConfig:
     """``python -m neuralode train``: one experiment."""
 
     name: str = "run"  # the experiment's name: outputs/<name>/<time>/
+    scale: str = "paper"  # smoke | cpu | paper: which recipe of the experiment (configs/recipe/<scale>/)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False

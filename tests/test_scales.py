@@ -1,0 +1,104 @@
+"""Scales as configuration: every experiment composes at every scale (configs/recipe/<scale>/),
+the smoke and cpu recipes train less than (or exactly as) the paper's, the train command takes
+the scale, and each family's gradient default is the one its workload needs."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from omegaconf import OmegaConf
+
+from neuralode.paper.common import SCALES, scale_settings
+from neuralode.train.config import CONFIG_DIR, compose
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def composed(experiment: str, scale: str | None = None):
+    """The train config of ``experiment`` at ``scale`` (None: no scale given), composed once."""
+    return compose("train", [f"experiment={experiment}", *([f"scale={scale}"] if scale else [])])
+
+
+def train_examples(data) -> int:
+    """Training examples of a data config, whatever the data module calls them."""
+    if "steps_per_epoch" in data:  # fresh noise
+        return data.steps_per_epoch * data.batch_size
+    if "n_train" in data:
+        return data.n_train
+    if "train_limit" in data:  # MNIST
+        return 60000 if data.train_limit is None else min(data.train_limit, 60000)
+    return (data.get("n_spirals") or data.get("n_sequences")) - data.n_eval
+
+
+def iterations(cfg) -> int:
+    """Optimiser steps a config trains for."""
+    per_epoch = -(-train_examples(cfg.data) // cfg.data.batch_size)
+    if cfg.trainer.limit_train_batches:
+        per_epoch = min(per_epoch, cfg.trainer.limit_train_batches)
+    return min(cfg.trainer.max_steps or cfg.trainer.max_epochs * per_epoch, cfg.trainer.max_epochs * per_epoch)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_experiment_composes_at_every_scale(experiment, scale):
+    cfg = composed(experiment, scale)
+    assert cfg.name == experiment and cfg.scale == scale
+    if scale != "paper":  # every experiment a paper target trains has its recipe at each scale
+        assert (CONFIG_DIR / "recipe" / scale / f"{experiment}.yaml").is_file()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_the_paper_scale_is_the_experiment_as_configured_and_smoke_is_shorter(experiment):
+    plain, paper = composed(experiment), composed(experiment, "paper")
+    assert plain.scale == "paper"
+    assert OmegaConf.to_container(plain) == OmegaConf.to_container(paper)
+    smoke, cpu = composed(experiment, "smoke"), composed(experiment, "cpu")
+    assert iterations(smoke) < iterations(cpu) <= iterations(paper)
+    # A scale changes how long and how much is trained and drawn, never the model.
+    assert OmegaConf.to_container(cpu.model) == OmegaConf.to_container(paper.model)
+
+
+def test_command_line_overrides_win_over_the_scale():
+    cfg = compose("train", ["experiment=latent_ode_spiral", "scale=smoke", "trainer.max_epochs=3", "data.n_obs=30"])
+    assert cfg.trainer.max_epochs == 3 and cfg.data.n_obs == 30
+
+
+def test_an_unknown_scale_is_refused_naming_the_scales():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as error:
+        compose("train", ["scale=huge"])
+    assert "smoke" in str(error.value) and "cpu" in str(error.value)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_artefact_has_its_settings_at_every_scale(scale):
+    for artefact in ("fig1", "fig3", "fig4", "fig5", "ffjord2d", "memory"):
+        assert scale_settings(artefact, scale)
+
+
+#: The gradient each experiment trains with by default: True = the adjoint.
+ADJOINT = {
+    "mnist_odenet": True,  # the paper's point: O(1) memory in the solver steps
+    "mnist_rknet": False,  # the paper's RK-Net: backprop through the solver
+    # Small states with many output times (latent) or a 2-D state (flows): backprop is faster and
+    # its memory small (make bench-gradients).
+    "latent_ode_spiral": False, "latent_ode_poisson": False,
+    "cnf_density_matching": False, "cnf_two_circles": False, "cnf_two_moons": False, "ffjord_toy2d": False,
+}
+
+
+@pytest.mark.parametrize("experiment, adjoint", ADJOINT.items())
+def test_each_family_defaults_to_its_gradient(experiment, adjoint):
+    for scale in SCALES:
+        assert composed(experiment, scale).solver.adjoint is adjoint
+
+
+def test_every_ode_experiment_states_its_gradient():
+    def solves_an_ode(model) -> bool:
+        return "solver" in (model.get("net") or {}) or "solver" in (model.get("flow") or {})
+
+    with_solver = {e for e in EXPERIMENTS if solves_an_ode(composed(e).model)}
+    assert with_solver and with_solver <= set(ADJOINT), f"untested gradient default: {sorted(with_solver - set(ADJOINT))}"
