@@ -1,5 +1,5 @@
 # Paper artefacts of the continuous normalizing flow family (issue 6). Each target takes
-# SCALE=smoke (CPU, minutes) or SCALE=paper (the full recipe, GPU), trains the runs it needs
+# SCALE=smoke (CPU, minutes), SCALE=cpu (the paper's claims on a 2-core CPU) or SCALE=paper (the full recipe, GPU), trains the runs it needs
 # under outputs/paper/runs/<scale>/ (reusing finished ones) and writes under outputs/paper/;
 # ARGS goes to the script (see `python -m neuralode.paper.<name> --help`).
 PAPER_TARGETS += fig4 fig5 ffjord2d

@@ -1,5 +1,5 @@
 # Paper artefacts of the latent ODE family (issue 5): Table 2 and Figures 7-9. Each target takes
-# SCALE=smoke (CPU, minutes) or SCALE=paper (the full recipe) and writes under outputs/paper/;
+# SCALE=smoke (CPU, minutes), SCALE=cpu (the paper's claims on a 2-core CPU) or SCALE=paper (the full recipe) and writes under outputs/paper/;
 # runs go to outputs/paper/runs/<scale>/ and are reused by every target that needs them.
 PAPER_TARGETS += table2 fig7 fig8 fig9
 .PHONY: table2 fig7 fig8 fig9

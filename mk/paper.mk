@@ -1,5 +1,5 @@
 # Paper artefacts of the MNIST family (issue 4) and `make paper`, which runs every family's.
-# Each target takes SCALE=smoke (CPU, minutes) or SCALE=paper (the full recipe, GPU) and writes
+# Each target takes SCALE=smoke (CPU, minutes), SCALE=cpu (the paper's claims on a 2-core CPU) or SCALE=paper (the full recipe, GPU) and writes
 # under outputs/paper/; ARGS goes to the script (see `python -m neuralode.paper.<name> --help`).
 PAPER_TARGETS += table1 memory fig1 fig2 fig3
 .PHONY: table1 memory fig1 fig2 fig3 paper report

@@ -91,6 +91,11 @@ def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, tmp_path: Path):
     # (c), (d): one point per evaluation of the run (after step 1 and step 2), from metrics.jsonl.
     assert [int(r["step"]) for r in training] == [1, 2]
     assert all(float(r["nfe_forward"]) > 0 and float(r["nfe_backward"]) > 0 for r in training)
+    # Beside (c): one adjoint step per error norm; the norm changes only the backward solve.
+    norms = [r for r in rows if r["panel"] == "c_norm"]
+    assert [r["adjoint_norm"] for r in norms] == list(fig3.ADJOINT_NORMS)
+    assert len({r["nfe_forward"] for r in norms}) == 1
+    assert all(int(r["nfe_backward"]) > 0 for r in norms)
 
 
 def test_fig3_rejects_a_model_without_an_ode_block(tmp_path: Path):

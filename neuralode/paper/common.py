@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -23,10 +24,20 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window (also on machines without a display)
 
-#: The scales of every target: ``smoke`` (CPU, minutes, tiny limits) and ``paper`` (the full recipe, GPU).
-SCALES = ("smoke", "paper")
+#: The scales of every target: ``smoke`` (CPU, minutes: the pipeline), ``cpu`` (the paper's claims
+#: on a 2-core CPU, hours) and ``paper`` (the full recipe, GPU). Their training recipes are
+#: ``configs/recipe/<scale>/``, everything else ``configs/paper_scales.yaml``.
+SCALES = ("smoke", "cpu", "paper")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def scale_settings(artefact: str, scale: str) -> dict[str, Any]:
+    """What ``artefact`` (fig1, fig3, ...) draws or sweeps at ``scale``: configs/paper_scales.yaml."""
+    from omegaconf import OmegaConf
+
+    table = OmegaConf.load(REPO_ROOT / "configs" / "paper_scales.yaml")
+    return OmegaConf.to_container(table[check_scale(scale)][artefact])
 
 
 def root_dir() -> Path:
@@ -41,13 +52,14 @@ def paper_dir() -> Path:
 
 def check_scale(scale: str) -> str:
     if scale not in SCALES:
-        raise SystemExit(f"error: unknown scale {scale!r}; use one of: {', '.join(SCALES)} (SCALE=smoke or SCALE=paper)")
+        raise SystemExit(f"error: unknown scale {scale!r}; use one of: {', '.join(SCALES)} (make ... SCALE=<scale>)")
     return scale
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="smoke", choices=SCALES,
-                        help="smoke: CPU, minutes; paper: the full recipe (GPU). Default: smoke")
+                        help="smoke: CPU, minutes; cpu: the paper's claims on a CPU; paper: the full recipe (GPU). "
+                             "Default: smoke")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
 
@@ -70,11 +82,11 @@ def resolve_device(spec: str):
 
 
 def smoke_threads(scale: str) -> None:
-    """At smoke scale use one CPU thread (unless OMP_NUM_THREADS says otherwise): the tensors are
-    small and the CPU often shared, where two threads fighting are many times slower than one."""
+    """Below paper scale use one CPU thread (unless OMP_NUM_THREADS says otherwise): the tensors
+    are small and the CPU often shared, where two threads fighting are many times slower than one."""
     import torch
 
-    if scale == "smoke" and "OMP_NUM_THREADS" not in os.environ:
+    if scale != "paper" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
 
 
@@ -145,6 +157,30 @@ def read_finished_run(path: Path) -> tuple[dict, list[dict]]:
     return json.loads(summary_file.read_text()), read_metrics(metrics_file)
 
 
+def run_config(path: Path):
+    """A run's settings: ``.hydra/config.yaml`` (a command-line run), else the config stored in
+    its checkpoint."""
+    from omegaconf import OmegaConf
+
+    config_file = Path(path) / ".hydra" / "config.yaml"
+    if config_file.is_file():
+        return OmegaConf.load(config_file)
+    ckpt = checkpoint_in(Path(path))
+    if ckpt is None:
+        raise RunFolderError(f"{path} has neither .hydra/config.yaml nor a checkpoint: its settings are unknown")
+    from neuralode.train.checkpoint import load_checkpoint
+
+    return OmegaConf.create(load_checkpoint(ckpt, map_location="cpu")["config"])
+
+
+def config_values(config, keys: dict[str, str]) -> dict[str, Any]:
+    """``{name: config value at dotted path}`` for ``keys = {name: path}`` (None where absent)."""
+    from omegaconf import OmegaConf
+
+    return {name: OmegaConf.select(config, where, default=None, throw_on_resolution_failure=False)
+            for name, where in keys.items()}
+
+
 def collect_runs(paths: Iterable[str | Path], load_run: Callable[[Path], Run]) -> list[Run]:
     """Runs in the given folders: each folder is a run, or is searched for runs (a sweep), where
     a run that ``load_run`` refuses is skipped (another experiment of a shared sweep folder)."""
@@ -185,21 +221,23 @@ def table_parser(name: str, description: str, trains: str, example: str) -> argp
                         help=f"train (or reuse) {trains} at --scale under outputs/paper/runs/<scale>/")
     parser.add_argument("--scale", default=None, choices=SCALES,
                         help="the scale to train at and to print (default with --train: smoke; else inferred)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"extra Hydra override for --train, e.g. --set {example} (repeatable)")
+    add_training_args(parser, f"--train, e.g. --set {example}")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
     return parser
 
 
-def table_main(args: argparse.Namespace, train_runs: Callable[[str], list[Path]],
+def table_main(args: argparse.Namespace, specs: Callable[[str], list["RunSpec"]],
                find_runs: Callable[[list[Path]], list[Run]], infer_scale: Callable[[list[Run]], str],
                write_table: Callable[[list[Run], Path, str], tuple[Path, Path]]) -> None:
-    """Build a table from the parsed ``args`` of :func:`table_parser`: train (or reuse) the runs at
-    the scale on ``--train``, find the runs, write the table and print it."""
+    """Build a table from the parsed ``args`` of :func:`table_parser`: with ``--train``, make sure
+    the runs ``specs(scale)`` exist (:func:`ensure_runs`), then find the runs, write the table and
+    print it. A run that failed to train leaves its cell empty and the exit status 1."""
     started = time.perf_counter()
-    paths = list(args.runs)
+    paths, failed = list(args.runs), []
     if args.train:
-        paths += train_runs(args.scale or "smoke")
+        wanted = specs(args.scale or "smoke")
+        failed = ensure_runs(wanted, args.scale or "smoke", args.overrides, args.jobs)
+        paths += [spec.run_dir for spec in wanted if spec not in failed]
     try:
         runs = find_runs(paths)
     except RunFolderError as error:
@@ -208,11 +246,25 @@ def table_main(args: argparse.Namespace, train_runs: Callable[[str], list[Path]]
     md, csv_path = write_table(runs, out_dir(args.out), scale)
     print(md.read_text())
     print(f"wrote {md} and {csv_path} in {time.perf_counter() - started:.0f} s")
+    if failed:
+        raise SystemExit("error: training failed for " + ", ".join(str(spec.run_dir) for spec in failed))
 
 
 # --------------------------------------------------------------------------- training runs
-#: ``python -m neuralode train`` with this interpreter.
-TRAIN = [sys.executable, "-m", "neuralode", "train"]
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run an artefact needs: ``python -m neuralode train experiment=<experiment>
+    scale=<scale> <overrides>`` into ``run_dir``. The scale's recipe lives in
+    ``configs/recipe/<scale>/<experiment>.yaml``, so this command alone re-trains the run exactly."""
+
+    experiment: str
+    run_dir: Path
+    overrides: tuple[str, ...] = ()
+
+    def command(self, scale: str, extra: Sequence[str] = (), resume: bool = False) -> list[str]:
+        return [sys.executable, "-m", "neuralode", "train", f"experiment={self.experiment}", f"scale={scale}",
+                *self.overrides, *extra, "trainer.progress_bar=false", f"hydra.run.dir={self.run_dir}",
+                *(["resume=true"] if resume else [])]
 
 
 def runs_root(scale: str) -> Path:
@@ -220,43 +272,74 @@ def runs_root(scale: str) -> Path:
     return paper_dir() / "runs" / scale
 
 
-def call(command: list[str], one_thread: bool = True) -> None:
-    """Run a training command; stop with its command line if it fails."""
-    print("$ " + " ".join(command), flush=True)
+def default_jobs() -> int:
+    """Training runs at once: one per CPU core (each single-threaded), or one on a GPU machine."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
+def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (), jobs: int | None = None) -> list[RunSpec]:
+    """Make every run of ``specs`` a finished run at ``scale``: reuse it when it has
+    ``summary.json``, resume it from ``last.pt``, else train it; ``extra`` overrides go to every
+    run. Up to ``jobs`` runs train at once as separate processes (their output in
+    ``<run_dir>.log`` when more than one); one that fails does not stop the others.
+    Returns the specs that failed."""
+    jobs = default_jobs() if jobs is None else max(1, jobs)
+    todo = []
+    for spec in specs:
+        if (spec.run_dir / "summary.json").is_file():
+            print(f"reusing {spec.run_dir}", flush=True)
+        else:
+            todo.append(spec)
+    if not todo:
+        return []
+    parallel = min(jobs, len(todo))
     env = dict(os.environ)
-    if one_thread:
-        # Small tensors on a shared CPU: one thread is steadier (and often faster) than several
-        # fighting; OMP_NUM_THREADS set by the caller wins.
-        env.setdefault("OMP_NUM_THREADS", "1")
-    result = subprocess.run(command, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"error: training failed (exit status {result.returncode}): {' '.join(command)}")
+    # Several small runs side by side: one thread each unless the caller said otherwise.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
 
-
-def reuse_or_resume(run_dir: Path, overrides: list[str], call: Callable[[list[str]], None] = call) -> bool:
-    """True when ``run_dir`` needs no new training: it is finished (reused) or stopped early
-    (resumed here with ``overrides``). False when it has to be trained."""
-    if (run_dir / "summary.json").is_file():
-        print(f"reusing {run_dir}")
+    def train_one(spec: RunSpec) -> bool:
+        resume = (spec.run_dir / "last.pt").is_file()
+        command = spec.command(scale, extra, resume)
+        log = spec.run_dir.parent / f"{spec.run_dir.name}.log"
+        print(f"{'resuming' if resume else 'training'} {spec.run_dir}" + (f" (log: {log})" if parallel > 1 else ""),
+              flush=True)
+        print("$ " + " ".join(command[1:]), flush=True)
+        started = time.perf_counter()
+        spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if parallel > 1:
+            with log.open("a") as out:
+                status = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        else:
+            status = subprocess.run(command, env=env).returncode
+        if status != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-5:]) if parallel > 1 else ""
+            print(f"FAILED (exit status {status}): {spec.run_dir}\n{tail}", file=sys.stderr, flush=True)
+            return False
+        print(f"finished {spec.run_dir} in {time.perf_counter() - started:.0f} s", flush=True)
         return True
-    if (run_dir / "last.pt").is_file():
-        print(f"resuming {run_dir}")
-        call([*TRAIN, *overrides, "resume=true", f"hydra.run.dir={run_dir}"])
-        return True
-    return False
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        finished = list(pool.map(train_one, todo))
+    return [spec for spec, ok in zip(todo, finished) if not ok]
 
 
-def ensure_run(run_dir: Path, overrides: list[str], call: Callable[[list[str]], None] = call) -> Path:
-    """One run folder: reused when finished, resumed when stopped early, else trained with
-    ``python -m neuralode train <overrides> hydra.run.dir=<run_dir>``."""
-    if not reuse_or_resume(run_dir, overrides, call):
-        call([*TRAIN, *overrides, f"hydra.run.dir={run_dir}"])
-    return run_dir
+def ensure_runs_or_exit(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (), jobs: int | None = None) -> None:
+    """:func:`ensure_runs`, stopping with the failed runs named when any failed."""
+    failed = ensure_runs(specs, scale, extra, jobs)
+    if failed:
+        raise SystemExit("error: training failed for " + ", ".join(str(spec.run_dir) for spec in failed))
 
 
-def multirun(root: Path, overrides: list[str], subdir: str, call: Callable[[list[str]], None] = call) -> None:
-    """One Hydra multirun over ``overrides`` (comma lists sweep) into ``<root>/<subdir>``."""
-    call([*TRAIN, "-m", *overrides, f"hydra.sweep.dir={root}", f"hydra.sweep.subdir={subdir}"])
+def add_training_args(parser: argparse.ArgumentParser, trained: str = "every run") -> None:
+    """--set (extra Hydra overrides) and --jobs (runs trained at once)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"extra Hydra override for {trained} (repeatable)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs trained at once, each in its own process (default: one per CPU core; 1 with a GPU)")
 
 
 def checkpoint_in(run_dir: Path) -> Path | None:
@@ -285,10 +368,9 @@ def load_trained(path: str | Path):
 
 # --------------------------------------------------------------------------- figures of a trained run
 def add_figure_args(parser: argparse.ArgumentParser, trained: str = "the run") -> None:
-    """--scale, --set (overrides for training ``trained``), --out and --no-tensorboard."""
+    """--scale, --set and --jobs (for training ``trained``), --out and --no-tensorboard."""
     parser.add_argument("--scale", default="smoke", choices=SCALES, help="default: smoke")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"extra Hydra override when training {trained} (repeatable)")
+    add_training_args(parser, f"training {trained}")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: outputs/paper)")
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
 

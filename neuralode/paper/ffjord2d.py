@@ -23,24 +23,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import fmt, markdown_table
-from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, ensure_run, flow_parser, grid_density,
-                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs,
+from neuralode.paper.common import RunSpec, fmt, markdown_table, scale_settings
+from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
+                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs, train_runs,
                                    scatter_points, write_tables)
 
 TOYS = ("8gaussians", "pinwheel", "checkerboard", "swissroll", "moons", "circles", "2spirals", "rings")
 #: FFJORD's NFE on the 2-D toys (forward, per solve, trained models).
 PAPER_NFE = "70-100"
 
-#: paper: the experiment as configured (FFJORD's recipe: batch 100, 10,000 iterations, dopri5
-#: at 1e-5). smoke: 300 iterations of the same recipe on a CPU, smaller evaluation and plots.
-SCALE_OVERRIDES = {
-    "smoke": ["trainer.max_epochs=1", "trainer.max_steps=300", "data.n_train=30000", "data.n_eval=1000",
-              "data.eval_batch_size=1000", "model.grid_size=50", "model.plot_samples=500"],
-    "paper": [],
-}
-#: Per scale: density grid points per side, samples drawn.
-DRAW = {"smoke": dict(grid=60, samples=2000), "paper": dict(grid=100, samples=5000)}
 
 
 def collect(root: Path, toys: Sequence[str] = TOYS) -> dict[str, FlowRun | None]:
@@ -113,24 +104,24 @@ def make_figure(drawn: dict, data: dict[str, np.ndarray], runs: dict[str, FlowRu
 
 def main(argv: list[str] | None = None) -> None:
     parser = flow_parser("python -m neuralode.paper.ffjord2d", "ffjord2d", __doc__)
-    parser.add_argument("--toys", nargs="+", default=list(TOYS), choices=TOYS)
+    parser.add_argument("--toys", nargs="+", default=None, choices=TOYS,
+                        help="the toys to train and draw (default: the scale's, configs/paper_scales.yaml)")
     args, started = parse(parser, argv)
+    draw = scale_settings("ffjord2d", args.scale)
+    args.toys = args.toys or draw["toys"]
     root = args.runs or runs_root(args.scale, "ffjord2d")
-    if not args.no_train:
-        for toy in args.toys:
-            ensure_run("ffjord_toy2d", [*SCALE_OVERRIDES[args.scale], f"data.name={toy}", f"device={args.device}",
-                                        *args.overrides], root / toy)
+    specs = [RunSpec("ffjord_toy2d", root / toy, (f"data.name={toy}",)) for toy in args.toys]
+    failed = [] if args.no_train else train_runs(specs, args)
     runs = require_runs(collect(root, args.toys), root, "FFJORD")
     folder = write_tables(args.out, "ffjord2d", render(runs, args.scale, root), CSV_HEADERS, csv_rows(runs))
 
     from neuralode.data.toy2d import sample_toy
 
-    draw = DRAW[args.scale]
     drawn, half_width = draw_runs(
         runs, lambda flow, half_width: draw_model(flow, half_width, draw["grid"], draw["samples"]))
     data = {toy: sample_toy(toy, draw["samples"], seed=1).numpy() for toy in args.toys}
     fig = make_figure(drawn, data, runs, half_width, f"FFJORD on 2-D toys (scale {args.scale})")
-    save_outputs(fig, folder, "ffjord2d", not args.no_tensorboard, started)
+    save_outputs(fig, folder, "ffjord2d", not args.no_tensorboard, started, failed)
 
 
 if __name__ == "__main__":

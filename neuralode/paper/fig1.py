@@ -21,10 +21,8 @@ import torch
 from torch import nn
 
 from neuralode.ode import collect_stats, odeint, odeint_adjoint
-from neuralode.paper.common import add_common_args, out_dir, smoke_threads, write_csv
+from neuralode.paper.common import add_common_args, out_dir, scale_settings, smoke_threads, write_csv
 
-#: Training steps per scale (Adam, batch 64); the figure is the same kind at both.
-STEPS = {"smoke": 300, "paper": 2000}
 TOL = 1e-5
 
 
@@ -191,10 +189,11 @@ def write_outputs(data: Figure1Data, folder: Path, scale: str = "smoke", steps: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neuralode figure fig1", description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: 300 smoke, 2000 paper)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps, Adam, batch 64 (default: the scale's, configs/paper_scales.yaml)")
     parser.add_argument("--blocks", type=int, default=6, help="ResNet blocks (default 6, as Table 1's ResNet)")
     args = parser.parse_args(argv)
-    steps = STEPS[args.scale] if args.steps is None else args.steps
+    steps = scale_settings("fig1", args.scale)["steps"] if args.steps is None else args.steps
     if steps < 0 or args.blocks < 1:
         raise SystemExit("error: --steps must be >= 0 and --blocks >= 1")
     smoke_threads(args.scale)

@@ -29,9 +29,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import markdown_table
-from neuralode.paper.flows import (FlowRun, draw_runs, ensure_run, flow_parser, grid_density, imshow_density, load_run,
-                                   parse, require_runs, runs_root, save_outputs, write_tables)
+from neuralode.paper.common import RunSpec, markdown_table, scale_settings
+from neuralode.paper.flows import (FlowRun, draw_runs, flow_parser, grid_density, imshow_density, load_run,
+                                   parse, require_runs, runs_root, save_outputs, train_runs, write_tables)
 
 ENERGIES = ("u1", "u2", "u3")
 SIZES = (2, 8, 32)
@@ -42,22 +42,8 @@ FLOWS = {
     "CNF": ("cnf_density_matching", "model.flow.field.units", "M"),
 }
 
-#: Hydra overrides per scale and flow. paper: the experiments as configured (CNF: Adam, 10,000
-#: iterations; NF: RMSprop, 500,000). smoke: one short epoch on a CPU (CNF 200 iterations, NF
-#: 500, about the paper's ratio cut to minutes), smaller batches and plots.
-SCALE_OVERRIDES = {
-    "smoke": {
-        "CNF": ["trainer.max_epochs=1", "data.steps_per_epoch=200", "data.batch_size=128", "data.eval_samples=1024",
-                "solver.rtol=1e-4", "solver.atol=1e-4", "model.grid_size=50", "model.plot_samples=500"],
-        "NF": ["trainer.max_epochs=1", "data.steps_per_epoch=500", "data.batch_size=128", "data.eval_samples=1024",
-               "model.grid_size=50", "model.plot_samples=500"],
-    },
-    "paper": {"CNF": [], "NF": []},
-}
 #: The figure shows [-4, 4]^2, the square the paper draws the targets in.
 HALF_WIDTH = 4.0
-#: Density grid of the figure, per scale (points per side).
-GRID = {"smoke": 60, "paper": 100}
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +53,11 @@ def run_dir(root: Path, flow: str, energy: str, size: int) -> Path:
     return Path(root) / f"{FLOWS[flow][0]}_{energy}_{size}"
 
 
-def train_runs(root: Path, scale: str, energies: Sequence[str], sizes: Sequence[int], extra: Sequence[str] = (),
-               device: str = "auto") -> None:
-    for flow, (experiment, size_key, _) in FLOWS.items():
-        for energy in energies:
-            for size in sizes:
-                overrides = [*SCALE_OVERRIDES[scale][flow], f"data.energy={energy}", f"{size_key}={size}",
-                             f"device={device}", *extra]
-                ensure_run(experiment, overrides, run_dir(root, flow, energy, size))
+def run_specs(root: Path, energies: Sequence[str] = ENERGIES, sizes: Sequence[int] = SIZES) -> list[RunSpec]:
+    """Figure 4's runs: both flows at every (energy, size), the costliest first (they finish last)."""
+    return [RunSpec(experiment, run_dir(root, flow, energy, size), (f"data.energy={energy}", f"{size_key}={size}"))
+            for size in sorted(sizes, reverse=True) for flow, (experiment, size_key, _) in FLOWS.items()
+            for energy in energies]
 
 
 def collect(root: Path, energies: Sequence[str] = ENERGIES, sizes: Sequence[int] = SIZES) -> dict[tuple, FlowRun | None]:
@@ -205,17 +188,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=int, default=None, help="density grid points per side")
     args, started = parse(parser, argv)
     root = args.runs or runs_root(args.scale, "fig4")
-    if not args.no_train:
-        train_runs(root, args.scale, args.energies, args.sizes, args.overrides, args.device)
+    failed = [] if args.no_train else train_runs(run_specs(root, args.energies, args.sizes), args)
     runs = require_runs(collect(root, args.energies, args.sizes), root, "Figure 4")
     folder = write_tables(args.out, "fig4", render(runs, args.scale, args.energies, args.sizes, root), CSV_HEADERS,
                           csv_rows(runs))
-    grid = args.grid or GRID[args.scale]
+    grid = args.grid or scale_settings("fig4", args.scale)["grid"]
     model = model_densities(runs, HALF_WIDTH, grid)
     target = {energy: target_density(energy, HALF_WIDTH, grid) for energy in args.energies}
     fig = make_figure(model, target, runs, args.energies, args.sizes, HALF_WIDTH,
                       f"Figure 4: planar NF (K layers) vs planar CNF (M units), KL(q||p) (scale {args.scale})")
-    save_outputs(fig, folder, "fig4", not args.no_tensorboard, started)
+    save_outputs(fig, folder, "fig4", not args.no_tensorboard, started, failed)
 
 
 if __name__ == "__main__":

@@ -22,28 +22,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import fmt, markdown_table
-from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, ensure_run, flow_parser, grid_density,
-                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs,
+from neuralode.paper.common import RunSpec, fmt, markdown_table, scale_settings
+from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
+                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs, train_runs,
                                    scatter_points, write_tables)
 
 DATASETS = {"two_circles": "Two Circles", "two_moons": "Two Moons"}
 FLOWS = ("CNF", "NF")
 FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
 
-#: paper: the experiments as configured (CNF: Adam, 10,000 iterations; NF: RMSprop, 100,000).
-#: smoke: one CPU-sized epoch (CNF 200 iterations, NF 500), smaller batches and plots.
-_SMOKE = ["trainer.max_epochs=1", "data.batch_size=256", "data.n_eval=1000", "data.eval_batch_size=1000",
-          "model.grid_size=50", "model.plot_samples=500"]
-SCALE_OVERRIDES = {
-    "smoke": {
-        "CNF": [*_SMOKE, "trainer.max_steps=200", "data.n_train=51200", "solver.rtol=1e-4", "solver.atol=1e-4"],
-        "NF": [*_SMOKE, "trainer.max_steps=500", "data.n_train=128000"],
-    },
-    "paper": {"CNF": [], "NF": []},
-}
-#: Per scale: density grid points per side, samples drawn along the flow.
-DRAW = {"smoke": dict(grid=50, samples=1000), "paper": dict(grid=100, samples=5000)}
 
 
 def experiment(flow: str, dataset: str) -> str:
@@ -135,23 +122,21 @@ def csv_rows(runs: dict[tuple[str, str], FlowRun | None]) -> list[list]:
 def main(argv: list[str] | None = None) -> None:
     args, started = parse(flow_parser("python -m neuralode figure fig5", "fig5", __doc__), argv)
     root = args.runs or runs_root(args.scale, "fig5")
-    if not args.no_train:
-        for dataset in DATASETS:
-            for flow in FLOWS:
-                ensure_run(experiment(flow, dataset), [*SCALE_OVERRIDES[args.scale][flow], f"device={args.device}",
-                                                       *args.overrides], root / experiment(flow, dataset))
+    specs = [RunSpec(experiment(flow, dataset), root / experiment(flow, dataset)) for dataset in DATASETS
+             for flow in FLOWS]
+    failed = [] if args.no_train else train_runs(specs, args)
     runs = require_runs(collect(root), root, "Figure 5")
     folder = write_tables(args.out, "fig5", render(runs, args.scale, root), CSV_HEADERS, csv_rows(runs))
 
     from neuralode.data.toy2d import sample_toy
 
-    draw = DRAW[args.scale]
+    draw = scale_settings("fig5", args.scale)
     drawn, half_width = draw_runs(
         runs, lambda flow, half_width: along_the_flow(flow, half_width, draw["grid"], draw["samples"], FRACTIONS))
     data = {dataset: sample_toy(dataset, draw["samples"], seed=1).numpy() for dataset in DATASETS}
     fig = make_figure(drawn, data, FRACTIONS, half_width,
                       f"Figure 5: noise to data, CNF (64 units) vs NF (64 layers) (scale {args.scale})")
-    save_outputs(fig, folder, "fig5", not args.no_tensorboard, started)
+    save_outputs(fig, folder, "fig5", not args.no_tensorboard, started, failed)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,10 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import (add_figure_args, ensure_run, load_trained_or_exit, markdown_table, out_dir,
-                                    progress, runs_root, smoke_threads, write_figure)
+from neuralode.paper.common import (RunSpec, add_figure_args, ensure_runs_or_exit, load_trained_or_exit,
+                                    markdown_table, out_dir, progress, runs_root, smoke_threads, write_figure)
 
 EXPERIMENT = "latent_ode_poisson"
-#: Hydra overrides per scale. smoke: 50 epochs (400 steps), about two minutes on one CPU thread;
-#: paper: as configured (1600 steps).
-SCALE_OVERRIDES = {
-    "smoke": ["trainer.max_epochs=50", "trainer.progress_bar=false"],
-    "paper": [],
-}
 
 
 def eval_batch(data) -> dict[str, torch.Tensor]:
@@ -111,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     run = args.run
     if run is None:
-        run = ensure_run(runs_root(args.scale) / EXPERIMENT,
-                         [f"experiment={EXPERIMENT}", *SCALE_OVERRIDES[args.scale], *args.overrides])
+        spec = RunSpec(EXPERIMENT, runs_root(args.scale) / EXPERIMENT)
+        ensure_runs_or_exit([spec], args.scale, args.overrides, args.jobs)
+        run = spec.run_dir
     task, data, state = load_trained_or_exit(run)
     if type(task).__name__ != "PoissonTask":
         raise SystemExit(f"error: {run} trained a {type(task).__name__}, not a Poisson process latent ODE")

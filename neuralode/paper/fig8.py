@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     from neuralode.paper import table2
 
     if args.latent is None or args.rnn is None:
-        trained = table2.ensure_runs(args.scale, [args.n], overrides=args.overrides)
+        trained = table2.ensure_runs(args.scale, [args.n], experiments=["rnn_spiral", "latent_ode_spiral"],
+                                     overrides=args.overrides, jobs=args.jobs)
         args.latent = args.latent or trained[("latent_ode_spiral", args.n, 0)]
         args.rnn = args.rnn or trained[("rnn_spiral", args.n, 0)]
     latent_task, data, state = load_trained_or_exit(args.latent)

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
 
     run = args.run
     if run is None:
-        run = table2.ensure_runs(args.scale, [args.n], experiments=["latent_ode_spiral"], overrides=args.overrides)[
-            ("latent_ode_spiral", args.n, 0)]
+        run = table2.ensure_runs(args.scale, [args.n], experiments=["latent_ode_spiral"], overrides=args.overrides,
+                                 jobs=args.jobs)[("latent_ode_spiral", args.n, 0)]
     task, data, state = load_trained_or_exit(run)
     if type(task).__name__ != "LatentODETask":
         raise SystemExit(f"error: {run} trained a {type(task).__name__}, not a latent ODE on spirals")

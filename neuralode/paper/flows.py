@@ -3,7 +3,7 @@
 Each trains (or reuses) a set of runs, one folder a run, writes a markdown table and a CSV
 from their ``metrics.jsonl``, then loads the trained flows and draws densities and samples:
 
-- runs: :func:`ensure_run` (train, resume or reuse), :func:`load_run` (a finished run as a
+- runs: :func:`train_runs` (train, resume or reuse), :func:`load_run` (a finished run as a
   :class:`FlowRun`), :func:`load_task` (its trained model), :func:`draw_runs` (one drawing per run);
 - panels: :func:`grid_density`, :func:`base_samples`, :func:`imshow_density`, :func:`scatter_points`;
 - command line: :func:`flow_parser` and :func:`parse`, then :func:`require_runs`,
@@ -30,31 +30,11 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- runs
-def ensure_run(experiment: str, overrides: Sequence[str], run_dir: Path) -> bool:
-    """Make ``run_dir`` a finished run of ``experiment`` with ``overrides``: reuse it when it has
-    ``summary.json``, resume it from ``last.pt``, else train it here (in this process).
-
-    Returns False, after printing why, when training failed with a user error (a bad setting, a
-    NaN loss), so that one failed run does not stop the others.
-    """
-    from neuralode.train.config import UserError, compose
-    from neuralode.train.run import train
-
-    run_dir = Path(run_dir)
-    if (run_dir / "summary.json").is_file():
-        print(f"reusing {run_dir}", flush=True)
-        return True
-    resume = (run_dir / "last.pt").is_file()
-    print(f"{'resuming' if resume else 'training'} {experiment} {' '.join(overrides)} in {run_dir}", flush=True)
-    started = time.perf_counter()
-    try:
-        cfg = compose("train", [f"experiment={experiment}", *overrides, f"resume={str(resume).lower()}"])
-        train(cfg, run_dir)
-    except UserError as error:
-        print(f"error: {experiment} in {run_dir} failed: {error}", flush=True)
-        return False
-    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
-    return True
+def train_runs(specs: Sequence[common.RunSpec], args: argparse.Namespace) -> list[common.RunSpec]:
+    """Train, resume or reuse a figure's runs at ``args.scale`` on ``args.device`` with the
+    ``--set`` overrides (:func:`common.ensure_runs`); returns those that failed, so that one failed
+    run does not stop the others from being drawn."""
+    return common.ensure_runs(specs, args.scale, [f"device={args.device}", *args.overrides], args.jobs)
 
 
 @dataclass
@@ -172,8 +152,7 @@ def flow_parser(prog: str, figure: str, doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=Path, default=None,
                         help=f"folder of the runs (default: outputs/paper/runs/<scale>/{figure})")
     parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override for every run (repeatable)")
+    common.add_training_args(parser)
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
     return parser
 
@@ -200,8 +179,12 @@ def write_tables(out: Path | None, name: str, markdown: str, headers: Sequence[s
     return folder
 
 
-def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float) -> None:
-    """Save the figure (PNG and TensorBoard), then print the table and what was written."""
+def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float,
+                 failed: Sequence[common.RunSpec] = ()) -> None:
+    """Save the figure (PNG and TensorBoard), then print the table and what was written; exit
+    with status 1 naming the runs that ``failed`` to train, if any."""
     png = save_figure(fig, folder, name, tensorboard=tensorboard)
     print((folder / f"{name}.md").read_text())
     print(f"wrote {png}, {folder / f'{name}.md'} and {folder / f'{name}.csv'} in {time.perf_counter() - started:.0f} s")
+    if failed:
+        raise SystemExit("error: training failed for " + ", ".join(str(spec.run_dir) for spec in failed))

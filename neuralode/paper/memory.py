@@ -32,19 +32,11 @@ from torch import nn
 from neuralode.models.odenet import ODENet
 from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
-from neuralode.paper.common import (add_common_args, fmt, git_commit, markdown_table, out_dir, resolve_device,
+from neuralode.paper.common import (add_common_args, scale_settings, fmt, git_commit, markdown_table, out_dir, resolve_device,
                                     root_dir, write_csv)
 
 MB = 2**20
 
-#: Per scale: batch, channels, depths (L and n), dopri5 tolerances, timed repeats per setting and
-#: CPU threads (smoke runs on shared CPUs, where one thread gives steadier timings; None: torch's default).
-SETTINGS = {
-    "smoke": dict(batch_size=16, channels=64, depths=(1, 2, 4, 8, 16, 32), tols=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5),
-                  repeats=2, threads=1),
-    "paper": dict(batch_size=128, channels=64, depths=(1, 2, 4, 8, 16, 32),
-                  tols=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6), repeats=5, threads=None),
-}
 
 
 class LiveSavedTensors:
@@ -311,7 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per setting (the fastest is reported)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (smoke default: 1)")
     args = parser.parse_args(argv)
-    s = dict(SETTINGS[args.scale])
+    # Per scale (configs/paper_scales.yaml): batch, channels, depths (L and n), dopri5 tolerances,
+    # timed repeats per setting and CPU threads (one on shared CPUs: steadier timings; null: torch's default).
+    s = scale_settings("memory", args.scale)
     if args.batch_size is not None:
         s["batch_size"] = args.batch_size
     if args.channels is not None:

@@ -4,23 +4,23 @@ ODE-Net, ours beside the paper's, built from run folders.
     python -m neuralode.paper.table1 --train --scale smoke      # train what is missing, then build
     python -m neuralode table table1 outputs/multirun/<sweep>   # any run folders (or folders of runs)
 
-With ``--train`` the four experiments are trained by one Hydra multirun into
-``outputs/paper/runs/<scale>/<experiment>/``; finished runs (with ``summary.json``) are reused
-and unfinished ones (``last.pt`` but no summary) resumed. Every number comes from a run's
-``summary.json`` and ``metrics.jsonl``.
+With ``--train`` the four experiments are trained at ``--scale`` (their recipes:
+``configs/recipe/<scale>/mnist_*.yaml``) into ``outputs/paper/runs/<scale>/<experiment>/``;
+finished runs (with ``summary.json``) are reused and unfinished ones (``last.pt`` but no
+summary) resumed. Every number comes from a run's ``summary.json``, ``metrics.jsonl`` and
+stored config.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, call, collect_runs, epochs_scale, fmt, markdown_table,
-                                    multirun, read_finished_run, reuse_or_resume, runs_root, shown_path,
-                                    table_main, table_parser, write_table_files)
+from neuralode.paper.common import (RunFolderError, RunSpec, collect_runs, config_values, run_config, epochs_scale, fmt, markdown_table,
+                                    read_finished_run, runs_root, shown_path, table_main, table_parser,
+                                    write_table_files)
 
 #: The experiments of Table 1 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"mnist_mlp": "MLP", "mnist_resnet": "ResNet", "mnist_rknet": "RK-Net", "mnist_odenet": "ODE-Net"}
@@ -34,23 +34,20 @@ PAPER = {
     "ODE-Net": {"error": "0.42%", "params": "0.22M", "memory": "O(1)", "time": "O(L~)"},
 }
 
-#: Hydra overrides per scale. smoke: 3 short epochs of batch 64 on a CPU (about 2 minutes for
-#: all four), 500 test images; paper: the experiments as configured (160 epochs, the reference recipe).
-SCALE_OVERRIDES = {
-    "smoke": ["trainer.max_epochs=3", "trainer.limit_train_batches=25", "trainer.limit_eval_batches=1",
-              "data.batch_size=64", "data.eval_batch_size=500", "trainer.progress_bar=false"],
-    "paper": [],
-}
+#: The settings of a run that the table states: name -> dotted config key.
+SETTINGS = {"target": "model.net._target_", "adjoint": "solver.adjoint", "scale": "scale",
+            "train_limit": "data.train_limit", "augment": "data.augment", "batch_size": "data.batch_size"}
 
 
 @dataclass
 class Run:
-    """A finished training run: where it is, which row it fills, what it logged."""
+    """A finished training run: where it is, which row it fills, what it logged and its settings."""
 
     path: Path
     model: str
     summary: dict
     records: list[dict]
+    settings: dict
 
     @property
     def epochs(self) -> int:
@@ -61,21 +58,16 @@ class Run:
         return int(self.summary.get("steps", 0))
 
 
-def model_of(path: Path, summary: dict) -> str:
+def model_of(path: Path, summary: dict, settings: dict) -> str:
     """Which Table 1 row a run fills: by experiment name, else by its stored config."""
     name = summary.get("name")
     if name in EXPERIMENTS:
         return EXPERIMENTS[name]
-    config_file = path / ".hydra" / "config.yaml"
-    if config_file.is_file():
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.load(config_file)
-        target = str(OmegaConf.select(config, "model.net._target_", default=""))
-        adjoint = OmegaConf.select(config, "solver.adjoint", default=True)
-        by_class = {"MLP": "MLP", "ResNet": "ResNet", "ODENet": "ODE-Net" if adjoint else "RK-Net"}
-        if target.rsplit(".", 1)[-1] in by_class:
-            return by_class[target.rsplit(".", 1)[-1]]
+    target = str(settings.get("target") or "")
+    by_class = {"MLP": "MLP", "ResNet": "ResNet",
+                "ODENet": "RK-Net" if settings.get("adjoint") is False else "ODE-Net"}
+    if target.rsplit(".", 1)[-1] in by_class:
+        return by_class[target.rsplit(".", 1)[-1]]
     raise RunFolderError(
         f"{path}: cannot tell which Table 1 model this run trained (experiment name {name!r}); "
         f"Table 1 takes runs of {', '.join(EXPERIMENTS)}"
@@ -87,7 +79,11 @@ def load_run(path: str | Path) -> Run:
     summary, records = read_finished_run(path)
     if not records:
         raise RunFolderError(f"{path / 'metrics.jsonl'} is empty: the run never evaluated")
-    return Run(path, model_of(path, summary), summary, records)
+    try:
+        settings = config_values(run_config(path), SETTINGS)
+    except RunFolderError:
+        settings = {}
+    return Run(path, model_of(path, summary, settings), summary, records, settings)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -137,7 +133,11 @@ def run_numbers(run: Run) -> dict[str, Any]:
 
 
 def infer_scale(runs: list[Run]) -> str:
-    """``paper`` when every run did the full 160 epochs, else the epochs they did."""
+    """The scale the runs were trained at, when they all say the same; else ``paper`` when every
+    run did the full 160 epochs, else the epochs they did."""
+    scales = {run.settings.get("scale") for run in runs}
+    if len(scales) == 1 and None not in scales:
+        return scales.pop()
     if min((run.epochs for run in runs), default=0) >= 160:
         return "paper"
     return epochs_scale(run.epochs for run in runs)
@@ -177,13 +177,52 @@ def table_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
+def claims(runs: list[Run]) -> list[list[str]]:
+    """The paper's Table 1 claims, each with our numbers and a verdict (where the runs allow one)."""
+    final = {run.model: run_numbers(run) for run in runs}  # the last run of each model
+    error = {m: n["test_error"] for m, n in final.items() if n["test_error"] is not None}
+    rows = []
+    if {"ODE-Net", "ResNet"} <= error.keys():
+        ode, res = 100 * error["ODE-Net"], 100 * error["ResNet"]
+        # "Close": within a quarter of ResNet's error or 0.2 points, whichever is larger.
+        close = abs(ode - res) <= max(0.2, 0.25 * res)
+        rows.append(["ODE-Net's test error close to ResNet's", f"{ode:.2f}% vs {res:.2f}%", "0.42% vs 0.41%",
+                     "yes" if close else "no"])
+    params = {m: n["params"] for m, n in final.items() if n["params"]}
+    if {"ODE-Net", "ResNet"} <= params.keys():
+        ratio = params["ODE-Net"] / params["ResNet"]
+        rows.append(["ODE-Net has about a third of ResNet's parameters", f"{ratio:.2f}x", "0.22M / 0.60M = 0.37x",
+                     "yes" if 0.25 <= ratio <= 0.45 else "no"])
+    if "MLP" in error and len(error) > 1:
+        worst = max(error, key=error.get)
+        rows.append(["the MLP has the highest test error", f"highest: {worst} ({100 * error[worst]:.2f}%)",
+                     "MLP 1.60%", "yes" if worst == "MLP" else "no"])
+    return rows
+
+
+def training_note(runs: list[Run]) -> str:
+    """What each run trained on, against the paper's 60,000 images for 160 epochs."""
+    parts = []
+    for run in runs:
+        limit = run.settings.get("train_limit")
+        images = "60,000" if limit is None else f"{min(int(limit), 60000):,}"
+        parts.append(f"{run.model} {images} images x {run.epochs} epochs")
+    return ("Training (the paper: all 60,000 training images, 160 epochs, lr x0.1 at epochs 60/100/140): "
+            + "; ".join(parts) + ". Test error on the 10,000 test images unless a run limited them.")
+
+
 def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
-    """Table 1 as markdown: the table, what each column means, and the runs it came from."""
+    """Table 1 as markdown: the table, the claims with verdicts, what each column means, and the
+    runs it came from."""
     devices = sorted({str(run.summary.get("device")) for run in runs})
+    verdicts = claims(runs)
     lines = [
         f"# Table 1: MNIST (scale: {scale})",
         "",
         markdown_table(HEADERS, table_rows(runs)),
+        training_note(runs),
+        "",
+        *([markdown_table(["claim", "ours", "paper", "verdict"], verdicts)] if verdicts else []),
         "Test error: the last evaluation of each run. Memory: peak bytes that a training step's forward "
         "pass saved for backward (and `torch.cuda.max_memory_allocated` on GPU); the paper gives the "
         "growth with depth L or NFE L~ (see memory.md for that measured). Time: training wall time per "
@@ -198,17 +237,20 @@ def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-CSV_HEADERS = ["model", "run", "device", "epochs", "steps", "test_error", "paper_test_error", "params", "paper_params",
-               "saved_mb", "cuda_mb", "paper_memory", "epoch_s", "step_s", "paper_time", "nfe_forward", "nfe_backward"]
+CSV_HEADERS = ["model", "params", "test_error", "epochs", "steps", "train_images", "paper_test_error",
+               "paper_params", "saved_mb", "cuda_mb", "paper_memory", "epoch_s", "step_s", "paper_time", "nfe_forward",
+               "nfe_backward", "device", "run"]
 
 
 def csv_rows(runs: list[Run]) -> list[list]:
     rows = []
     for run in runs:
         n, paper = run_numbers(run), PAPER[run.model]
-        rows.append([n["model"], n["run"], n["device"], n["epochs"], n["steps"], n["test_error"], paper["error"],
-                     n["params"], paper["params"], n["saved_mb"], n["cuda_mb"], paper["memory"], n["epoch_s"],
-                     n["step_s"], paper["time"], n["nfe_forward"], n["nfe_backward"]])
+        limit = run.settings.get("train_limit")
+        rows.append([n["model"], n["params"], n["test_error"], n["epochs"], n["steps"],
+                     60000 if limit is None else min(int(limit), 60000), paper["error"], paper["params"],
+                     n["saved_mb"], n["cuda_mb"], paper["memory"], n["epoch_s"], n["step_s"], paper["time"],
+                     n["nfe_forward"], n["nfe_backward"], n["device"], n["run"]])
     return rows
 
 
@@ -217,21 +259,9 @@ def write_table(runs: list[Run], folder: Path, scale: str) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- training
-def ensure_runs(scale: str, experiments: Iterable[str] = tuple(EXPERIMENTS), overrides: Iterable[str] = (),
-                root: Path | None = None) -> list[Path]:
-    """Run folders ``<root>/<experiment>`` of finished runs at ``scale``: reused when finished,
-    resumed when stopped early, trained by one Hydra multirun when missing."""
-    root = runs_root(scale) if root is None else Path(root)
-    experiments = list(experiments)
-    settings = SCALE_OVERRIDES[scale] + list(overrides)
-    # Only the smoke runs are small enough that one CPU thread is the steadier choice.
-    train = partial(call, one_thread=scale == "smoke")
-    missing = [name for name in experiments
-               if not reuse_or_resume(root / name, [f"experiment={name}", *settings], train)]
-    if missing:
-        print(f"training {', '.join(missing)} at scale {scale} into {root}")
-        multirun(root, [f"experiment={','.join(missing)}", *settings], "${name}", train)
-    return [root / name for name in experiments]
+def run_specs(scale: str, experiments: Iterable[str] = tuple(EXPERIMENTS)) -> list[RunSpec]:
+    """Table 1's runs at ``scale``: ``outputs/paper/runs/<scale>/<experiment>``."""
+    return [RunSpec(name, runs_root(scale) / name) for name in experiments]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -239,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 1's runs at --scale")
-    table_main(args, lambda scale: ensure_runs(scale, overrides=args.overrides), find_runs, infer_scale, write_table)
+    table_main(args, run_specs, find_runs, infer_scale, write_table)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,16 @@
     python -m neuralode.paper.table2 --train --scale smoke      # train what is missing, then build
     python -m neuralode table table2 outputs/multirun/<sweep>   # any run folders (or folders of runs)
 
-With ``--train`` the six runs (two experiments x three n) are trained by one Hydra multirun into
+With ``--train`` the nine runs (three models x three n) are trained at ``--scale`` (their
+recipes: ``configs/recipe/<scale>/*_spiral*.yaml``) into
 ``outputs/paper/runs/<scale>/<experiment>_n<n>_s<seed>/``; finished runs (with ``summary.json``)
 are reused and unfinished ones (``last.pt`` but no summary) resumed. Every number comes from a
 run's ``summary.json``, ``metrics.jsonl`` and stored config. Figures 8 and 9 train (or reuse)
 their runs with :func:`ensure_runs` here.
+
+Two RNN baselines, both fair per the paper (25 units, the time gap as an input, Gaussian NLL,
+the same optimiser): ``rnn_spiral`` reads out the next value, ``rnn_spiral_residual`` the
+change from the last observed value. The verdict compares the latent ODE with the better one.
 """
 
 from __future__ import annotations
@@ -18,30 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, call, checkpoint_in, collect_runs, epochs_scale, fmt,
-                                    markdown_table, multirun, read_finished_run, reuse_or_resume, runs_root,
+from neuralode.paper.common import (RunFolderError, RunSpec, collect_runs, config_values, ensure_runs_or_exit,
+                                    epochs_scale, fmt, markdown_table, read_finished_run, run_config, runs_root,
                                     shown_path, table_main, table_parser, write_table_files)
 
+RNN, RNN_RESIDUAL, LATENT = "RNN", "RNN (change from last value)", "latent ODE"
 #: The experiments of Table 2 (configs/experiment/<name>.yaml) and the row each one fills.
-EXPERIMENTS = {"rnn_spiral": "RNN", "latent_ode_spiral": "latent ODE"}
+EXPERIMENTS = {"rnn_spiral": RNN, "rnn_spiral_residual": RNN_RESIDUAL, "latent_ode_spiral": LATENT}
 MODELS = tuple(EXPERIMENTS.values())
-#: The task class each row trains (the model's ``_target_``), to recognise runs by their config.
-TASKS = {"neuralode.tasks.latent.RNNTask": "RNN", "neuralode.tasks.latent.LatentODETask": "latent ODE"}
 N_OBS = (30, 50, 100)
 
-#: The paper's Table 2: predictive RMSE on the extrapolated points.
-PAPER = {"RNN": {30: 0.3937, 50: 0.3202, 100: 0.1813}, "latent ODE": {30: 0.1642, 50: 0.1502, 100: 0.1346}}
+#: The paper's Table 2: predictive RMSE on the extrapolated points (one RNN row for both of ours).
+PAPER_RNN = {30: 0.3937, 50: 0.3202, 100: 0.1813}
+PAPER = {RNN: PAPER_RNN, RNN_RESIDUAL: PAPER_RNN, LATENT: {30: 0.1642, 50: 0.1502, 100: 0.1346}}
+#: The latent ODE's range in the paper, for the verdict.
+PAPER_LATENT_RANGE = (0.13, 0.17)
 
-#: Epochs of the full recipe (configs/experiment/*_spiral.yaml); a table is "paper" scale when
-#: every run reached them.
-PAPER_EPOCHS = {"RNN": 500, "latent ODE": 500}
-
-#: Hydra overrides per scale. smoke: 25 epochs (200 steps) each, a few minutes on one CPU thread
-#: for all six runs, far from converged; paper: the experiments as configured (4000 steps).
-SCALE_OVERRIDES = {
-    "smoke": ["trainer.max_epochs=25", "trainer.progress_bar=false"],
-    "paper": [],
-}
+#: Epochs of the full recipe (configs/experiment/*_spiral.yaml).
+PAPER_EPOCHS = 500
 
 
 @dataclass
@@ -63,33 +62,32 @@ class Run:
         return int(self.config["seed"])
 
 
+#: The settings of a run that the table states: name -> dotted config key.
+SETTINGS = {"target": "model._target_", "residual": "model.net.residual", "seed": "seed", "scale": "scale",
+            "n_obs": "data.n_obs", "noise_std": "data.noise_std", "data_seed": "data.seed",
+            "n_spirals": "data.n_spirals", "n_eval": "data.n_eval", "n_points": "data.n_points",
+            "n_extrap": "data.n_extrap", "dt": "data.dt", "batch_size": "data.batch_size"}
+
+
 def run_settings(path: Path) -> dict[str, Any]:
-    """The settings of a run that the table needs, from ``.hydra/config.yaml`` (a command-line
-    run) or else from the config stored in its checkpoint."""
-    from omegaconf import OmegaConf
+    return config_values(run_config(path), SETTINGS)
 
-    config_file = path / ".hydra" / "config.yaml"
-    if config_file.is_file():
-        config = OmegaConf.load(config_file)
-    else:
-        ckpt = checkpoint_in(path)
-        if ckpt is None:
-            raise RunFolderError(f"{path} has neither .hydra/config.yaml nor a checkpoint: its settings are unknown")
-        from neuralode.train.checkpoint import load_checkpoint
 
-        config = OmegaConf.create(load_checkpoint(ckpt, map_location="cpu")["config"])
-    keys = {"target": "model._target_", "seed": "seed", "n_obs": "data.n_obs", "noise_std": "data.noise_std",
-            "data_seed": "data.seed", "n_spirals": "data.n_spirals", "n_eval": "data.n_eval",
-            "n_extrap": "data.n_extrap", "batch_size": "data.batch_size"}
-    return {key: OmegaConf.select(config, where, default=None, throw_on_resolution_failure=False)
-            for key, where in keys.items()}
+def model_of(settings: dict[str, Any]) -> str | None:
+    """The row a run fills, from its model's class and settings (None: not a Table 2 model)."""
+    target = str(settings["target"])
+    if target == "neuralode.tasks.latent.LatentODETask":
+        return LATENT
+    if target == "neuralode.tasks.latent.RNNTask":
+        return RNN_RESIDUAL if settings.get("residual") else RNN
+    return None
 
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
     summary, records = read_finished_run(path)
     config = run_settings(path)
-    model = TASKS.get(str(config["target"]))
+    model = model_of(config)
     if model is None:
         raise RunFolderError(f"{path}: not a Table 2 run (it trained {config['target']}); "
                              f"Table 2 takes runs of {', '.join(EXPERIMENTS)}")
@@ -129,8 +127,12 @@ def run_numbers(run: Run) -> dict[str, Any]:
 
 
 def infer_scale(runs: list[Run]) -> str:
-    """``paper`` when every run did its full recipe's epochs, else the epochs they did."""
-    if runs and all(int(run.summary.get("epochs", 0)) >= PAPER_EPOCHS[run.model] for run in runs):
+    """The scale the runs were trained at, when they all say the same; else ``paper`` when every
+    run did the full recipe's epochs, else the epochs they did."""
+    scales = {run.config.get("scale") for run in runs}
+    if len(scales) == 1 and None not in scales:
+        return scales.pop()
+    if runs and all(int(run.summary.get("epochs", 0)) >= PAPER_EPOCHS for run in runs):
         return "paper"
     return epochs_scale(int(run.summary.get("epochs", 0)) for run in runs)
 
@@ -175,25 +177,60 @@ def run_rows(runs: list[Run], base: Path | None = None) -> list[list[str]]:
     return rows
 
 
+def mean_rmse(runs: list[Run], model: str, n: int) -> float | None:
+    values = [run_numbers(r)["rmse_extrap"] for r in runs if r.model == model and r.n_obs == n]
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def claims(runs: list[Run], n_obs: Iterable[int]) -> list[list[str]]:
+    """Per n: is the latent ODE below the better RNN, and inside the paper's range?"""
+    rows = []
+    low, high = PAPER_LATENT_RANGE
+    for n in n_obs:
+        latent = mean_rmse(runs, LATENT, n)
+        rnns = {m: v for m in (RNN, RNN_RESIDUAL) if (v := mean_rmse(runs, m, n)) is not None}
+        if latent is None or not rnns:
+            continue
+        best = min(rnns, key=rnns.get)
+        rows.append([f"n = {n}: latent ODE below the RNN", f"{latent:.4f} vs {best} {rnns[best]:.4f}",
+                     f"{PAPER[LATENT][n]:.4f} vs {PAPER_RNN[n]:.4f}", "yes" if latent < rnns[best] else "no"])
+        verdict = "yes" if latent <= high else ("no (below: better than the paper)" if latent < low else "no")
+        rows.append([f"n = {n}: latent ODE within the paper's range ({low}-{high})", f"{latent:.4f}",
+                     f"{PAPER[LATENT][n]:.4f}", "yes" if low <= latent <= high else verdict])
+    return rows
+
+
+def spiral_definition(runs: list[Run]) -> str:
+    """The data as the runs generated it (settings read from their configs)."""
+    def d(key: str) -> str:
+        return distinct(run.config[key] for run in runs)
+
+    return (f"Spirals ({d('n_spirals')} generated from data seed {d('data_seed')}, the last {d('n_eval')} held out "
+            f"for testing): half counter-clockwise `r = 0.3 z` around (5, 0), half clockwise `r = 15 / z'` around "
+            f"(-5, 0) (the authors' example's curves); each a window of {d('n_points')} grid points "
+            f"{d('dt')} apart in time, subsampled without replacement to n irregular observation times, with "
+            f"Gaussian noise of std **{d('noise_std')}** on the observations (the paper does not state its noise); "
+            f"the {d('n_extrap')} noise-free grid points after the window are the extrapolation targets.")
+
+
 def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
-    """Table 2 as markdown: RMSE beside the paper's, the data and seeds, then every run."""
+    """Table 2 as markdown: RMSE beside the paper's, the claims with verdicts, the data and
+    seeds, then every run."""
     n_obs = sorted({run.n_obs for run in runs} | set(N_OBS))
     headers = ["predictive RMSE"] + [h for n in n_obs for h in (f"n = {n}", "paper")]
     several = any(sum(1 for r in runs if (r.model, r.n_obs) == (run.model, run.n_obs)) > 1 for run in runs)
-    noise = distinct(run.config["noise_std"] for run in runs)
     lines = [
         f"# Table 2: predictive RMSE on spirals (scale: {scale})",
         "",
         markdown_table(headers, table_rows(runs, n_obs)),
+        *([markdown_table(["claim", "ours", "paper", "verdict"], verdicts)] if (verdicts := claims(runs, n_obs)) else []),
         f"RMSE on the {distinct(run.config['n_extrap'] for run in runs)} grid points after the observed window, "
         "against the noise-free spirals: per test spiral, averaged over the test spirals; the last evaluation "
         "of each run. The latent ODE decodes from the posterior mean of z0; the RNN predicts autoregressively."
         + (" Several seeds: mean ± standard deviation over seeds." if several else ""),
         "",
-        f"Data: {distinct(run.config['n_spirals'] for run in runs)} spirals, the last "
-        f"{distinct(run.config['n_eval'] for run in runs)} held out for testing; observation noise std "
-        f"**{noise}** (the paper does not state its noise); data seed {distinct(run.config['data_seed'] for run in runs)}. "
-        f"Training seeds: {distinct(run.seed for run in runs)}. "
+        spiral_definition(runs) + f" Training seeds: {distinct(run.seed for run in runs)}. "
         f"Devices: {distinct(run.summary.get('device') for run in runs)}.",
         "",
         "Runs (train time: training wall time without evaluation; NFE: function evaluations per training step, "
@@ -204,17 +241,17 @@ def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-CSV_HEADERS = ["model", "n_obs", "seed", "noise_std", "run", "device", "epochs", "steps", "train_s",
-               "rmse_interp", "rmse_extrap", "paper_rmse_extrap", "elbo", "nfe_forward", "nfe_backward"]
+CSV_HEADERS = ["model", "n_obs", "rmse_extrap", "rmse_interp", "steps", "noise_std", "seed", "epochs", "train_s",
+               "paper_rmse_extrap", "elbo", "nfe_forward", "nfe_backward", "device", "run"]
 
 
 def csv_rows(runs: list[Run]) -> list[list]:
     rows = []
     for run in runs:
         n = run_numbers(run)
-        rows.append([n["model"], n["n_obs"], n["seed"], n["noise_std"], n["run"], n["device"], n["epochs"], n["steps"],
-                     n["train_s"], n["rmse_interp"], n["rmse_extrap"], PAPER[run.model].get(run.n_obs), n["elbo"],
-                     n["nfe_forward"], n["nfe_backward"]])
+        rows.append([n["model"], n["n_obs"], n["rmse_extrap"], n["rmse_interp"], n["steps"], n["noise_std"], n["seed"],
+                     n["epochs"], n["train_s"], PAPER[run.model].get(run.n_obs), n["elbo"], n["nfe_forward"],
+                     n["nfe_backward"], n["device"], n["run"]])
     return rows
 
 
@@ -224,55 +261,26 @@ def write_table(runs: list[Run], folder: Path, scale: str) -> tuple[Path, Path]:
 
 # --------------------------------------------------------------------------- training
 def run_name(experiment: str, n_obs: int, seed: int) -> str:
-    """A spiral run's folder name; the multirun writes the same through ``hydra.sweep.subdir``."""
     return f"{experiment}_n{n_obs}_s{seed}"
 
 
-RUN_NAME = "${name}_n${data.n_obs}_s${seed}"  # run_name in Hydra's interpolation
-SWEEP_SUBDIR = f"hydra.sweep.subdir={RUN_NAME}"
+def run_specs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
+              experiments: Iterable[str] = tuple(EXPERIMENTS), root: Path | None = None) -> dict[tuple, RunSpec]:
+    """Table 2's runs at ``scale``, keyed by (experiment, n, seed):
+    ``<root>/<experiment>_n<n>_s<seed>`` with ``root`` = ``outputs/paper/runs/<scale>``."""
+    root = runs_root(scale) if root is None else Path(root)
+    return {(e, n, s): RunSpec(e, root / run_name(e, n, s), (f"data.n_obs={n}", f"seed={s}"))
+            for e in experiments for n in n_obs for s in seeds}
 
 
 def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
                 experiments: Iterable[str] = tuple(EXPERIMENTS), overrides: Iterable[str] = (),
-                root: Path | None = None) -> dict[tuple[str, int, int], Path]:
-    """Run folders ``<root>/<experiment>_n<n>_s<seed>`` of finished runs at ``scale``, keyed by
-    (experiment, n, seed): reused when finished, resumed when stopped early, the missing ones
-    trained by Hydra multiruns (one when nothing is there yet)."""
-    root = runs_root(scale) if root is None else Path(root)
-    settings = SCALE_OVERRIDES[scale] + list(overrides)
-    wanted = [(e, n, s) for e in experiments for n in n_obs for s in seeds]
-    missing = []
-    for experiment, n, seed in wanted:
-        run_dir = root / run_name(experiment, n, seed)
-        if not reuse_or_resume(run_dir, [f"experiment={experiment}", f"data.n_obs={n}", f"seed={seed}", *settings],
-                               call):
-            missing.append((experiment, n, seed))
-    for experiments_, ns, seeds_ in product_groups(missing):
-        print(f"training {','.join(experiments_)} for n = {','.join(map(str, ns))}, seeds {','.join(map(str, seeds_))} "
-              f"at scale {scale} into {root}")
-        multirun(root, [f"experiment={','.join(experiments_)}", f"data.n_obs={','.join(map(str, ns))}",
-                        f"seed={','.join(map(str, seeds_))}", *settings], RUN_NAME, call)
-    return {key: root / run_name(*key) for key in wanted}
-
-
-def product_groups(combos: list[tuple[str, int, int]]) -> list[tuple[list[str], list[int], list[int]]]:
-    """Cover (experiment, n, seed) combinations with few full products, each one multirun:
-    experiments missing the same (n, seed) pairs share a group; a group whose pairs are not a
-    full product of its n and seeds is split by seed."""
-    pairs_of: dict[str, set[tuple[int, int]]] = {}
-    for experiment, n, seed in combos:
-        pairs_of.setdefault(experiment, set()).add((n, seed))
-    by_pairs: dict[frozenset, list[str]] = {}
-    for experiment, pairs in pairs_of.items():
-        by_pairs.setdefault(frozenset(pairs), []).append(experiment)
-    groups = []
-    for pairs, experiments in by_pairs.items():
-        ns, seeds = sorted({n for n, _ in pairs}), sorted({s for _, s in pairs})
-        if len(pairs) == len(ns) * len(seeds):
-            groups.append((experiments, ns, seeds))
-        else:
-            groups += [(experiments, sorted(n for n, s in pairs if s == seed), [seed]) for seed in seeds]
-    return groups
+                jobs: int | None = None, root: Path | None = None) -> dict[tuple[str, int, int], Path]:
+    """Finished run folders of Table 2 at ``scale`` (trained, resumed or reused), keyed by
+    (experiment, n, seed); stops with an error when one fails to train."""
+    specs = run_specs(scale, n_obs, seeds, experiments, root)
+    ensure_runs_or_exit(list(specs.values()), scale, list(overrides), jobs)
+    return {key: spec.run_dir for key, spec in specs.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -282,8 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 2's runs at --scale")
-    table_main(args, lambda scale: list(ensure_runs(scale, args.n, args.seeds, overrides=args.overrides).values()),
-               find_runs, infer_scale, write_table)
+    table_main(args, lambda scale: list(run_specs(scale, args.n, args.seeds).values()), find_runs, infer_scale,
+               write_table)
 
 
 if __name__ == "__main__":
