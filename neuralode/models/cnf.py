@@ -17,7 +17,6 @@ exact trace.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -66,27 +65,6 @@ def sample_noise(like: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown Hutchinson noise {kind!r}; choose one of {NOISE_KINDS}")
 
 
-def _detach(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach()
-
-
-def _same(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
-
-
-def _one_evaluation_graph(create_graph: bool):
-    """Where the graph of one field evaluation lives only until its trace is taken (nobody
-    differentiates the result), keep outer saved-tensor hooks out of it: they would count it as
-    saved for backward, and a hook that stores the tensor itself (the trainer's memory meter)
-    turns each op that saves its output (tanh, sigmoid) into a reference cycle through its graph
-    node. Nodes the vjp never runs (a gate computed from t and the parameters alone) are then
-    never freed: in training, every function evaluation of every forward solve stayed in memory.
-    Saving detached tensors breaks the cycle; autograd re-attaches the node when unpacking."""
-    if create_graph:
-        return contextlib.nullcontext()
-    return torch.autograd.graph.saved_tensors_hooks(_detach, _same)
-
-
 class CNFDynamics(nn.Module):
     """d/dt (z, log p) = (f(t, z), -trace(df/dz)) for one solve.
 
@@ -104,7 +82,7 @@ class CNFDynamics(nn.Module):
         # Second-order graphs are needed only when someone will differentiate the result:
         # plain backprop through the solver, or the adjoint's backward solve.
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad(), _one_evaluation_graph(create_graph):
+        with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
             dz = self.field(t, z)

@@ -59,7 +59,10 @@ class SavedTensorsMeter:
         if key not in self._storages:
             self._storages.add(key)
             self.last_bytes += nbytes
-        return tensor
+        # Detached: the tensor itself would make a reference cycle with the graph node of every op
+        # that saves its own output (tanh, sigmoid), and nodes no backward pass reaches (a graph
+        # built only to take a trace) were then never freed. Autograd re-attaches on unpacking.
+        return tensor.detach()
 
 
 def peak_rss_mb() -> float:
