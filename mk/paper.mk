@@ -2,7 +2,7 @@
 # Each target takes SCALE=smoke (CPU, minutes), SCALE=cpu (the paper's claims on a 2-core CPU) or SCALE=paper (the full recipe, GPU) and writes
 # under outputs/paper/; ARGS goes to the script (see `python -m neuralode.paper.<name> --help`).
 PAPER_TARGETS += table1 memory fig1 fig2 fig3
-.PHONY: table1 memory fig1 fig2 fig3 paper report
+.PHONY: table1 memory fig1 fig2 fig3 paper report results
 
 table1: install  ## Table 1 (MNIST: MLP, ResNet, RK-Net, ODE-Net) at SCALE, training what is missing -> outputs/paper/table1.md
 	$(PY) -m neuralode.paper.table1 --train --scale $(SCALE) $(ARGS)
@@ -34,3 +34,6 @@ paper: install  ## every paper artefact at SCALE (all families), then outputs/pa
 	done; \
 	$(PY) -m neuralode.paper.report --scale $(SCALE); \
 	if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
+
+results: install  ## REPORT.md at SCALE, then copy it and every artefact's md/csv/png (PNGs <= 300 KB) to docs/results/SCALE/
+	$(PY) -m neuralode.paper.report --scale $(SCALE) --publish docs/results/$(SCALE)

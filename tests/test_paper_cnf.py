@@ -50,8 +50,12 @@ def test_fig4_table_says_where_the_cnf_is_lower(tmp_path):
     assert "forward 26.0, adjoint backward 40.0" in text
 
     common.write_csv(tmp_path / "fig4.csv", fig4.CSV_HEADERS, fig4.csv_rows(runs))
-    by_key = {(r["flow"], r["energy"], r["size"]): r for r in read_csv(tmp_path / "fig4.csv")}
-    assert float(by_key[("CNF", "u1", "8")]["test_kl"]) == 0.5 and by_key[("CNF", "u2", "2")]["test_kl"] == ""
+    rows = read_csv(tmp_path / "fig4.csv")
+    assert list(rows[0])[:4] == ["energy", "k", "nf_kl", "cnf_kl"]
+    by_key = {(r["energy"], r["k"]): r for r in rows}
+    assert sorted(by_key) == [("u1", "2"), ("u1", "8"), ("u2", "2"), ("u2", "8")]
+    assert (float(by_key[("u1", "8")]["nf_kl"]), float(by_key[("u1", "8")]["cnf_kl"])) == (0.3, 0.5)
+    assert by_key[("u2", "2")]["nf_kl"] == "1.2" and by_key[("u2", "2")]["cnf_kl"] == ""
 
 
 def test_fig4_draws_from_run_folders_without_training(tmp_path):
@@ -62,6 +66,7 @@ def test_fig4_draws_from_run_folders_without_training(tmp_path):
                "--sizes", "2", "--grid", "8", "--no-tensorboard"])
     assert (tmp_path / "out" / "fig4.png").read_bytes()[:4] == PNG
     assert "| U2 | 2 | 1.000 (10 it) | 0.500 (10 it) | yes |" in (tmp_path / "out" / "fig4.md").read_text()
+    assert "Peak resident memory: training runs at most -, this drawing" in (tmp_path / "out" / "fig4.md").read_text()
 
 
 def test_fig4_trains_then_draws_real_densities(tmp_path):

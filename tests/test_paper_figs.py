@@ -128,3 +128,29 @@ def test_report_includes_what_exists_and_names_what_is_missing(tmp_path: Path):
     assert "![Figure 2: reverse-mode differentiation of an ODE solution](fig2.png)" in text
     assert "Not produced yet: `make fig3 SCALE=...`" in text
     assert "diagram of the model's computation graph" in text and "Nothing to reproduce" in text
+
+
+def test_report_gathers_every_claims_table_and_publishes_small_files(tmp_path: Path):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from neuralode.paper import report
+    from neuralode.paper.common import claims_table
+
+    (tmp_path / "table2.md").write_text("# Table 2\n\n" + "".join(claims_table([
+        ["n = 30: latent ODE below the RNN", "0.2 vs 0.4", "0.16 vs 0.39", "yes"]])) + "\nmore text\n")
+    (tmp_path / "fig4.md").write_text("".join(claims_table([["CNF KL(q||p) below", "8 of 9", "9 of 9", "no"]])))
+    (tmp_path / "fig4.csv").write_text("energy,k,nf_kl,cnf_kl\n")
+    fig = plt.figure(figsize=(12, 12))
+    fig.figimage(np.random.default_rng(0).random((1200, 1200, 3)))  # noise: a PNG far over 300 KB
+    fig.savefig(tmp_path / "fig4.png", dpi=100)
+    plt.close(fig)
+    assert (tmp_path / "fig4.png").stat().st_size > report.MAX_PNG_BYTES
+    text = report.render(tmp_path, "cpu", commit="abc1234", now="2026-01-01T00:00:00")
+    assert "1 of 2 claims hold" in text
+    assert "| `table2` | n = 30: latent ODE below the RNN | 0.2 vs 0.4 | 0.16 vs 0.39 | yes |" in text
+    assert "| `fig4` | CNF KL(q||p) below | 8 of 9 | 9 of 9 | no |" in text
+    assert "cores" in text  # the machine is named
+    copied = report.publish(tmp_path, tmp_path / "published")
+    assert sorted(p.name for p in copied) == ["fig4.csv", "fig4.md", "fig4.png", "table2.md"]
+    assert (tmp_path / "published" / "fig4.png").stat().st_size <= report.MAX_PNG_BYTES

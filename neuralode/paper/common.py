@@ -109,6 +109,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+#: The header of every artefact's claims table; REPORT.md gathers the rows of all of them.
+CLAIM_HEADERS = ["claim", "ours", "paper", "verdict"]
+
+
+def claims_table(rows: Sequence[Sequence[Any]]) -> list[str]:
+    """The markdown lines of a claims table (none when there is nothing to judge yet)."""
+    return [markdown_table(CLAIM_HEADERS, rows)] if rows else []
+
+
+def verdict(holds: bool) -> str:
+    return "yes" if holds else "no"
+
+
 def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     with Path(path).open("w", newline="") as f:
         writer = csv.writer(f)
@@ -296,8 +309,10 @@ def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (),
         return []
     parallel = min(jobs, len(todo))
     env = dict(os.environ)
-    # Several small runs side by side: one thread each unless the caller said otherwise.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    # Below paper scale the tensors are small and the runs many: one thread each (two threads on
+    # one run are often slower). At paper scale the cores are shared out. OMP_NUM_THREADS wins.
+    threads = max(1, (os.cpu_count() or 1) // parallel) if scale == "paper" else 1
+    env.setdefault("OMP_NUM_THREADS", str(threads))
 
     def train_one(spec: RunSpec) -> bool:
         resume = (spec.run_dir / "last.pt").is_file()

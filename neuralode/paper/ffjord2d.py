@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, fmt, markdown_table, scale_settings
+from neuralode.paper.common import RunSpec, claims_table, fmt, markdown_table, scale_settings, verdict
 from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
                                    imshow_density, load_run, parse, require_runs, runs_root, save_outputs, train_runs,
                                    scatter_points, write_tables)
@@ -46,11 +46,15 @@ def render(runs: dict[str, FlowRun | None], scale: str, root: Path | None = None
             continue
         rows.append([toy, fmt(run.final("test_nll"), ".3f"), run.steps, fmt(run.last_with("nfe_forward"), ".1f"),
                      fmt(run.last_with("nfe_backward"), ".1f"), fmt(run.final("test_nfe_forward"), ".0f"), PAPER_NFE])
+    nfe = [run.final("test_nfe_forward") for run in runs.values() if run is not None]
+    nfe = [value for value in nfe if value is not None]
     lines = [
         f"# FFJORD on 2-D toys (scale: {scale})",
         "",
         markdown_table(["toy", "test NLL (nats)", "iterations", "NFE train fwd", "NFE train bwd", "NFE eval",
                         "FFJORD NFE"], rows),
+        *claims_table([["NFE per solve of the trained models", f"{min(nfe):.0f}-{max(nfe):.0f}", PAPER_NFE,
+                        verdict(min(nfe) >= 70 and max(nfe) <= 100)]] if nfe else []),
         "NFE per solve: one solve per training step (forward: with Hutchinson's estimate; backward: the "
         "adjoint solve; both averaged over the last epoch) and per evaluation batch (exact trace). "
         "FFJORD reports about 70-100 on these toys after training; NFE grows as the field is trained, "
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         runs, lambda flow, half_width: draw_model(flow, half_width, draw["grid"], draw["samples"]))
     data = {toy: sample_toy(toy, draw["samples"], seed=1).numpy() for toy in args.toys}
     fig = make_figure(drawn, data, runs, half_width, f"FFJORD on 2-D toys (scale {args.scale})")
-    save_outputs(fig, folder, "ffjord2d", not args.no_tensorboard, started, failed)
+    save_outputs(fig, folder, "ffjord2d", not args.no_tensorboard, started, runs, failed)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch
 
 from neuralode.ode import collect_stats, odeint
 from neuralode.ode.controller import rms_norm
-from neuralode.paper.common import (add_figure_args, checkpoint_in, ensure_runs_or_exit, load_trained, markdown_table,
+from neuralode.paper.common import (add_figure_args, checkpoint_in, claims_table, verdict, ensure_runs_or_exit, load_trained, markdown_table,
                                     out_dir, progress, save_figure, scale_settings, smoke_threads, write_csv)
 from neuralode.train.loggers import read_metrics
 
@@ -185,6 +185,34 @@ def make_figure(sweep: list[SweepPoint], nfe: list[dict], title: str, norms: lis
     return fig
 
 
+def about_half(ratio: float) -> bool:
+    """The paper's "roughly half", read as 0.35-0.65."""
+    return 0.35 <= ratio <= 0.65
+
+
+def claims(sweep: list[SweepPoint], nfe: list[dict], norms: list[NormPoint] = ()) -> list[list[str]]:
+    """Figure 3's four panels as claims, with our numbers and verdicts."""
+    rows = []
+    if len(sweep) > 1:
+        loose, tight = sweep[0], sweep[-1]
+        rows.append(["(a) numerical error falls as forward NFE rises", f"NFE {loose.nfe} -> {tight.nfe}: error "
+                     f"{loose.error:.1e} -> {tight.error:.1e}", "yes", verdict(tight.nfe > loose.nfe and tight.error < loose.error)])
+        r = float(torch.corrcoef(torch.tensor([[p.nfe for p in sweep], [p.forward_ms for p in sweep]], dtype=torch.float64))[0, 1])
+        rows.append(["(b) forward time proportional to forward NFE", f"correlation {r:.3f}", "linear", verdict(r > 0.9)])
+    ratio = backward_forward_ratio(nfe)
+    if ratio is not None:
+        rows.append(["(c) backward NFE about half the forward NFE, over training", f"{ratio:.2f}", "about 0.5",
+                     verdict(about_half(ratio))])
+    for p in norms:
+        rows.append([f"(c) the same, trained model, adjoint norm {p.norm}", f"{p.ratio:.2f}", "about 0.5",
+                     verdict(about_half(p.ratio))])
+    if len({r["epoch"] for r in nfe}) > 1:
+        first, last = nfe[0], nfe[-1]
+        rows.append(["(d) forward NFE grows over training", f"{first['nfe_forward']:.1f} (epoch {first['epoch']}) -> "
+                     f"{last['nfe_forward']:.1f} (epoch {last['epoch']})", "grows", verdict(last["nfe_forward"] > first["nfe_forward"])])
+    return rows
+
+
 def summary_markdown(sweep: list[SweepPoint], nfe: list[dict], scale: str, source: str,
                      norms: list[NormPoint] = ()) -> str:
     ratio = backward_forward_ratio(nfe)
@@ -194,6 +222,7 @@ def summary_markdown(sweep: list[SweepPoint], nfe: list[dict], scale: str, sourc
     return "\n".join([
         f"# Figure 3: statistics of a trained ODE-Net (scale: {scale})",
         "",
+        *claims_table(claims(sweep, nfe, norms)),
         f"From `{source}`. Tolerance sweep of the trained ODE block (float64, error against a "
         f"{REFERENCE_TOL:g} solve):",
         "",

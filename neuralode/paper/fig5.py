@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, fmt, markdown_table, scale_settings
+from neuralode.paper.common import RunSpec, claims_table, fmt, markdown_table, scale_settings, verdict
 from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
                                    imshow_density, load_run, parse, require_runs, runs_root, save_outputs, train_runs,
                                    scatter_points, write_tables)
@@ -90,10 +90,18 @@ def render(runs: dict[tuple[str, str], FlowRun | None], scale: str, root: Path |
         nfe = "-" if flow == "NF" else f"{forward} / {backward}"
         rows.append([DATASETS[dataset], flow, fmt(run.final("test_nll"), ".3f"), run.steps,
                      run.summary.get("num_parameters"), nfe])
+    claims = []
+    for dataset, name in DATASETS.items():
+        cnf, nf = runs.get(("CNF", dataset)), runs.get(("NF", dataset))
+        if cnf is not None and nf is not None and None not in (cnf.final("test_nll"), nf.final("test_nll")):
+            claims.append([f"{name}: the CNF fits better than the NF (test NLL)",
+                           f"{cnf.final('test_nll'):.3f} vs {nf.final('test_nll'):.3f}", "CNF better (pictures)",
+                           verdict(cnf.final("test_nll") < nf.final("test_nll"))])
     lines = [
         f"# Figure 5: noise to data, planar CNF against planar NF (scale: {scale})",
         "",
         markdown_table(["data", "flow", "test NLL (nats)", "iterations", "parameters", "NFE fwd / bwd per step"], rows),
+        *claims_table(claims),
         "Test NLL: -log q(x) per point on held-out samples (exact trace for the CNF). The paper gives no "
         "numbers for this figure, only the pictures: the CNF spreads its mass into both shapes, the NF "
         "has difficulty with Two Moons.",
@@ -136,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     data = {dataset: sample_toy(dataset, draw["samples"], seed=1).numpy() for dataset in DATASETS}
     fig = make_figure(drawn, data, FRACTIONS, half_width,
                       f"Figure 5: noise to data, CNF (64 units) vs NF (64 layers) (scale {args.scale})")
-    save_outputs(fig, folder, "fig5", not args.no_tensorboard, started, failed)
+    save_outputs(fig, folder, "fig5", not args.no_tensorboard, started, runs, failed)
 
 
 if __name__ == "__main__":

@@ -179,11 +179,19 @@ def write_tables(out: Path | None, name: str, markdown: str, headers: Sequence[s
     return folder
 
 
-def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float,
+def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float, runs: dict[Hashable, FlowRun | None],
                  failed: Sequence[common.RunSpec] = ()) -> None:
-    """Save the figure (PNG and TensorBoard), then print the table and what was written; exit
-    with status 1 naming the runs that ``failed`` to train, if any."""
+    """Save the figure (PNG and TensorBoard), add the peak memory of the training runs and of this
+    drawing to ``<name>.md``, then print it and what was written; exit with status 1 naming the
+    runs that ``failed`` to train, if any."""
+    from neuralode.train.memory import peak_rss_mb
+
     png = save_figure(fig, folder, name, tensorboard=tensorboard)
+    trained = [run.last_with("peak_rss_mb") for run in runs.values() if run is not None]
+    trained = [value for value in trained if value is not None]
+    with (folder / f"{name}.md").open("a") as md:
+        md.write(f"\nPeak resident memory: training runs at most "
+                 f"{f'{max(trained):.0f} MB' if trained else '-'}, this drawing {peak_rss_mb():.0f} MB.\n")
     print((folder / f"{name}.md").read_text())
     print(f"wrote {png}, {folder / f'{name}.md'} and {folder / f'{name}.csv'} in {time.perf_counter() - started:.0f} s")
     if failed:

@@ -3,9 +3,14 @@
 It reads what the artefact targets left in ``outputs/paper/``: ``<name>.md`` (a table, included
 as is) and ``<name>.png`` (a figure, embedded), for the names in :data:`ARTEFACTS`, and the
 wall time of each target from ``timings/<target>.json`` (written by ``make paper``). An
-artefact that is missing is listed with the command that makes it.
+artefact that is missing is listed with the command that makes it. The claims tables of all
+artefacts (header ``claim | ours | paper | verdict``) are gathered into one table at the top.
 
     python -m neuralode.paper.report --scale smoke
+    python -m neuralode.paper.report --scale cpu --publish docs/results/cpu   # the files a reader needs
+
+``--publish`` copies REPORT.md and every artefact's ``.md``, ``.csv`` and ``.png`` (shrunk to at
+most 300 KB) into a folder meant to be committed.
 """
 
 from __future__ import annotations
@@ -13,11 +18,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuralode.paper.common import SCALES, git_commit, markdown_table, out_dir
+from neuralode.paper.common import CLAIM_HEADERS, SCALES, git_commit, markdown_table, out_dir
+
+#: What each scale is, for the report's first line.
+SCALE_TEXT = {"smoke": "CPU, minutes: short runs that check the pipeline, numbers far from converged",
+              "cpu": "the paper's claims on a 2-core CPU: each table says what was shortened",
+              "paper": "the full recipe"}
+#: Largest PNG that --publish copies as is.
+MAX_PNG_BYTES = 300_000
 
 
 @dataclass(frozen=True)
@@ -85,6 +99,50 @@ def wall_s(record: dict) -> float | None:
         return None
 
 
+def read_claims(text: str) -> list[list[str]]:
+    """The rows of every claims table in an artefact's markdown."""
+    header = "| " + " | ".join(CLAIM_HEADERS) + " |"
+    rows, inside = [], False
+    for line in text.splitlines():
+        if line == header:
+            inside = True
+        elif inside and line.startswith("|"):
+            if not line.startswith("|---"):
+                rows.append(line.strip()[2:-2].split(" | "))  # cells never hold " | "
+        else:
+            inside = False
+    return rows
+
+
+def claims_summary(folder: Path) -> list[list[str]]:
+    """Every artefact's claims, prefixed with the artefact."""
+    rows = []
+    for artefact in ARTEFACTS:
+        table = folder / f"{artefact.name}.md"
+        if table.is_file():
+            rows += [[f"`{artefact.name}`", *row] for row in read_claims(table.read_text())]
+    return rows
+
+
+def machine() -> str:
+    """The machine in words: CPU model and cores (or the GPU), memory."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    model = platform.processor() or platform.machine()
+    memory = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
+        memory = f", {kib / 2**20:.0f} GiB memory"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores{memory}"
+
+
 def artefact_section(artefact: Artefact, folder: Path) -> str:
     lines = [f"## {artefact.title}", "", f"**Paper.** {artefact.paper}", ""]
     if artefact.diagram:
@@ -119,14 +177,19 @@ def render(folder: Path, scale: str, commit: str, now: str | None = None) -> str
         seconds = wall_s(record)
         rows.append([f"`make {target}`", record.get("scale", "-"), "-" if seconds is None else f"{seconds:.0f} s",
                      record.get("status", "-")])
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    claims = claims_summary(folder)
     lines = [
         "# Neural Ordinary Differential Equations: our reproduction beside the paper",
         "",
-        f"Scale: **{scale}** ({'CPU, minutes: short runs, numbers far from converged' if scale == 'smoke' else 'the full recipe'}). "
-        f"Commit `{commit}`, torch {torch.__version__}, {device}, written {now or datetime.datetime.now().isoformat(timespec='seconds')}. "
-        "Each table states the scale that produced it; paper values from Chen et al. (2018).",
+        f"Scale: **{scale}** ({SCALE_TEXT[scale]}). "
+        f"Commit `{commit}`, torch {torch.__version__}, {machine()}, written {now or datetime.datetime.now().isoformat(timespec='seconds')}. "
+        "Each table states the scale that produced it; paper values from Chen et al. (2018) and Grathwohl et al. (2019).",
         "",
+        "## Claims",
+        "",
+        (f"{sum(row[-1] == 'yes' for row in claims)} of {len(claims)} claims hold at this scale; each artefact's "
+         "section below has the details.\n\n" + markdown_table(["artefact", *CLAIM_HEADERS], claims))
+        if claims else "No claims judged yet.\n",
         "Wall time of each target (from `make paper`):",
         "",
         markdown_table(["target", "scale", "wall time", "status"], rows) if rows else "No timings recorded (run `make paper`).\n",
@@ -140,12 +203,40 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m neuralode.paper.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="smoke", choices=SCALES, help="the scale the artefacts were made at")
     parser.add_argument("--out", type=Path, default=None, help="the artefacts' folder (default: outputs/paper)")
+    parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                        help="also copy the report and the artefacts' md/csv/png into DIR (e.g. docs/results/cpu)")
     args = parser.parse_args(argv)
     folder = out_dir(args.out)
     path = folder / "REPORT.md"
     path.write_text(render(folder, args.scale, git_commit()))
     present = [a.name for a in ARTEFACTS if (folder / f"{a.name}.md").is_file() or (folder / f"{a.name}.png").is_file()]
     print(f"wrote {path}: {len(present)} artefacts present ({', '.join(present) or 'none'})")
+    if args.publish is not None:
+        copied = publish(folder, args.publish)
+        print(f"published {len(copied)} files to {args.publish}")
+
+
+def publish(folder: Path, target: Path) -> list[Path]:
+    """Copy REPORT.md and each artefact's .md, .csv and .png from ``folder`` to ``target``;
+    a PNG over :data:`MAX_PNG_BYTES` is resampled smaller until it fits."""
+    from PIL import Image  # matplotlib's own dependency
+
+    target.mkdir(parents=True, exist_ok=True)
+    copied = []
+    names = ["REPORT.md"] + [f"{a.name}{suffix}" for a in ARTEFACTS for suffix in (".md", ".csv", ".png")]
+    for name in names:
+        source = folder / name
+        if not source.is_file():
+            continue
+        shutil.copyfile(source, target / name)
+        scale = 1.0
+        while name.endswith(".png") and (target / name).stat().st_size > MAX_PNG_BYTES and scale > 0.2:
+            scale *= 0.8
+            with Image.open(source) as picture:
+                size = (round(picture.width * scale), round(picture.height * scale))
+                picture.resize(size, Image.LANCZOS).save(target / name, optimize=True)
+        copied.append(target / name)
+    return copied
 
 
 if __name__ == "__main__":

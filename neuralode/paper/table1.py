@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, RunSpec, collect_runs, config_values, run_config, epochs_scale, fmt, markdown_table,
+from neuralode.paper.common import (RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, run_config, epochs_scale, fmt, markdown_table,
                                     read_finished_run, runs_root, shown_path, table_main, table_parser,
                                     write_table_files)
 
@@ -187,16 +187,16 @@ def claims(runs: list[Run]) -> list[list[str]]:
         # "Close": within a quarter of ResNet's error or 0.2 points, whichever is larger.
         close = abs(ode - res) <= max(0.2, 0.25 * res)
         rows.append(["ODE-Net's test error close to ResNet's", f"{ode:.2f}% vs {res:.2f}%", "0.42% vs 0.41%",
-                     "yes" if close else "no"])
+                     verdict(close)])
     params = {m: n["params"] for m, n in final.items() if n["params"]}
     if {"ODE-Net", "ResNet"} <= params.keys():
         ratio = params["ODE-Net"] / params["ResNet"]
         rows.append(["ODE-Net has about a third of ResNet's parameters", f"{ratio:.2f}x", "0.22M / 0.60M = 0.37x",
-                     "yes" if 0.25 <= ratio <= 0.45 else "no"])
+                     verdict(0.25 <= ratio <= 0.45)])
     if "MLP" in error and len(error) > 1:
         worst = max(error, key=error.get)
         rows.append(["the MLP has the highest test error", f"highest: {worst} ({100 * error[worst]:.2f}%)",
-                     "MLP 1.60%", "yes" if worst == "MLP" else "no"])
+                     "MLP 1.60%", verdict(worst == "MLP")])
     return rows
 
 
@@ -215,14 +215,13 @@ def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
     """Table 1 as markdown: the table, the claims with verdicts, what each column means, and the
     runs it came from."""
     devices = sorted({str(run.summary.get("device")) for run in runs})
-    verdicts = claims(runs)
     lines = [
         f"# Table 1: MNIST (scale: {scale})",
         "",
         markdown_table(HEADERS, table_rows(runs)),
         training_note(runs),
         "",
-        *([markdown_table(["claim", "ours", "paper", "verdict"], verdicts)] if verdicts else []),
+        *claims_table(claims(runs)),
         "Test error: the last evaluation of each run. Memory: peak bytes that a training step's forward "
         "pass saved for backward (and `torch.cuda.max_memory_allocated` on GPU); the paper gives the "
         "growth with depth L or NFE L~ (see memory.md for that measured). Time: training wall time per "

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, RunSpec, collect_runs, config_values, ensure_runs_or_exit,
+from neuralode.paper.common import (RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, ensure_runs_or_exit,
                                     epochs_scale, fmt, markdown_table, read_finished_run, run_config, runs_root,
                                     shown_path, table_main, table_parser, write_table_files)
 
@@ -194,10 +194,9 @@ def claims(runs: list[Run], n_obs: Iterable[int]) -> list[list[str]]:
             continue
         best = min(rnns, key=rnns.get)
         rows.append([f"n = {n}: latent ODE below the RNN", f"{latent:.4f} vs {best} {rnns[best]:.4f}",
-                     f"{PAPER[LATENT][n]:.4f} vs {PAPER_RNN[n]:.4f}", "yes" if latent < rnns[best] else "no"])
-        verdict = "yes" if latent <= high else ("no (below: better than the paper)" if latent < low else "no")
+                     f"{PAPER[LATENT][n]:.4f} vs {PAPER_RNN[n]:.4f}", verdict(latent < rnns[best])])
         rows.append([f"n = {n}: latent ODE within the paper's range ({low}-{high})", f"{latent:.4f}",
-                     f"{PAPER[LATENT][n]:.4f}", "yes" if low <= latent <= high else verdict])
+                     f"{PAPER[LATENT][n]:.4f}", verdict(low <= latent <= high)])
     return rows
 
 
@@ -224,7 +223,7 @@ def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
         f"# Table 2: predictive RMSE on spirals (scale: {scale})",
         "",
         markdown_table(headers, table_rows(runs, n_obs)),
-        *([markdown_table(["claim", "ours", "paper", "verdict"], verdicts)] if (verdicts := claims(runs, n_obs)) else []),
+        *claims_table(claims(runs, n_obs)),
         f"RMSE on the {distinct(run.config['n_extrap'] for run in runs)} grid points after the observed window, "
         "against the noise-free spirals: per test spiral, averaged over the test spirals; the last evaluation "
         "of each run. The latent ODE decodes from the posterior mean of z0; the RNN predicts autoregressively."
