@@ -6,10 +6,10 @@ PAPER_TARGETS += fig4 fig5 ffjord2d
 .PHONY: fig4 fig5 ffjord2d
 
 fig4: install  ## Figure 4: density matching, planar NF (K layers) vs CNF (M units), K=M in {2,8,32} -> outputs/paper/fig4.png, .md, .csv
-	$(PY) -m neuralode.paper.fig4 --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.fig4 --scale $(SCALE) $(ARGS))
 
 fig5: install  ## Figure 5: noise to data on Two Circles / Two Moons, CNF vs NF at 5..100% of the flow -> outputs/paper/fig5.png
-	$(PY) -m neuralode.paper.fig5 --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.fig5 --scale $(SCALE) $(ARGS))
 
 ffjord2d: install  ## FFJORD on the eight 2-D toys: learned densities, NFE per solve -> outputs/paper/ffjord2d.png, .md
-	$(PY) -m neuralode.paper.ffjord2d --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.ffjord2d --scale $(SCALE) $(ARGS))

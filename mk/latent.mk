@@ -5,13 +5,13 @@ PAPER_TARGETS += table2 fig7 fig8 fig9
 .PHONY: table2 fig7 fig8 fig9
 
 table2: install  ## Table 2 (spirals: RNN and latent ODE, n = 30, 50, 100) at SCALE, training what is missing -> outputs/paper/table2.md
-	$(PY) -m neuralode.paper.table2 --train --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.table2 --train --scale $(SCALE) $(ARGS))
 
 fig7: install  ## Figure 7: Poisson process latent ODE, events and learned intensity -> outputs/paper/fig7.png
-	$(PY) -m neuralode.paper.fig7 --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.fig7 --scale $(SCALE) $(ARGS))
 
 fig8: install  ## Figure 8: spirals, RNN vs latent ODE and the latent trajectories (n = 30 runs) -> outputs/paper/fig8.png
-	$(PY) -m neuralode.paper.fig8 --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.fig8 --scale $(SCALE) $(ARGS))
 
 fig9: install  ## Figure 9: trajectories decoded while one dimension of z0 varies -> outputs/paper/fig9.png
-	$(PY) -m neuralode.paper.fig9 --scale $(SCALE) $(ARGS)
+	$(call timed,$(PY) -m neuralode.paper.fig9 --scale $(SCALE) $(ARGS))

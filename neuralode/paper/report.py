@@ -81,14 +81,16 @@ ARTEFACTS = (
 )
 
 
-def read_timings(folder: Path) -> dict[str, dict]:
+def read_timings(folder: Path, scale: str) -> dict[str, dict]:
+    """The targets' wall-time records at ``scale`` (``timings/<target>-<scale>.json``)."""
     timings = {}
     for path in sorted((folder / "timings").glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except json.JSONDecodeError:
             continue
-        timings[record.get("target", path.stem)] = record
+        if record.get("scale") == scale:
+            timings[record.get("target", path.stem)] = record
     return timings
 
 
@@ -167,7 +169,7 @@ def render(folder: Path, scale: str, commit: str, now: str | None = None) -> str
     """The report's markdown for the artefacts in ``folder``."""
     import torch
 
-    timings = read_timings(folder)
+    timings = read_timings(folder, scale)
     names = [a.name for a in ARTEFACTS]
     rows = []
     for target in names + sorted(set(timings) - set(names)):
