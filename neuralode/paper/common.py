@@ -320,7 +320,7 @@ def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (),
         log = spec.run_dir.parent / f"{spec.run_dir.name}.log"
         print(f"{'resuming' if resume else 'training'} {spec.run_dir}" + (f" (log: {log})" if parallel > 1 else ""),
               flush=True)
-        print("$ " + " ".join(command[1:]), flush=True)
+        print("$ python " + " ".join(command[1:]), flush=True)
         started = time.perf_counter()
         spec.run_dir.parent.mkdir(parents=True, exist_ok=True)
         if parallel > 1:
