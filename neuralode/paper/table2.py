@@ -200,6 +200,36 @@ def claims(runs: list[Run], n_obs: Iterable[int]) -> list[list[str]]:
     return rows
 
 
+#: Extrapolation horizons (the first h of the points after the window) of the horizon table.
+HORIZONS = (10, 25, 50, 100)
+
+
+def rmse_by_horizon(run: Run, horizons: Iterable[int] = HORIZONS) -> dict[int, float] | None:
+    """The run's extrapolation RMSE over the first h points after the window, per horizon h, on
+    all its test spirals (None when the run has no checkpoint)."""
+    import torch
+
+    from neuralode.paper.common import checkpoint_in, load_trained
+
+    if checkpoint_in(run.path) is None:
+        return None
+    task, data, _ = load_trained(run.path)
+    batch = dict(data.eval_dataset().tensors)
+    with torch.no_grad():
+        _, extrap = task.predict(batch)
+    error = (extrap - batch["extrap_values"]).pow(2).mean(-1)  # (B, E)
+    return {h: float(error[:, :h].mean(1).sqrt().mean()) for h in horizons if h <= error.shape[1]}
+
+
+def horizon_rows(runs: list[Run]) -> list[list[str]]:
+    rows = []
+    for run in runs:
+        by_h = rmse_by_horizon(run)
+        if by_h:
+            rows.append([run.model, run.n_obs, run.seed] + [fmt(by_h.get(h), ".4f") for h in HORIZONS])
+    return rows
+
+
 def spiral_definition(runs: list[Run]) -> str:
     """The data as the runs generated it (settings read from their configs)."""
     def d(key: str) -> str:
@@ -229,6 +259,10 @@ def render(runs: list[Run], scale: str, base: Path | None = None) -> str:
         "of each run. The latent ODE decodes from the posterior mean of z0; the RNN predicts autoregressively."
         + (" Several seeds: mean ± standard deviation over seeds." if several else ""),
         "",
+        *([f"Extrapolation RMSE over the first h of the {distinct(run.config['n_extrap'] for run in runs)} points "
+           "after the window (the table above is h = 100; the error grows with the horizon):", "",
+           markdown_table(["model", "n", "seed", *(f"h = {h}" for h in HORIZONS)], horizons), ""]
+          if (horizons := horizon_rows(runs)) else []),
         spiral_definition(runs) + f" Training seeds: {distinct(run.seed for run in runs)}. "
         f"Devices: {distinct(run.summary.get('device') for run in runs)}.",
         "",
