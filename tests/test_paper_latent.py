@@ -240,3 +240,11 @@ def test_constant_rate_baseline_by_hand():
     torch.testing.assert_close(baseline["rate"], torch.tensor([0.5, 0.0]))
     # Two events at rate 0.5 over 4: 2 log 0.5 - 0.5 * 4; no event: -0 * 2.
     torch.testing.assert_close(baseline["log_likelihood"], torch.tensor([2 * torch.log(torch.tensor(0.5)).item() - 2.0, 0.0]))
+
+
+def test_rmse_by_horizon_ends_at_the_logged_extrapolation_rmse(runs):
+    run = table2.load_run(runs["latent_ode_spiral"])
+    by_h = table2.rmse_by_horizon(run)
+    assert list(by_h) == [10]  # TINY_SPIRALS extrapolate 10 points: only the horizons that fit
+    # Over all the extrapolated points it is the RMSE the run logged at its last evaluation.
+    assert by_h[10] == pytest.approx(run.records[-1]["test_rmse_extrap"], rel=1e-5)
