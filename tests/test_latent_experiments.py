@@ -23,15 +23,20 @@ def records(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("experiment, metrics, solves", [
-    ("latent_ode_spiral", {"test_elbo", "test_rmse_interp", "test_rmse_extrap", "train_elbo"}, "adjoint"),
-    ("rnn_spiral", {"test_rmse_interp", "test_rmse_extrap"}, None),
-    # Backpropagation through the solver: see configs/experiment/latent_ode_poisson.yaml.
-    ("latent_ode_poisson", {"test_log_likelihood", "test_rate_rmse", "train_log_likelihood"}, "backprop"),
+SPIRAL_METRICS = {"test_elbo", "test_rmse_interp", "test_rmse_extrap", "train_elbo"}
+
+
+@pytest.mark.parametrize("experiment, extra, metrics, solves", [
+    # Backpropagation through the solver by default: see configs/experiment/latent_ode_spiral.yaml.
+    ("latent_ode_spiral", [], SPIRAL_METRICS, "backprop"),
+    ("latent_ode_spiral", ["solver.adjoint=true"], SPIRAL_METRICS, "adjoint"),
+    ("rnn_spiral", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
+    ("rnn_spiral_residual", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
+    ("latent_ode_poisson", [], {"test_log_likelihood", "test_rate_rmse", "train_log_likelihood"}, "backprop"),
 ])
-def test_each_experiment_trains_two_steps(tmp_path, experiment, metrics, solves):
+def test_each_experiment_trains_two_steps(tmp_path, experiment, extra, metrics, solves):
     data = TINY_EVENTS if experiment.endswith("poisson") else TINY_SPIRALS
-    summary = train(compose("train", [f"experiment={experiment}", *data, *COMMON]), tmp_path)
+    summary = train(compose("train", [f"experiment={experiment}", *data, *COMMON, *extra]), tmp_path)
     assert summary["name"] == experiment and summary["steps"] == 2
     final = records(tmp_path)[-1]
     assert metrics <= set(final)
@@ -53,11 +58,14 @@ def test_spiral_experiments_share_data_and_optimiser_and_take_n_obs():
     # The paper's sizes: a 25-unit encoder, 4-D latent, 20-unit dynamics and decoder; a 25-unit RNN.
     assert (latent.model.net.rnn_hidden, latent.model.net.latent_dim) == (25, 4)
     assert (latent.model.net.dynamics_hidden, latent.model.net.decoder_hidden) == (20, 20)
-    assert rnn.model.net.hidden == 25 and latent.solver.adjoint
+    assert rnn.model.net.hidden == 25 and not latent.solver.adjoint  # backprop through the solver
+    residual = compose("train", ["experiment=rnn_spiral_residual", "data.n_obs=30"])
+    assert residual.data == rnn.data and residual.optim == rnn.optim and residual.trainer == rnn.trainer
+    assert residual.model.net.residual and not rnn.model.net.residual
 
 
 def test_table2_recipe_matches_the_experiment_configs():
     from neuralode.paper.table2 import EXPERIMENTS, PAPER_EPOCHS
 
-    for experiment, model in EXPERIMENTS.items():
-        assert compose("train", [f"experiment={experiment}"]).trainer.max_epochs == PAPER_EPOCHS[model]
+    for experiment in EXPERIMENTS:
+        assert compose("train", [f"experiment={experiment}"]).trainer.max_epochs == PAPER_EPOCHS
