@@ -50,6 +50,9 @@ def test_outputs_table_and_plot(tmp_path):
     text = paths["md"].read_text()
     assert "(scale: smoke)" in text
     assert "| ODE-Net | dopri5 | tol=1e-02 |" in text
+    # The claims: ODE-Net's memory is flat in depth (O(1)), ResNet's and RK-Net's grow.
+    assert "| ODE-Net rk4: training-step memory constant in depth |" in text
+    assert "| O(1) | yes |" in text and "| ResNet: training-step memory grows with depth |" in text
     ratios = memory.time_ratios(results)
     assert set(ratios) == {("rk4", "n=1"), ("rk4", "n=2"), ("dopri5", "tol=1e-01"), ("dopri5", "tol=1e-02")}
     assert all(r > 0 for r in ratios.values())

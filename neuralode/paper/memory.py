@@ -32,7 +32,7 @@ from torch import nn
 from neuralode.models.odenet import ODENet
 from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
-from neuralode.paper.common import (add_common_args, scale_settings, fmt, git_commit, markdown_table, out_dir, resolve_device,
+from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, git_commit, markdown_table, out_dir, resolve_device,
                                     root_dir, write_csv)
 
 MB = 2**20
@@ -249,6 +249,26 @@ def growth_rows(results: list[Measurement]) -> list[list]:
     return rows
 
 
+#: The paper's memory column per family prefix: grows with depth, or O(1).
+PAPER_MEMORY = {"ResNet": "O(L)", "RK-Net": "O(L~)", "ODE-Net": "O(1)"}
+
+
+def claims(results: list[Measurement]) -> list[list[str]]:
+    """Per family: does the memory grow with depth (ResNet, RK-Net) or stay flat (ODE-Net)?"""
+    rows = []
+    for name, ms in families(results).items():
+        paper = next((v for k, v in PAPER_MEMORY.items() if name.startswith(k)), None)
+        if paper is None or len(ms) < 2:
+            continue
+        first, last = min(ms, key=lambda m: m.depth), max(ms, key=lambda m: m.depth)
+        ratio = last.saved_mb / first.saved_mb
+        flat = ratio < 1.05  # within 5% from the smallest to the largest depth
+        rows.append([f"{name}: training-step memory {'constant in' if paper == 'O(1)' else 'grows with'} depth",
+                     f"{first.saved_mb:.1f} -> {last.saved_mb:.1f} MB over depth {first.depth}..{last.depth}", paper,
+                     verdict(flat if paper == "O(1)" else not flat)])
+    return rows
+
+
 def write_outputs(results: list[Measurement], folder: Path, scale: str, batch_size: int, channels: int,
                   device: torch.device) -> dict[str, Path]:
     """memory.md, memory.csv and memory.png in ``folder``."""
@@ -265,6 +285,7 @@ def write_outputs(results: list[Measurement], folder: Path, scale: str, batch_si
         "(rk4: 4 per step). Paper (Table 1): ResNet O(L), RK-Net O(L~), ODE-Net O(1).\n\n"
         + markdown_table(HEADERS, rows)
         + "\nGrowth per family (a flat ODE-Net is the paper's O(1) claim):\n\n" + growth
+        + "".join("\n" + table for table in claims_table(claims(results)))
     )
     (folder / "memory.md").write_text(text)
     plot(results, folder / "memory.png", scale, batch_size, cuda=device.type == "cuda")
