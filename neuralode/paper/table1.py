@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, run_config, epochs_scale, fmt, markdown_table,
-                                    read_finished_run, runs_root, shown_path, table_main, table_parser,
-                                    write_table_files)
+from neuralode.paper.common import (RunFolderError, RunSpec, claims_table, collect_runs, config_values, epochs_scale,
+                                    fmt, markdown_table, read_finished_run, run_config, runs_root, shown_path,
+                                    table_main, table_parser, verdict, write_table_files)
 
 #: The experiments of Table 1 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"mnist_mlp": "MLP", "mnist_resnet": "ResNet", "mnist_rknet": "RK-Net", "mnist_odenet": "ODE-Net"}
