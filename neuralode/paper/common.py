@@ -259,8 +259,7 @@ def table_main(args: argparse.Namespace, specs: Callable[[str], list["RunSpec"]]
     md, csv_path = write_table(runs, out_dir(args.out), scale)
     print(md.read_text())
     print(f"wrote {md} and {csv_path} in {time.perf_counter() - started:.0f} s")
-    if failed:
-        raise SystemExit("error: training failed for " + ", ".join(str(spec.run_dir) for spec in failed))
+    exit_if_failed(failed)
 
 
 # --------------------------------------------------------------------------- training runs
@@ -344,7 +343,11 @@ def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (),
 
 def ensure_runs_or_exit(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (), jobs: int | None = None) -> None:
     """:func:`ensure_runs`, stopping with the failed runs named when any failed."""
-    failed = ensure_runs(specs, scale, extra, jobs)
+    exit_if_failed(ensure_runs(specs, scale, extra, jobs))
+
+
+def exit_if_failed(failed: Sequence[RunSpec]) -> None:
+    """Stop with exit status 1, naming the runs that ``failed`` to train, if any did."""
     if failed:
         raise SystemExit("error: training failed for " + ", ".join(str(spec.run_dir) for spec in failed))
 

@@ -194,5 +194,4 @@ def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float
                  f"{f'{max(trained):.0f} MB' if trained else '-'}, this drawing {peak_rss_mb():.0f} MB.\n")
     print((folder / f"{name}.md").read_text())
     print(f"wrote {png}, {folder / f'{name}.md'} and {folder / f'{name}.csv'} in {time.perf_counter() - started:.0f} s")
-    if failed:
-        raise SystemExit("error: training failed for " + ", ".join(str(spec.run_dir) for spec in failed))
+    common.exit_if_failed(failed)
