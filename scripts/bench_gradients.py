@@ -4,7 +4,7 @@
     python scripts/bench_gradients.py --families cnf ffjord --steps 5
 
 For each experiment the config is composed as ``python -m neuralode train`` would, once with
-``solver.adjoint=false`` and once with ``solver.adjoint=true``, from the same seed: both start
+``solver.gradient=direct`` and once with ``solver.gradient=adjoint``, from the same seed: both start
 from the same weights and see the same batches. A step is what the trainer does (forward,
 backward, optimizer step); batches are drawn before timing, so data loading is excluded. After
 warm-up steps, the median wall time of the timed steps is reported with the mean forward and
@@ -51,17 +51,17 @@ CASES = (
 FAMILIES = tuple(dict.fromkeys(case.family for case in CASES))
 
 
-def compose_case(case: Case, adjoint: bool | None):
-    """The config the trainer would get; ``adjoint=None`` keeps the experiment's own choice."""
+def compose_case(case: Case, gradient: str | None):
+    """The config the trainer would get; ``gradient=None`` keeps the experiment's own choice."""
     from neuralode.train.config import compose
 
     overrides = [f"experiment={case.experiment}", "device=cpu", *case.overrides]
-    if adjoint is not None:
-        overrides.append(f"solver.adjoint={str(adjoint).lower()}")
+    if gradient is not None:
+        overrides.append(f"solver.gradient={gradient}")
     return compose("train", overrides)
 
 
-def time_steps(case: Case, adjoint: bool, warmup: int, steps: int) -> dict:
+def time_steps(case: Case, gradient: str, warmup: int, steps: int) -> dict:
     """Median seconds and mean NFE per training step of ``case`` under one gradient choice."""
     import hydra
 
@@ -70,7 +70,7 @@ def time_steps(case: Case, adjoint: bool, warmup: int, steps: int) -> dict:
     from neuralode.train.seeding import seed_everything
     from neuralode.train.trainer import move_to_device
 
-    cfg = compose_case(case, adjoint)
+    cfg = compose_case(case, gradient)
     seed_everything(cfg.seed)  # same weights and batches for both gradient choices
     task, data = build_task_and_data(cfg.model, cfg.data)
     optimizer = hydra.utils.instantiate(cfg.optim.optimizer, _convert_="all")(task.parameters())
@@ -133,14 +133,14 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     for case in (c for c in CASES if c.family in args.families):
-        default_adjoint = bool(compose_case(case, None).solver.adjoint)
+        default_gradient = compose_case(case, None).solver.gradient
         steps = args.steps or case.steps
         pair = {}
-        for adjoint in (False, True):
-            gradient = "adjoint" if adjoint else "backprop"
-            pair[gradient] = {"family": case.family, "experiment": case.name, "gradient": gradient,
-                              "default": adjoint == default_adjoint, **time_steps(case, adjoint, args.warmup, steps)}
-            print(f"{case.name} {gradient}: {pair[gradient]['s_per_step']:.3f} s/step", flush=True)
+        for gradient in ("direct", "adjoint"):
+            label = "backprop" if gradient == "direct" else gradient
+            pair[label] = {"family": case.family, "experiment": case.name, "gradient": label,
+                           "default": gradient == default_gradient, **time_steps(case, gradient, args.warmup, steps)}
+            print(f"{case.name} {label}: {pair[label]['s_per_step']:.3f} s/step", flush=True)
         # How many times faster a step is when backpropagating through the solver.
         pair["backprop"]["speedup"] = pair["adjoint"]["s_per_step"] / pair["backprop"]["s_per_step"]
         rows += [pair["backprop"], pair["adjoint"]]

@@ -14,7 +14,7 @@ from neuralode.models.cnf import CNF, MLPField, PlanarField, sample_noise, trace
 from neuralode.tasks.density import DensityMatchingTask, MaximumLikelihoodTask
 from tests.helpers import train_steps
 
-TIGHT = {"method": "dopri5", "rtol": 1e-9, "atol": 1e-9, "adjoint": False}
+TIGHT = {"method": "dopri5", "rtol": 1e-9, "atol": 1e-9, "gradient": "direct"}
 
 
 class LinearField(nn.Module):
@@ -70,10 +70,10 @@ def linear_closed_form_log_prob(x: torch.Tensor, A: torch.Tensor, t1: float) -> 
     return log_n - t1 * torch.trace(A)
 
 
-@pytest.mark.parametrize("adjoint", [False, True])
-def test_change_of_variables_on_linear_field(adjoint):
+@pytest.mark.parametrize("gradient", ["direct", "adjoint"])
+def test_change_of_variables_on_linear_field(gradient):
     A, t1 = random_matrix(2, seed=2), 0.7
-    flow = CNF(LinearField(A), dim=2, t1=t1, solver={**TIGHT, "adjoint": adjoint}).eval()
+    flow = CNF(LinearField(A), dim=2, t1=t1, solver={**TIGHT, "gradient": gradient}).eval()
     x = torch.randn(16, 2, dtype=torch.float64)
     expected = linear_closed_form_log_prob(x, A, t1)
     assert torch.allclose(flow.log_prob(x), expected, atol=1e-7)
@@ -109,8 +109,8 @@ def test_adjoint_gradients_match_backprop(trace):
     field = PlanarField(dim=2, units=4, hidden=8).double()
     x = torch.randn(12, 2, dtype=torch.float64)
     solver = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}
-    direct = CNF(field, t1=1.0, solver={**solver, "adjoint": False}, trace=trace, noise="rademacher").train()
-    adjoint = CNF(field, t1=1.0, solver={**solver, "adjoint": True}, trace=trace, noise="rademacher").train()
+    direct = CNF(field, t1=1.0, solver={**solver, "gradient": "direct"}, trace=trace, noise="rademacher").train()
+    adjoint = CNF(field, t1=1.0, solver={**solver, "gradient": "adjoint"}, trace=trace, noise="rademacher").train()
     for g_direct, g_adjoint in zip(_log_prob_grads(direct, x, 5), _log_prob_grads(adjoint, x, 5)):
         assert torch.allclose(g_direct, g_adjoint, rtol=1e-6, atol=1e-8)
 
@@ -167,7 +167,7 @@ def test_kl_is_zero_when_flow_equals_target():
 def test_maximum_likelihood_training_lowers_nll():
     torch.manual_seed(0)
     data = sample_toy("8gaussians", 128, seed=0)
-    flow = CNF(MLPField(width=16, depth=2), solver={"method": "rk4", "options": {"step_size": 0.25}, "adjoint": True},
+    flow = CNF(MLPField(width=16, depth=2), solver={"method": "rk4", "options": {"step_size": 0.25}, "gradient": "adjoint"},
                trace="hutchinson")
     task = MaximumLikelihoodTask(flow).train()
     first, last = train_steps(task, lambda step: data, steps=15, lr=5e-2, window=3)

@@ -7,10 +7,11 @@ import dataclasses
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from neuralode.models.odeblock import SolverSettings
-from neuralode.train.config import CONFIG_DIR, ConfigError, SolverConfig, check_override_keys, compose
+from neuralode.ode.settings import SolverSettings
+from neuralode.train.config import CONFIG_DIR, ConfigError, check_override_keys, compose
 from neuralode.train.run import train
 from tests.conftest import TINY_MNIST
 
@@ -46,8 +47,8 @@ def test_every_experiment_composes_to_the_reference_recipe(experiment, net):
 
 
 def test_rknet_backpropagates_through_the_solver_and_odenet_uses_the_adjoint():
-    assert compose("train", ["experiment=mnist_odenet"]).model.net.solver.adjoint is True
-    assert compose("train", ["experiment=mnist_rknet"]).model.net.solver.adjoint is False
+    assert compose("train", ["experiment=mnist_odenet"]).model.net.solver.gradient == "adjoint"
+    assert compose("train", ["experiment=mnist_rknet"]).model.net.solver.gradient == "direct"
 
 
 def test_solver_overrides_reach_the_model():
@@ -59,9 +60,18 @@ def test_solver_overrides_reach_the_model():
 
 @pytest.mark.parametrize("solver_file", sorted((CONFIG_DIR / "solver").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_solver_file_has_exactly_the_solver_settings_keys(solver_file):
-    keys = set(OmegaConf.load(solver_file))
-    assert keys == {f.name for f in dataclasses.fields(SolverConfig)} == {f.name for f in dataclasses.fields(SolverSettings)}
-    SolverSettings.from_any(OmegaConf.to_container(compose("train", [f"solver={solver_file.stem}"]).solver))
+    assert set(OmegaConf.load(solver_file)) == {f.name for f in dataclasses.fields(SolverSettings)}
+    cfg = compose("train", [f"solver={solver_file.stem}"])
+    assert OmegaConf.get_type(cfg, "solver") is SolverSettings  # the ODE core's type is the group's schema
+    assert SolverSettings.from_any(OmegaConf.to_container(cfg.solver)).gradient == "adjoint"
+
+
+def test_the_solver_group_composes_with_a_gradient_strategy():
+    for gradient in ("direct", "adjoint"):
+        cfg = compose("train", ["experiment=mnist_odenet", f"solver.gradient={gradient}"])
+        assert cfg.solver.gradient == cfg.model.net.solver.gradient == gradient
+        net = instantiate(cfg.model.net, _convert_="all", channels=4)
+        assert net.ode.solver == SolverSettings(gradient=gradient)  # the model solves with the group's settings
 
 
 def test_learning_rate_scales_linearly_with_the_batch_size():
@@ -102,9 +112,27 @@ def test_override_check_names_the_key_and_the_valid_ones():
                          "--cfg", "job", "model.net.channels=32", "+data.foo=1", "hydra.run.dir=x", "solver.options.step_size=0.1"])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["solver.gradient=foo"], "solver.gradient='foo' is not a gradient strategy; choose one of direct, adjoint, checkpoint"),
+    (["solver.gradient=direct", "solver.adjoint_method=rk4"], "solver.adjoint_method only applies to gradient=adjoint"),
+    (["solver.rtol=-1"], "solver.rtol"),
+    (["solver.method=dopri6"], "solver.method"),
+])
+def test_bad_solver_settings_are_one_line_errors_naming_the_key_before_training(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        train(compose("train", [*overrides, *TINY_MNIST, "trainer.max_steps=1"]), tmp_path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_the_old_adjoint_key_points_to_gradient():
+    with pytest.raises(ConfigError, match=r"'solver\.adjoint=true/false' is now 'solver\.gradient=adjoint/direct'"):
+        check_override_keys(["solver.adjoint=false"])
+    with pytest.raises(ConfigCompositionException):  # Hydra itself knows no such key either
+        compose("train", ["solver.adjoint=false"])
+
+
 def test_unknown_solver_and_added_keys_are_rejected_before_training(tmp_path):
-    with pytest.raises(ConfigError, match="solver.method=dopri6 is not a solver; valid: euler"):
-        train(compose("train", ["solver.method=dopri6", *TINY_MNIST, "trainer.max_steps=1"]), tmp_path)
     with pytest.raises(ConfigError, match="foo"):
         train(compose("train", ["+trainer.foo=1", *TINY_MNIST, "trainer.max_steps=1"]), tmp_path)
     with pytest.raises(ConfigError, match="CUDA is not available|CUDA device\\(s\\) are visible"):

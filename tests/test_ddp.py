@@ -43,7 +43,7 @@ def max_difference(a: dict, b: dict) -> float:
 
 
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
-    assert compose("train", ODENET).solver.adjoint
+    assert compose("train", ODENET).solver.gradient == "adjoint"
     outputs = tmp_path / "outputs"
     result = torchrun("train", *ODENET, "trainer.max_steps=3", f"paths.output_dir={outputs}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -16,9 +16,9 @@ from neuralode.train.memory import SavedTensorsMeter
 RK4 = {"method": "rk4", "options": {"step_size": 0.25}}
 
 
-def cnf(adjoint: bool = True, trace: str = "exact") -> CNF:
+def cnf(gradient: str = "adjoint", trace: str = "exact") -> CNF:
     torch.manual_seed(0)
-    return CNF(MLPField(width=16, depth=2, time_layer="concatsquash"), t1=0.5, solver={**RK4, "adjoint": adjoint},
+    return CNF(MLPField(width=16, depth=2, time_layer="concatsquash"), t1=0.5, solver={**RK4, "gradient": gradient},
                trace=trace)
 
 
@@ -63,9 +63,9 @@ def test_samples_in_chunks_match_one_call_and_keep_no_graph(name):
     assert not chunked.requires_grad
 
 
-@pytest.mark.parametrize("adjoint", [True, False])
-def test_maximum_likelihood_evaluation_in_chunks(adjoint):
-    task = MaximumLikelihoodTask(cnf(adjoint)).eval()
+@pytest.mark.parametrize("gradient", ["adjoint", "direct"])
+def test_maximum_likelihood_evaluation_in_chunks(gradient):
+    task = MaximumLikelihoodTask(cnf(gradient)).eval()
     batch = torch.randn(30, 2, generator=torch.Generator().manual_seed(2))
     whole = task.evaluation_step(batch)
     task.chunk = 4
@@ -91,13 +91,13 @@ def live_tensors() -> int:
     return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
 
 
-@pytest.mark.parametrize("adjoint", [True, False])
-def test_training_steps_under_the_saved_tensor_meter_leave_no_graph(adjoint):
+@pytest.mark.parametrize("gradient", ["adjoint", "direct"])
+def test_training_steps_under_the_saved_tensor_meter_leave_no_graph(gradient):
     # The trainer wraps each forward pass in SavedTensorsMeter, whose hook keeps the tensor
     # itself. A CNF's per-evaluation trace graphs (the forward solve of the adjoint, the solver's
     # first-step guess) used to stay alive under it: thousands of tensors after a few steps.
     flow = CNF(MLPField(width=16, depth=2, time_layer="concatsquash"), t1=0.5,
-               solver={"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "adjoint": adjoint}, trace="hutchinson").train()
+               solver={"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "gradient": gradient}, trace="hutchinson").train()
     task = MaximumLikelihoodTask(flow)
     meter = SavedTensorsMeter()
     batch = torch.randn(64, 2, generator=torch.Generator().manual_seed(4))

@@ -29,7 +29,7 @@ SPIRAL_METRICS = {"test_elbo", "test_rmse_interp", "test_rmse_extrap", "train_el
 @pytest.mark.parametrize("experiment, extra, metrics, solves", [
     # Backpropagation through the solver by default: see configs/experiment/latent_ode_spiral.yaml.
     ("latent_ode_spiral", [], SPIRAL_METRICS, "backprop"),
-    ("latent_ode_spiral", ["solver.adjoint=true"], SPIRAL_METRICS, "adjoint"),
+    ("latent_ode_spiral", ["solver.gradient=adjoint"], SPIRAL_METRICS, "adjoint"),
     ("rnn_spiral", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
     ("rnn_spiral_residual", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
     ("latent_ode_poisson", [], {"test_log_likelihood", "test_rate_rmse", "train_log_likelihood"}, "backprop"),
@@ -58,7 +58,7 @@ def test_spiral_experiments_share_data_and_optimiser_and_take_n_obs():
     # The paper's sizes: a 25-unit encoder, 4-D latent, 20-unit dynamics and decoder; a 25-unit RNN.
     assert (latent.model.net.rnn_hidden, latent.model.net.latent_dim) == (25, 4)
     assert (latent.model.net.dynamics_hidden, latent.model.net.decoder_hidden) == (20, 20)
-    assert rnn.model.net.hidden == 25 and not latent.solver.adjoint  # backprop through the solver
+    assert rnn.model.net.hidden == 25 and latent.solver.gradient == "direct"  # backprop through the solver
     residual = compose("train", ["experiment=rnn_spiral_residual", "data.n_obs=30"])
     assert residual.data == rnn.data and residual.optim == rnn.optim and residual.trainer == rnn.trainer
     assert residual.model.net.residual and not rnn.model.net.residual

@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from neuralode.models.mlp import MLP
-from neuralode.models.odeblock import SolverSettings
 from neuralode.models.odenet import ConcatConv2d, ODEFunc, ODENet, classifier_head, downsampling
 from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
+from neuralode.ode.settings import SolverSettings
 from neuralode.tasks.classification import ClassificationTask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
@@ -29,7 +29,7 @@ def test_parameter_counts_match_the_reference_code():
     # PAPER.md, Table 1: the authors' code gives these counts with 64 channels
     assert num_params(nn.ModuleList([downsampling(64), classifier_head(64, 10)])) == 132_874
     assert num_params(ODENet()) == 208_266
-    assert num_params(ODENet(solver={"adjoint": False})) == 208_266  # RK-Net: same network
+    assert num_params(ODENet(solver={"gradient": "direct"})) == 208_266  # RK-Net: same network
     assert num_params(ResNet()) == 576_778
     for hidden in (300, 800):
         assert num_params(MLP(hidden=hidden)) == 784 * hidden + hidden + hidden * 10 + 10
@@ -61,10 +61,10 @@ def test_resnet_without_blocks_is_downsampling_then_head():
     assert torch.allclose(net(x), net.head(net.downsampling(x)))
 
 
-def tiny_odenet(adjoint: bool) -> ODENet:
+def tiny_odenet(gradient: str) -> ODENet:
     torch.manual_seed(0)
     # fixed steps keep the adjoint's backward solve short (tight dopri5 takes ~600 evaluations)
-    solver = SolverSettings(method="rk4", options={"step_size": 0.05}, adjoint=adjoint)
+    solver = SolverSettings(method="rk4", options={"step_size": 0.05}, gradient=gradient)
     return ODENet(channels=4, num_classes=10, solver=solver).double()
 
 
@@ -72,18 +72,18 @@ def test_odenet_adjoint_and_rknet_gradients_agree():
     torch.manual_seed(0)
     x, y = torch.rand(2, 1, 28, 28, dtype=torch.float64), torch.tensor([3, 7])
     grads, stats = {}, {}
-    for adjoint in (True, False):
-        task = ClassificationTask(tiny_odenet(adjoint))
-        with collect_stats() as stats[adjoint]:
+    for gradient in ("adjoint", "direct"):
+        task = ClassificationTask(tiny_odenet(gradient))
+        with collect_stats() as stats[gradient]:
             task.training_step((x, y))["loss"].backward()
-        grads[adjoint] = torch.cat([p.grad.flatten() for p in task.parameters()])
+        grads[gradient] = torch.cat([p.grad.flatten() for p in task.parameters()])
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in task.parameters())
-    assert stats[True].nfe_forward > 0 and stats[True].nfe_backward > 0  # ODE-Net: adjoint solve
-    assert stats[False].nfe_forward > 0 and stats[False].nfe_backward == 0  # RK-Net: through the solver
+    assert stats["adjoint"].nfe_forward > 0 and stats["adjoint"].nfe_backward > 0  # ODE-Net: adjoint solve
+    assert stats["direct"].nfe_forward > 0 and stats["direct"].nfe_backward == 0  # RK-Net: through the solver
     # The adjoint gives the gradient of the exact flow, backprop that of the discrete solve;
     # they meet as the step shrinks (slowly: ReLU kinks in f). At h = 0.05 they differ by
     # about 0.6%; a missing or wrong term in the backward pass gives an O(1) difference.
-    difference = (grads[True] - grads[False]).abs().max() / grads[False].abs().max()
+    difference = (grads["adjoint"] - grads["direct"]).abs().max() / grads["direct"].abs().max()
     assert difference < 0.02
     ode_grad = [p.grad for p in task.net.ode.parameters()]
     assert any(g.abs().sum() > 0 for g in ode_grad), "the ODE block must receive gradient"
@@ -114,7 +114,7 @@ def test_classification_task_loss_and_metrics():
 
 @pytest.mark.parametrize(("name", "net_class"), [("odenet", ODENet), ("rknet", ODENet), ("resnet", ResNet), ("mlp", MLP)])
 def test_model_configs_build_the_reference_models(name, net_class):
-    solver = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": name != "rknet"}
+    solver = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "gradient": "direct" if name == "rknet" else "adjoint"}
     cfg = OmegaConf.create({"solver": solver, "model": OmegaConf.load(CONFIGS / f"{name}.yaml")})
     task = instantiate(cfg.model)
     assert isinstance(task, ClassificationTask) and isinstance(task.net, net_class)

@@ -89,12 +89,15 @@ def test_main_writes_markdown_and_csv(sweep: Path, tmp_path: Path, capsys):
     assert lines[2].split(",")[:4] == ["ODE-Net", "208266", "0.0042", "2"]  # raw fraction, not the percentage
 
 
-def test_run_identified_by_its_config_when_the_name_is_unknown(tmp_path: Path):
+@pytest.mark.parametrize("solver, model", [
+    ("gradient: direct", "RK-Net"), ("gradient: adjoint", "ODE-Net"),
+])
+def test_run_identified_by_its_config_when_the_name_is_unknown(tmp_path: Path, solver: str, model: str):
     run = make_run(tmp_path / "custom", "my_experiment", 208_266, [0.1], [1.0], 2, nfe=(20.0, 10.0))
     (run / ".hydra").mkdir()
     (run / ".hydra" / "config.yaml").write_text(
-        "model:\n  net:\n    _target_: neuralode.models.odenet.ODENet\nsolver:\n  adjoint: false\n")
-    assert table1.load_run(run).model == "RK-Net"
+        f"model:\n  net:\n    _target_: neuralode.models.odenet.ODENet\nsolver:\n  {solver}\n")
+    assert table1.load_run(run).model == model
 
 
 def test_bad_folders_give_clear_errors(tmp_path: Path, sweep: Path):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from neuralode.models.odeblock import SolverSettings, integrate
+from neuralode.ode.settings import SolverSettings, solve
 
 TRACE_ESTIMATORS = ("exact", "hutchinson")
 NOISE_KINDS = ("gaussian", "rademacher")
@@ -102,7 +102,7 @@ class CNF(nn.Module):
         field: the vector field, ``field(t, z) -> dz/dt`` with z of shape (B, dim).
         dim: dimension of z.
         t1: integration time.
-        solver: :class:`SolverSettings` or a mapping with its keys (adjoint on/off, tolerances).
+        solver: :class:`SolverSettings` or a mapping with its keys (gradient strategy, tolerances).
         trace: ``"exact"`` or ``"hutchinson"`` (used in training mode only).
         noise: ``"gaussian"`` or ``"rademacher"``, Hutchinson's noise.
     """
@@ -135,7 +135,7 @@ class CNF(nn.Module):
         t = torch.tensor(times, dtype=z.dtype, device=z.device)
         dynamics = CNFDynamics(self.field, noise)
         # The noise is a constant of this solve, not a parameter: name the field's parameters.
-        return integrate(dynamics, state, t, self.solver, adjoint_params=tuple(self.field.parameters()))
+        return solve(self.solver, dynamics, state, t, adjoint_params=tuple(self.field.parameters()))
 
     def log_prob(self, x: torch.Tensor, fraction: float = 1.0) -> torch.Tensor:
         """log q(x) of the flow's distribution at time ``fraction * t1`` (1 = the model), shape (B,)."""

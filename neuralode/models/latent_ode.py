@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from neuralode.models.odeblock import SolverSettings, integrate
+from neuralode.ode.settings import SolverSettings, solve
 
 ACTIVATIONS = {"elu": nn.ELU, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
 
@@ -95,7 +95,7 @@ def solve_at(
     if len(union) == 1:  # every requested time is 0
         ys = y0[None]
     else:
-        ys = integrate(func, y0, union, solver)  # (U, B, S)
+        ys = solve(solver, func, y0, union)  # (U, B, S)
     ys = ys.transpose(0, 1)  # (B, U, S)
     out = []
     for t in times:
@@ -159,7 +159,7 @@ class LatentODE(nn.Module):
         self.dynamics = LatentDynamics(latent_dim, dynamics_hidden, activation)
         self.decoder = mlp(latent_dim, decoder_hidden, obs_dim, "relu")
         self.obs_std = obs_std
-        self.solver = solver if solver is not None else SolverSettings()
+        self.solver = SolverSettings.from_any(solver)
 
     def latent_trajectories(self, z0: torch.Tensor, times: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """z(t) for each tensor of times (B, T_i), with one ODE solve for all of them."""

@@ -7,8 +7,8 @@ The reference architecture (the authors' ``odenet_mnist.py``), 64 channels:
     head          GN ReLU global-average-pool Linear(c, 10)
 
 ODE-Net and RK-Net are the same network: ODE-Net takes gradients with the adjoint method
-(``solver.adjoint=True``, memory constant in the number of steps), RK-Net backpropagates
-through the solver's operations (``solver.adjoint=False``). With 64 channels both have
+(``solver.gradient=adjoint``, memory constant in the number of steps), RK-Net backpropagates
+through the solver's operations (``solver.gradient=direct``). With 64 channels both have
 208,266 parameters.
 """
 
@@ -19,7 +19,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from neuralode.models.odeblock import ODEBlock, SolverSettings
+from neuralode.models.odeblock import ODEBlock
+from neuralode.ode.settings import SolverSettings
 
 
 def norm(channels: int) -> nn.GroupNorm:
@@ -82,7 +83,7 @@ class ODENet(nn.Module):
     """Downsampling, one ODE block integrated from 0 to ``t1``, classifier head.
 
     ``solver`` is a :class:`SolverSettings` or a mapping of its fields (e.g. Hydra's
-    ``${solver}``); ``solver.adjoint=False`` makes this the RK-Net.
+    ``${solver}``); ``gradient="direct"`` makes this the RK-Net.
     """
 
     def __init__(

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from neuralode.models.latent_ode import RecognitionRNN, kl_standard_normal, mlp, sample_z0, solve_at
-from neuralode.models.odeblock import SolverSettings
+from neuralode.ode.settings import SolverSettings
 
 
 class IntensityDynamics(nn.Module):
@@ -65,7 +65,7 @@ class PoissonLatentODE(nn.Module):
         super().__init__()
         self.encoder = RecognitionRNN(0, latent_dim, rnn_hidden, cell)
         self.dynamics = IntensityDynamics(latent_dim, dynamics_hidden, rate_hidden, activation)
-        self.solver = solver if solver is not None else SolverSettings()
+        self.solver = SolverSettings.from_any(solver)
 
     def forward(
         self,

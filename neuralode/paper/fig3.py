@@ -108,7 +108,7 @@ def adjoint_nfe_by_norm(net, x: torch.Tensor, y: torch.Tensor, norms: dict = ADJ
         for tol in dict.fromkeys((trained.rtol, *tolerances)):
             for name, norm in norms.items():
                 options = {k: v for k, v in (trained.adjoint_options or {}).items() if k != "norm"}
-                block.solver = replace(trained, adjoint=True, rtol=tol, atol=tol,
+                block.solver = replace(trained, gradient="adjoint", rtol=tol, atol=tol,
                                        adjoint_options={**options, **({"norm": norm} if norm else {})})
                 net.zero_grad()
                 with collect_stats() as stats:

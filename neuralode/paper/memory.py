@@ -147,12 +147,13 @@ def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 1):
     return meter.peak_bytes / MB, cuda_mb, stats.nfe_forward, stats.nfe_backward, 1000 * min(times)
 
 
-def ode_net(channels: int, method: str, adjoint: bool, n_steps: int | None = None, tol: float | None = None) -> ODENet:
-    """ODE-Net (``adjoint=True``) or RK-Net: rk4 over ``n_steps`` fixed steps, or dopri5 at ``tol``."""
+def ode_net(channels: int, method: str, gradient: str, n_steps: int | None = None, tol: float | None = None) -> ODENet:
+    """ODE-Net (``gradient="adjoint"``) or RK-Net (``"direct"``): rk4 over ``n_steps`` fixed steps,
+    or dopri5 at ``tol``."""
     if method == "rk4":
-        solver = dict(method="rk4", adjoint=adjoint, options={"step_size": 1.0 / n_steps})
+        solver = dict(method="rk4", gradient=gradient, options={"step_size": 1.0 / n_steps})
     else:
-        solver = dict(method=method, adjoint=adjoint, rtol=tol, atol=tol)
+        solver = dict(method=method, gradient=gradient, rtol=tol, atol=tol)
     return ODENet(channels=channels, solver=solver)
 
 
@@ -160,11 +161,11 @@ def settings_to_measure(depths: Iterable[int], tols: Iterable[float]):
     """(model, solver, setting, builder(channels)) for every point of the sweep."""
     for L in depths:
         yield "ResNet", "-", f"L={L}", lambda c, L=L: ResNet(channels=c, num_blocks=L)
-    for adjoint, model in ((False, "RK-Net"), (True, "ODE-Net")):
+    for gradient, model in (("direct", "RK-Net"), ("adjoint", "ODE-Net")):
         for n in depths:
-            yield model, "rk4", f"n={n}", lambda c, n=n, a=adjoint: ode_net(c, "rk4", a, n_steps=n)
+            yield model, "rk4", f"n={n}", lambda c, n=n, g=gradient: ode_net(c, "rk4", g, n_steps=n)
         for tol in tols:
-            yield model, "dopri5", f"tol={tol:.0e}", lambda c, tol=tol, a=adjoint: ode_net(c, "dopri5", a, tol=tol)
+            yield model, "dopri5", f"tol={tol:.0e}", lambda c, tol=tol, g=gradient: ode_net(c, "dopri5", g, tol=tol)
 
 
 def example_batch(batch_size: int, device: torch.device, data_root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:

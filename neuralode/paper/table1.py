@@ -35,7 +35,7 @@ PAPER = {
 }
 
 #: The settings of a run that the table states: name -> dotted config key.
-SETTINGS = {"target": "model.net._target_", "adjoint": "solver.adjoint", "scale": "scale",
+SETTINGS = {"target": "model.net._target_", "gradient": "solver.gradient", "scale": "scale",
             "train_limit": "data.train_limit", "augment": "data.augment", "batch_size": "data.batch_size"}
 
 
@@ -64,8 +64,10 @@ def model_of(path: Path, summary: dict, settings: dict) -> str:
     if name in EXPERIMENTS:
         return EXPERIMENTS[name]
     target = str(settings.get("target") or "")
-    by_class = {"MLP": "MLP", "ResNet": "ResNet",
-                "ODENet": "RK-Net" if settings.get("adjoint") is False else "ODE-Net"}
+    # An ODENet is the RK-Net when it backpropagates through the solver, the ODE-Net with the
+    # adjoint (the default); other gradient strategies fill no row.
+    odenet = {"direct": "RK-Net", "adjoint": "ODE-Net"}.get(settings.get("gradient") or "adjoint")
+    by_class = {"MLP": "MLP", "ResNet": "ResNet", **({"ODENet": odenet} if odenet else {})}
     if target.rsplit(".", 1)[-1] in by_class:
         return by_class[target.rsplit(".", 1)[-1]]
     raise RunFolderError(

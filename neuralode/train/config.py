@@ -5,9 +5,8 @@ exist and what type each has. They are registered in Hydra's ConfigStore as the 
 ``train.yaml`` and ``eval.yaml``, so a typo (``trainer.max_epoch=1``) or a wrong type
 (``solver.rtol=abc``) fails while the config is composed, before anything is built.
 ``model`` and ``data`` stay open (``Any``): their keys are the arguments of whatever their
-``_target_`` builds, and that call checks them.
-
-This module imports no torch, so the command line can reject a bad override quickly.
+``_target_`` builds, and that call checks them. The ``solver`` group's schema is the ODE core's
+own :class:`neuralode.ode.settings.SolverSettings`, the type every model solves with.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from omegaconf import MISSING, OmegaConf
+
+from neuralode.ode.settings import SolverSettings
 
 #: The repository root (this file is neuralode/train/config.py); configs/ lives beside the package.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,21 +41,6 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A configuration value that is invalid or inconsistent."""
-
-
-@dataclass
-class SolverConfig:
-    """How every ODE of a run is solved; models receive it as ``solver: ${solver}``."""
-
-    method: str = "dopri5"
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    adjoint: bool = True  # False: backpropagate through the solver's operations (RK-Net)
-    options: Dict[str, Any] = field(default_factory=dict)  # e.g. {step_size: 0.25} for rk4
-    adjoint_method: Optional[str] = None
-    adjoint_rtol: Optional[float] = None
-    adjoint_atol: Optional[float] = None
-    adjoint_options: Dict[str, Any] = field(default_factory=dict)  # e.g. {norm: seminorm}
 
 
 @dataclass
@@ -113,7 +99,7 @@ class TrainConfig:
     ckpt_path: Optional[str] = None  # continue from this checkpoint file
     model: Any = MISSING
     data: Any = MISSING
-    solver: SolverConfig = field(default_factory=SolverConfig)
+    solver: SolverSettings = field(default_factory=SolverSettings)  # models get it as ``solver: ${solver}``
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -133,6 +119,9 @@ class EvalConfig:
 
 
 SCHEMAS = {"train_schema": TrainConfig, "eval_schema": EvalConfig}
+
+#: Keys that no longer exist, with what replaced them (named when someone still uses them).
+RENAMED_KEYS = {"solver.adjoint": "'solver.adjoint=true/false' is now 'solver.gradient=adjoint/direct'"}
 
 
 def scale_lr(base_lr: float, batch_size: int, base_batch_size: int) -> float:
@@ -192,6 +181,8 @@ def check_override_keys(args: list[str], schema: type = TrainConfig) -> None:
                 where = ".".join(path)
                 close = difflib.get_close_matches(part, names, n=1)
                 hint = f" (did you mean '{'.'.join([*path, close[0]])}'?)" if close else ""
+                renamed = RENAMED_KEYS.get(".".join([*path, part]))
+                hint = f" ({renamed})" if renamed else hint
                 raise ConfigError(
                     f"unknown config key '{key}'{hint}\n"
                     f"valid keys {'under ' + repr(where) if where else 'at the top level'}: {', '.join(names)}"
@@ -207,3 +198,4 @@ def _dataclass_named(type_name: Any) -> type | None:
     """The schema dataclass a field annotation names (annotations are strings here), if any."""
     found = globals().get(type_name) if isinstance(type_name, str) else type_name
     return found if dataclasses.is_dataclass(found) else None
+

@@ -2,8 +2,9 @@
 
 ``train(cfg, run_dir)`` and ``evaluate_checkpoint(...)`` work with any config composed from
 ``configs/`` (the command line, :func:`neuralode.train.config.compose` in tests and scripts);
-``train_cli`` and ``eval_cli`` wrap them in Hydra's command line. Torch and the models are
-imported only once a config has been composed, so a bad override fails fast.
+``train_cli`` and ``eval_cli`` wrap them in Hydra's command line. The models and data are
+imported only once a config has been composed, so a bad override fails fast (torch itself
+comes with the ``solver`` schema, the ODE core's ``SolverSettings``).
 
 Under ``torchrun`` every process runs ``train_cli``: they join one process group, rank 0
 decides the run directory and tells the others (Hydra's ``${now:...}`` differs between
@@ -142,12 +143,14 @@ def _check_schema(cfg: DictConfig, schema: type) -> None:
 
 
 def _check_solver(solver: DictConfig) -> None:
-    from neuralode.ode import TABLEAUX
+    """The ODE core's own checks of the ``solver`` group (method, tolerances, options, gradient)."""
+    from neuralode.ode import InvalidOptionError
+    from neuralode.ode.settings import SolverSettings
 
-    for key in ("method", "adjoint_method"):
-        method = solver[key]
-        if method is not None and method not in TABLEAUX:
-            raise ConfigError(f"solver.{key}={method} is not a solver; valid: {', '.join(TABLEAUX)}")
+    try:
+        SolverSettings.from_any(OmegaConf.to_container(solver, resolve=True))
+    except InvalidOptionError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
