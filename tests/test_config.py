@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from neuralode.ode.settings import SolverSettings
-from neuralode.train.config import CONFIG_DIR, ConfigError, check_override_keys, compose
+from neuralode.train.config import CONFIG_DIR, ConfigError, check_override_keys, compose, upgrade_stored_config
 from neuralode.train.run import train
-from tests.conftest import TINY_MNIST
+from tests.conftest import TINY_MNIST, tiny_mnist
 
 EXPERIMENTS = {
     "mnist_odenet": "neuralode.models.odenet.ODENet",
@@ -130,6 +130,26 @@ def test_the_old_adjoint_key_points_to_gradient():
         check_override_keys(["solver.adjoint=false"])
     with pytest.raises(ConfigCompositionException):  # Hydra itself knows no such key either
         compose("train", ["solver.adjoint=false"])
+
+
+def test_configs_stored_by_old_runs_read_adjoint_as_gradient():
+    """Runs stored before ``solver.gradient`` (``adjoint: true/false``) can still be rebuilt."""
+    stored = OmegaConf.to_container(compose("train", tiny_mnist("mnist_rknet")), resolve=True)
+    for node in (stored["solver"], stored["model"]["net"]["solver"]):
+        node["adjoint"] = node.pop("gradient") == "adjoint"  # as an old run stored it
+    assert stored["solver"]["adjoint"] is False
+    upgraded = upgrade_stored_config(stored)
+    assert upgraded["solver"] == upgraded["model"]["net"]["solver"] == SolverSettings(gradient="direct").as_dict()
+    assert stored["solver"]["adjoint"] is False  # the input is left as it was
+    net = instantiate(OmegaConf.create(upgraded).model.net, _convert_="all")
+    assert net.ode.solver.gradient == "direct"
+    # .hydra/config.yaml keeps ${solver}: the interpolation follows the upgraded node.
+    old = OmegaConf.create({"solver": {"adjoint": True, "rtol": 1e-4}, "model": {"solver": "${solver}"}})
+    assert OmegaConf.to_container(upgrade_stored_config(old).model, resolve=True) == {
+        "solver": {"gradient": "adjoint", "rtol": 1e-4}}
+    # adjoint: false ignored the adjoint's settings; "direct" refuses them, so they go.
+    old = {"solver": {"adjoint": False, "adjoint_rtol": 1e-6, "adjoint_options": {"norm": "seminorm"}}}
+    assert upgrade_stored_config(old) == {"solver": {"gradient": "direct", "adjoint_rtol": None, "adjoint_options": {}}}
 
 
 def test_unknown_solver_and_added_keys_are_rejected_before_training(tmp_path):

@@ -91,6 +91,7 @@ def test_main_writes_markdown_and_csv(sweep: Path, tmp_path: Path, capsys):
 
 @pytest.mark.parametrize("solver, model", [
     ("gradient: direct", "RK-Net"), ("gradient: adjoint", "ODE-Net"),
+    ("adjoint: false", "RK-Net"), ("adjoint: true", "ODE-Net"),  # a run stored before solver.gradient
 ])
 def test_run_identified_by_its_config_when_the_name_is_unknown(tmp_path: Path, solver: str, model: str):
     run = make_run(tmp_path / "custom", "my_experiment", 208_266, [0.1], [1.0], 2, nfe=(20.0, 10.0))

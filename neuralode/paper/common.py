@@ -172,18 +172,20 @@ def read_finished_run(path: Path) -> tuple[dict, list[dict]]:
 
 def run_config(path: Path):
     """A run's settings: ``.hydra/config.yaml`` (a command-line run), else the config stored in
-    its checkpoint."""
+    its checkpoint; in today's keys (an old run's ``solver.adjoint`` as ``solver.gradient``)."""
     from omegaconf import OmegaConf
+
+    from neuralode.train.config import upgrade_stored_config
 
     config_file = Path(path) / ".hydra" / "config.yaml"
     if config_file.is_file():
-        return OmegaConf.load(config_file)
+        return upgrade_stored_config(OmegaConf.load(config_file))
     ckpt = checkpoint_in(Path(path))
     if ckpt is None:
         raise RunFolderError(f"{path} has neither .hydra/config.yaml nor a checkpoint: its settings are unknown")
     from neuralode.train.checkpoint import load_checkpoint
 
-    return OmegaConf.create(load_checkpoint(ckpt, map_location="cpu")["config"])
+    return OmegaConf.create(upgrade_stored_config(load_checkpoint(ckpt, map_location="cpu")["config"]))
 
 
 def config_values(config, keys: dict[str, str]) -> dict[str, Any]:
@@ -371,6 +373,7 @@ def load_trained(path: str | Path):
     from omegaconf import OmegaConf
 
     from neuralode.train.checkpoint import load_checkpoint
+    from neuralode.train.config import upgrade_stored_config
     from neuralode.train.run import build_task_and_data
 
     path = Path(path)
@@ -378,7 +381,7 @@ def load_trained(path: str | Path):
     if ckpt is None or not ckpt.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint file nor a run folder with last.pt or best.pt")
     state = load_checkpoint(ckpt, map_location="cpu")
-    config = OmegaConf.create(state["config"])
+    config = OmegaConf.create(upgrade_stored_config(state["config"]))
     task, data = build_task_and_data(config.model, config.data)
     task.load_state_dict(state["model"])
     return task.eval(), data, state

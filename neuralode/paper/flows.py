@@ -73,10 +73,11 @@ def load_task(run_dir: Path, device: torch.device | str = "cpu"):
     from omegaconf import OmegaConf
 
     from neuralode.train.checkpoint import load_checkpoint
+    from neuralode.train.config import upgrade_stored_config
     from neuralode.train.run import build_task_and_data
 
     state = load_checkpoint(Path(run_dir) / "last.pt", map_location=device)
-    config = OmegaConf.create(state["config"])
+    config = OmegaConf.create(upgrade_stored_config(state["config"]))
     task, _ = build_task_and_data(config.model, config.data)
     task.load_state_dict(state["model"])
     return task.to(device).eval()

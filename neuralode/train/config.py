@@ -199,3 +199,31 @@ def _dataclass_named(type_name: Any) -> type | None:
     found = globals().get(type_name) if isinstance(type_name, str) else type_name
     return found if dataclasses.is_dataclass(found) else None
 
+
+def upgrade_stored_config(config: Any) -> Any:
+    """A config that an older version stored (a run's ``.hydra/config.yaml``, a checkpoint's
+    ``config``) in today's keys, so that old runs can still be read and rebuilt: every
+    ``solver`` node's ``adjoint: true/false`` becomes ``gradient: adjoint/direct`` (with
+    ``false``, the ``adjoint_*`` settings, which were ignored then, are dropped). Takes and
+    returns a plain dict or a DictConfig (its interpolations kept); the input is not changed."""
+    from omegaconf import DictConfig
+
+    if isinstance(config, DictConfig):
+        return OmegaConf.create(_upgrade_node(OmegaConf.to_container(config, resolve=False)))
+    return _upgrade_node(config)
+
+
+def _upgrade_node(node: Any, key: Any = None) -> Any:
+    if isinstance(node, list):
+        return [_upgrade_node(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _upgrade_node(v, k) for k, v in node.items()}
+    if key == "solver" and isinstance(node.get("adjoint"), bool) and "gradient" not in node:
+        adjoint = node["adjoint"]
+        gradient = "adjoint" if adjoint else "direct"
+        node = {("gradient" if k == "adjoint" else k): (gradient if k == "adjoint" else v) for k, v in node.items()}
+        if not adjoint:
+            node.update({k: None for k in ("adjoint_method", "adjoint_rtol", "adjoint_atol") if k in node})
+            node.update({"adjoint_options": {}} if "adjoint_options" in node else {})
+    return node

@@ -37,6 +37,7 @@ from neuralode.train.config import (
     check_override_keys,
     compose,
     register_configs,
+    upgrade_stored_config,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def evaluate_checkpoint(
     path = _checkpoint_file(Path(ckpt))
     device = resolve_device(device)
     state = load_checkpoint(path, map_location=device)
-    stored = OmegaConf.create(state["config"])
+    stored = OmegaConf.create(upgrade_stored_config(state["config"]))
     data_cfg = OmegaConf.merge(stored.data, data_overrides or {})
     task, data = build_task_and_data(stored.model, data_cfg)
     try:
