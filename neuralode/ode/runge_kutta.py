@@ -1,16 +1,19 @@
-"""One generic explicit Runge-Kutta step and the dense-output interpolants."""
+"""Explicit Runge-Kutta: one generic solver that runs any tableau, and its interpolants.
+
+A solver is an object with ``init`` (the state it carries between steps: here ``f(t0, y0)``),
+``step`` (one attempt, returning what the controller and the interpolant need), ``error_norm``
+and ``interpolant``. The loop (``loop.py``) knows nothing else about the method.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import torch
 
+from neuralode.ode.problem import CALLBACKS, Field
 from neuralode.ode.tableaux import ButcherTableau
-
-#: The solver's view of the vector field: float time, tensor state.
-Field = Callable[[float, torch.Tensor], torch.Tensor]
 
 
 @lru_cache(maxsize=64)
@@ -35,62 +38,140 @@ def _combine(y: torch.Tensor, stages: torch.Tensor, weights: torch.Tensor, h: fl
     return torch.addmv(y.reshape(-1), flat.t(), weights, alpha=h).view(y.shape)
 
 
-def rk_step(f: Field, tab: ButcherTableau, t: float, y: torch.Tensor, h: float, k1: torch.Tensor):
-    """Advance ``y`` from ``t`` to ``t + h``; ``k1 = f(t, y)`` is given (it is often reused).
+@dataclass
+class RKStep:
+    """One attempted step: the new state and the stages (stacked on a leading dimension)."""
 
-    Returns ``(y1, stages)``, ``stages`` stacked on a new leading dimension. Without autograd
-    the stages are written into one preallocated buffer; with autograd they are stacked anew
-    at each stage, since an in-place buffer would break the recorded graph.
-    """
-    rows, b, _, _ = _coefficients(tab, y.dtype, y.device)
-    s = tab.num_stages
-    if torch.is_grad_enabled():
-        ks = [k1]
-        stages = k1.unsqueeze(0)
-        for i in range(1, s):
-            ks.append(f(t + tab.c[i] * h, _combine(y, stages, rows[i], h)))
-            stages = torch.stack(ks)
-    else:
-        stages = torch.empty((s, *y.shape), dtype=y.dtype, device=y.device)
-        stages[0] = k1
-        for i in range(1, s):
-            stages[i] = f(t + tab.c[i] * h, _combine(y, stages[:i], rows[i], h))
-    return _combine(y, stages, b, h), stages
+    y1: torch.Tensor
+    stages: torch.Tensor
 
 
-def error_estimate(tab: ButcherTableau, stages: torch.Tensor, h: float, scale: torch.Tensor, norm) -> torch.Tensor:
-    """The local error norm of a step (a 0-dim tensor; <= 1 means accept)."""
-    _, _, b_err, b_err_low = _coefficients(tab, stages.dtype, stages.device)
-    flat = stages.reshape(stages.shape[0], -1)
-    err = norm((flat.t() @ b_err).view(scale.shape) * h / scale)
-    if b_err_low is None:
-        return err
-    # DOP853: blend the 5th- and 3rd-order estimates as Hairer's dop853.f does.
-    err_low = norm((flat.t() @ b_err_low).view(scale.shape) * h / scale)
-    denom = (err * err + 0.01 * err_low * err_low).sqrt()
-    return torch.where(denom > 0, err * err / denom, err)
+class ExplicitRungeKutta:
+    """Any explicit Runge-Kutta tableau; adaptive when the tableau has an embedded estimate."""
+
+    callbacks = CALLBACKS  # every callback is called
+
+    def __init__(self, tableau: ButcherTableau):
+        self.tableau = tableau
+        self.name = tableau.name
+        self.adaptive = tableau.adaptive
+        self.order = tableau.order
+        self.error_order = tableau.error_order
+
+    def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        """What a step from (t, y) starts from: the slope there."""
+        return field(t, y, perturb)
+
+    def step(self, field: Field, t: float, y: torch.Tensor, h: float, f0: torch.Tensor,
+             perturb_end: bool = False) -> RKStep:
+        """Advance from ``t`` to ``t + h``. With ``perturb_end`` the stages at ``t + h`` see the
+        left-hand limit of ``func`` there (the step ends on a discontinuity).
+
+        Without autograd the stages are written into one preallocated buffer; with autograd
+        they are stacked anew at each stage, since an in-place buffer would break the graph.
+        """
+        tab = self.tableau
+        rows, b, _, _ = _coefficients(tab, y.dtype, y.device)
+        s = tab.num_stages
+
+        def stage(i, stages):
+            return field(t + tab.c[i] * h, _combine(y, stages, rows[i], h), -1 if perturb_end and tab.c[i] == 1 else 0)
+
+        if torch.is_grad_enabled():
+            ks = [f0]
+            stages = f0.unsqueeze(0)
+            for i in range(1, s):
+                ks.append(stage(i, stages))
+                stages = torch.stack(ks)
+        else:
+            stages = torch.empty((s, *y.shape), dtype=y.dtype, device=y.device)
+            stages[0] = f0
+            for i in range(1, s):
+                stages[i] = stage(i, stages[:i])
+        return RKStep(_combine(y, stages, b, h), stages)
+
+    def next_init(self, field: Field, t1: float, step: RKStep, perturb: int = 0) -> torch.Tensor:
+        """The slope at the end of an accepted step: the last stage of an FSAL method, unless
+        the step ended on a discontinuity and the next one must see the right-hand limit."""
+        if self.tableau.fsal and not perturb:
+            return step.stages[-1]
+        return field(t1, step.y1, perturb)
+
+    def error_norm(self, step: RKStep, h: float, scale, norm) -> torch.Tensor:
+        """The local error under ``norm`` of ``error / scale`` (a 0-dim tensor; <= 1 is acceptable)."""
+        tab = self.tableau
+        _, _, b_err, b_err_low = _coefficients(tab, step.stages.dtype, step.stages.device)
+        flat = step.stages.reshape(step.stages.shape[0], -1)
+        shape = step.y1.shape
+        err = norm((flat.t() @ b_err).view(shape) * h / scale)
+        if b_err_low is None:
+            return err
+        # DOP853: blend the 5th- and 3rd-order estimates as Hairer's dop853.f does.
+        err_low = norm((flat.t() @ b_err_low).view(shape) * h / scale)
+        denom = (err * err + 0.01 * err_low * err_low).sqrt()
+        return torch.where(denom > 0, err * err / denom, err)
+
+    def interpolant(self, field: Field, t: float, h: float, y0: torch.Tensor, step: RKStep,
+                    f1: torch.Tensor | None) -> "RKInterpolant":
+        return RKInterpolant(self.tableau, field, t, h, y0, step, f1)
 
 
-def dense_stages(f: Field, tab: ButcherTableau, t: float, y0: torch.Tensor, h: float,
-                 stages: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:
-    """The stages the interpolant weighs: the step's own, plus any extra ones it needs."""
-    if not tab.dense_stages:
-        return stages
-    ext = torch.cat([stages, f1.unsqueeze(0)])
-    for c, row in _dense_rows(tab, y0.dtype, y0.device):
-        ext = torch.cat([ext, f(t + c * h, _combine(y0, ext, row, h)).unsqueeze(0)])
-    return ext
+class RKInterpolant:
+    """The state inside an accepted step: the method's own dense output, else a cubic Hermite
+    polynomial through both ends and their slopes. Extra stages are computed on first use."""
+
+    def __init__(self, tab: ButcherTableau, field: Field, t: float, h: float, y0: torch.Tensor, step: RKStep,
+                 f1: torch.Tensor | None):
+        if f1 is None and tab.fsal:
+            f1 = step.stages[-1]
+        self.tab, self.field, self.t, self.h, self.y0, self.step, self.f1 = tab, field, t, h, y0, step, f1
+        self._stages = None
+
+    def _slope_at_end(self) -> torch.Tensor:
+        if self.f1 is None:
+            self.f1 = self.field(self.t + self.h, self.step.y1, -1)
+        return self.f1
+
+    def _dense_stages(self) -> torch.Tensor:
+        if self._stages is None:
+            stages = self.step.stages
+            if self.tab.dense_stages:
+                ext = torch.cat([stages, self._slope_at_end().unsqueeze(0)])
+                for c, row in _dense_rows(self.tab, self.y0.dtype, self.y0.device):
+                    ext = torch.cat([ext, self.field(self.t + c * self.h, _combine(self.y0, ext, row, self.h)).unsqueeze(0)])
+                stages = ext
+            self._stages = stages
+        return self._stages
+
+    def __call__(self, s: float) -> torch.Tensor:
+        theta = (s - self.t) / self.h
+        if theta == 1.0:
+            return self.step.y1
+        if self.tab.dense is not None:
+            weights = torch.tensor(self.tab.dense(theta), dtype=self.y0.dtype, device=self.y0.device)
+            return _combine(self.y0, self._dense_stages(), weights, self.h)
+        return hermite(theta, self.h, self.y0, self.step.y1, self.step.stages[0], self._slope_at_end())
 
 
-def interpolate(tab: ButcherTableau, theta: float, h: float, y0: torch.Tensor, y1: torch.Tensor,
-                stages: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:
-    """The state at ``t0 + theta * h`` inside an accepted step (``stages`` from ``dense_stages``)."""
-    if tab.dense is not None:
-        weights = torch.tensor(tab.dense(theta), dtype=y0.dtype, device=y0.device)
-        return _combine(y0, stages, weights, h)
-    # Cubic Hermite through (y0, f0) and (y1, f1): third order, uses no extra evaluation.
+def hermite(theta: float, h: float, y0, y1, f0, f1) -> torch.Tensor:
+    """Cubic Hermite through (y0, f0) and (y1, f1): third order, no extra evaluation of f."""
     t2, t3 = theta * theta, theta * theta * theta
     h01 = -2 * t3 + 3 * t2
     h10 = t3 - 2 * t2 + theta
     h11 = t3 - t2
-    return y0 + (y1 - y0) * h01 + stages[0] * (h * h10) + f1 * (h * h11)
+    return y0 + (y1 - y0) * h01 + f0 * (h * h10) + f1 * (h * h11)
+
+
+class LinearInterpolant:
+    """Straight line between the ends of a fixed step (torchdiffeq's default for fixed grids)."""
+
+    def __init__(self, t: float, h: float, y0: torch.Tensor, y1: torch.Tensor):
+        self.t, self.h, self.y0, self.y1 = t, h, y0, y1
+
+    def __call__(self, s: float) -> torch.Tensor:
+        theta = (s - self.t) / self.h
+        if theta == 0.0:
+            return self.y0
+        if theta == 1.0:
+            return self.y1
+        return self.y0 + (self.y1 - self.y0) * theta

@@ -55,7 +55,19 @@ def _rows(rows) -> tuple[tuple[float, ...], ...]:
 
 EULER = ButcherTableau("euler", 1, c=(0.0,), a=((),), b=(1.0,))
 MIDPOINT = ButcherTableau("midpoint", 2, c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0))
-HEUN = ButcherTableau("heun", 2, c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5))
+HEUN2 = ButcherTableau("heun2", 2, c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5))
+HEUN3 = ButcherTableau("heun3", 3, c=_floats([0, F(1, 3), F(2, 3)]), a=_rows([[], [F(1, 3)], [0, F(2, 3)]]),
+                       b=_floats([F(1, 4), 0, F(3, 4)]))
+# Heun 2(1): Heun's solution, Euler's as the embedded estimate.
+ADAPTIVE_HEUN = ButcherTableau("adaptive_heun", 2, c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5),
+                               b_err=(-0.5, 0.5), error_order=2)
+# Fehlberg's RKF 2(1) (NASA TR R-315, 1969): the third stage is the first-order solution's slope.
+_fehlberg2_b = [F(1, 512), F(255, 256), F(1, 512)]
+_fehlberg2_bhat = [F(1, 256), F(255, 256), F(0)]
+FEHLBERG2 = ButcherTableau(
+    "fehlberg2", 2, c=_floats([0, F(1, 2), 1]), a=_rows([[], [F(1, 2)], [F(1, 256), F(255, 256)]]),
+    b=_floats(_fehlberg2_b), b_err=_floats(x - y for x, y in zip(_fehlberg2_b, _fehlberg2_bhat)), error_order=2,
+)
 RK4 = ButcherTableau(
     "rk4",
     4,
@@ -286,7 +298,10 @@ DOPRI8 = ButcherTableau(
 )
 
 TABLEAUX: dict[str, ButcherTableau] = {
-    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RK4, BOSH3, DOPRI5, TSIT5, DOPRI8)
+    tab.name: tab for tab in (EULER, MIDPOINT, HEUN2, HEUN3, RK4, ADAPTIVE_HEUN, FEHLBERG2, BOSH3, DOPRI5, TSIT5,
+                              DOPRI8)
 }
+#: Other names for the same methods: torchdiffeq's, and ours before it.
+ALIASES = {"heun": "heun2", "dop853": "dopri8"}
 FIXED_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
 ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)

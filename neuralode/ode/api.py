@@ -1,0 +1,325 @@
+"""``odeint`` and ``odeint_adjoint``: check the arguments, build solver and controller, and hand
+the solve to a gradient strategy: ``direct`` (autograd through the loop), ``adjoint``
+(``adjoint.py``) or ``checkpoint`` (``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from neuralode.ode import stats as _stats
+from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
+from neuralode.ode.errors import AdjointParamsError, InvalidOptionError
+from neuralode.ode.loop import DEFAULT_MAX_NUM_STEPS, Solution, integrate
+from neuralode.ode.problem import (
+    CALLBACKS,
+    Problem,
+    attach_callbacks,
+    check_tolerances,
+    flat_tolerance,
+    make_norm,
+    make_problem,
+)
+from neuralode.ode.runge_kutta import ExplicitRungeKutta
+from neuralode.ode.settings import GRADIENTS
+from neuralode.ode.tableaux import ADAPTIVE_METHODS, ALIASES, FIXED_METHODS, TABLEAUX
+
+# Options of each kind of method (torchdiffeq's names; min_factor/max_factor are its dfactor/ifactor).
+ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "norm", "safety", "min_factor",
+                    "max_factor", "dfactor", "ifactor", "icoeff", "pcoeff", "dcoeff", "step_t", "jump_t", "dtype")
+FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_steps", "norm", "dtype")
+GRADIENT_OPTIONS = ("checkpoint_every",)  # gradient="checkpoint" only
+
+
+def make_solver(method: str | None) -> ExplicitRungeKutta:
+    name = ALIASES.get(method, method) if method is not None else "dopri5"
+    if name not in TABLEAUX:
+        raise InvalidOptionError(
+            f"unknown ODE method {method!r}; adaptive methods: {', '.join(ADAPTIVE_METHODS)}; "
+            f"fixed-step methods: {', '.join(FIXED_METHODS)}"
+        )
+    return ExplicitRungeKutta(TABLEAUX[name])
+
+
+def _positive(value, allow_inf=False) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and (
+        math.isfinite(value) or (allow_inf and value == math.inf))
+
+
+def check_options(solver: ExplicitRungeKutta, options: dict | None, prefix: str = "") -> dict:
+    """Options in one canonical form; unknown names and bad values are refused by name."""
+    options = dict(options or {})
+    valid = (ADAPTIVE_OPTIONS if solver.adaptive else FIXED_OPTIONS) + GRADIENT_OPTIONS
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        kind = "adaptive" if solver.adaptive else "fixed-step"
+        raise InvalidOptionError(f"unknown option(s) {unknown} for {kind} method {solver.name!r}; "
+                                 f"valid options: {', '.join(valid)}")
+    for alias, name in (("dfactor", "min_factor"), ("ifactor", "max_factor")):
+        if alias in options:
+            if name in options:
+                raise InvalidOptionError(f"give {prefix}options {name!r} or its torchdiffeq name {alias!r}, not both")
+            options[name] = options.pop(alias)
+    for key in ("step_size", "first_step"):
+        if options.get(key) is not None and not _positive(options[key]):
+            raise InvalidOptionError(f"{prefix}option {key!r} must be a positive finite number, got {options[key]!r}")
+    if options.get("min_step") is not None and not (options["min_step"] == 0 or _positive(options["min_step"])):
+        raise InvalidOptionError(f"{prefix}option 'min_step' must be zero or positive, got {options['min_step']!r}")
+    if options.get("max_step") is not None and not _positive(options["max_step"], allow_inf=True):
+        raise InvalidOptionError(f"{prefix}option 'max_step' must be positive (inf allowed), got {options['max_step']!r}")
+    if (options.get("min_step") or 0) > (options.get("max_step") or math.inf):
+        raise InvalidOptionError(f"{prefix}options min_step={options['min_step']} > max_step={options['max_step']}")
+    if options.get("step_size") is not None and options.get("grid_constructor") is not None:
+        raise InvalidOptionError(f"give {prefix}options 'step_size' or 'grid_constructor', not both")
+    if options.get("grid_constructor") is not None and not callable(options["grid_constructor"]):
+        raise InvalidOptionError(f"{prefix}option 'grid_constructor' must be callable (func, y0, t) -> grid")
+    if options.get("interp", "linear") not in ("linear", "cubic"):
+        raise InvalidOptionError(f"{prefix}option 'interp' must be 'linear' or 'cubic', got {options['interp']!r}")
+    for key in ("max_num_steps", "checkpoint_every"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise InvalidOptionError(f"{prefix}option {key!r} must be a positive integer, got {value!r}")
+    if "safety" in options and not (isinstance(options["safety"], (int, float)) and 0 < options["safety"] <= 1):
+        raise InvalidOptionError(f"{prefix}option 'safety' must lie in (0, 1], got {options['safety']!r}")
+    lo, hi = options.get("min_factor", 0.2), options.get("max_factor", 10.0)
+    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo <= 1 <= hi):
+        raise InvalidOptionError(f"{prefix}options need 0 < min_factor <= 1 <= max_factor, got {lo!r}, {hi!r}")
+    if options.get("dtype") not in (None, torch.float32, torch.float64):
+        raise InvalidOptionError(f"{prefix}option 'dtype' (the time dtype) must be torch.float32 or torch.float64")
+    norm = options.get("norm")
+    if norm is not None and not callable(norm) and norm != "rms":
+        hint = " ('seminorm' applies to the adjoint: pass it in adjoint_options)" if norm == "seminorm" else ""
+        raise InvalidOptionError(f"{prefix}option 'norm' must be 'rms' or a callable, got {norm!r}{hint}")
+    if norm == "rms":
+        options.pop("norm")
+    for key in ("step_t", "jump_t"):
+        if options.get(key) is not None:
+            values = torch.as_tensor(options[key]).detach().reshape(-1).double().cpu().tolist()
+            if not all(math.isfinite(v) for v in values):
+                raise InvalidOptionError(f"{prefix}option {key!r} holds non-finite times")
+            options[key] = values
+    if set(options.get("step_t") or ()) & set(options.get("jump_t") or ()):
+        raise InvalidOptionError(f"{prefix}options 'step_t' and 'jump_t' must not share a time")
+    return options
+
+
+def check_solve_arguments(method, rtol, atol, options, prefix: str = "") -> None:
+    """The checks ``odeint`` makes of its settings, without a problem to solve (config validation)."""
+    solver = make_solver(method)
+    try:
+        check_options(solver, options)
+        check_tolerances(rtol, atol)
+    except InvalidOptionError as error:
+        raise InvalidOptionError(f"{prefix.rstrip('.')}: {error}" if prefix else str(error)) from None
+
+
+@dataclass
+class Setup:
+    """Method, tolerances and options, checked; builds a fresh controller for each solve."""
+
+    solver: ExplicitRungeKutta
+    rtol: Any
+    atol: Any
+    options: dict
+
+    def controller(self, problem: Problem, t: torch.Tensor | None, event: bool):
+        o = self.options
+        if self.solver.adaptive:
+            s0 = problem.times[0]
+            knots = {k: sorted(v for v in (problem.direction * x for x in o.get(k) or ()) if v > s0)
+                     for k in ("step_t", "jump_t")}
+            return PIDController(
+                flat_tolerance(self.rtol, problem, problem.y0), flat_tolerance(self.atol, problem, problem.y0),
+                o.get("_norm") or make_norm(o.get("norm"), problem), first_step=o.get("first_step"),
+                min_step=o.get("min_step") or 0.0, max_step=o.get("max_step") or math.inf,
+                **{k: o[k] for k in ("safety", "min_factor", "max_factor", "icoeff", "pcoeff", "dcoeff") if k in o},
+                **knots)
+        times = problem.times
+        if event:
+            if o.get("step_size") is None:
+                raise InvalidOptionError(f"event handling with the fixed-step method {self.solver.name!r} needs "
+                                         "options['step_size']")
+            return ConstantSteps(step_size=o["step_size"])
+        if o.get("grid_constructor") is not None:
+            user_t = t if t is not None else torch.tensor([problem.user_time(s) for s in times])
+            grid = o["grid_constructor"](problem.user_field, problem.user_state(problem.y0), user_t)
+            grid = torch.as_tensor(grid).detach().double().cpu().tolist()
+            return ConstantSteps(check_grid([problem.direction * g for g in grid], times[0], times[-1]))
+        if o.get("step_size") is not None and len(times) > 1:
+            return ConstantSteps(uniform_grid(times[0], times[-1], o["step_size"]))
+        return ConstantSteps(times)
+
+    def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
+        o = self.options
+        controller = self.controller(problem, t, event_fn is not None)
+        return integrate(problem, self.solver, controller, stats, interp=o.get("interp", "linear"),
+                         perturb=bool(o.get("perturb", False)), event_fn=event_fn,
+                         max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), on_accept=on_accept)
+
+
+def make_setup(method, rtol, atol, options, shapes=None, prefix="") -> Setup:
+    solver = make_solver(method)
+    options = check_options(solver, options, prefix)
+    rtol, atol = check_tolerances(rtol, atol, shapes, prefix)
+    return Setup(solver, rtol, atol, options)
+
+
+def solver_event_fn(event_fn: Callable, problem: Problem) -> Callable:
+    """``event_fn(t, y)`` in solver terms; a vector of events is reduced to one scalar that
+    changes sign when the first of them does (each is made positive at the start)."""
+    def scalar(s, y):
+        t = torch.tensor(problem.user_time(s), dtype=y.dtype, device=y.device)
+        return event_fn(t, problem.user_state(y))
+
+    with torch.no_grad():
+        signs = torch.sign(scalar(problem.times[0], problem.y0).detach())
+    if signs.numel() == 1:
+        return lambda s, y: scalar(s, y).reshape(())
+    return lambda s, y: (scalar(s, y) * signs).min()
+
+
+def default_params(func, adjoint_params, gradient: str) -> tuple[torch.Tensor, ...]:
+    if adjoint_params is None:
+        if not isinstance(func, nn.Module):
+            raise AdjointParamsError(
+                f"gradient={gradient!r} cannot find the parameters to differentiate: func is not an nn.Module. "
+                "Pass adjoint_params=(tensors...) (or adjoint_params=() if there are none)")
+        adjoint_params = tuple(func.parameters())
+    return tuple(p for p in adjoint_params if isinstance(p, torch.Tensor) and p.requires_grad)
+
+
+def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,
+           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "direct",
+           adjoint_params: Sequence[torch.Tensor] | None = None, adjoint_rtol=None, adjoint_atol=None,
+           adjoint_method: str | None = None, adjoint_options: dict | None = None):
+    """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every ``t``.
+
+    ``y0`` is a tensor or a tuple of tensors; the result is stacked on a new leading time
+    dimension (a tuple for a tuple state). ``method=None`` is dopri5. With ``event_fn(t, y)``
+    the solve runs from ``t[0]`` in the direction of ``t[1]`` until ``event_fn`` changes sign
+    and returns ``(event_t, solution at [t[0], event_t])``.
+
+    ``gradient`` says how gradients reach ``y0``, ``t`` and the parameters:
+      - "direct": autograd through the solver's operations (the paper's RK-Net);
+      - "adjoint": the adjoint method, Algorithm 1 (``odeint_adjoint``; ``adjoint_*`` apply);
+      - "checkpoint": the exact gradient of the discrete solve, recomputing steps from
+        checkpoints, with memory growing like the square root of the number of steps
+        (``options["checkpoint_every"]`` fixes the steps between checkpoints instead).
+    The last two differentiate ``adjoint_params`` (default: the parameters of ``func``, an
+    ``nn.Module``). Statistics: ``last_stats()`` and ``collect_stats()``.
+    """
+    if gradient not in GRADIENTS:
+        raise InvalidOptionError(f"gradient={gradient!r} is not a gradient strategy; choose one of "
+                                 f"{', '.join(GRADIENTS)}")
+    problem = make_problem(func, y0, t)
+    setup = make_setup(method, rtol, atol, options, problem.shapes)
+    if "checkpoint_every" in setup.options and gradient != "checkpoint":
+        raise InvalidOptionError("option 'checkpoint_every' applies to gradient='checkpoint' only")
+    if gradient != "adjoint" and any(v is not None for v in (adjoint_rtol, adjoint_atol, adjoint_method,
+                                                            adjoint_options)):
+        raise InvalidOptionError(f"adjoint_rtol/atol/method/options apply to gradient='adjoint' only, "
+                                 f"not gradient={gradient!r}")
+    event = None
+    if event_fn is not None:
+        if len(problem.times) != 2:
+            raise InvalidOptionError(f"with event_fn, t must hold 2 times (the start, and any later time for the "
+                                     f"direction), got {len(problem.times)}")
+        event = solver_event_fn(event_fn, problem)
+    supported = CALLBACKS if setup.solver.adaptive else ("callback_step",)
+    attach_callbacks(problem, func, supported=supported, method=setup.solver.name)
+
+    if gradient == "adjoint":
+        from neuralode.ode.adjoint import solve_adjoint
+
+        params = default_params(func, adjoint_params, gradient)
+        adjoint_setup = make_adjoint_setup(setup, problem, adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options)
+        ys, event_s = solve_adjoint(problem, setup, adjoint_setup, func, t, event, params)
+    else:
+        ys, event_s = _solve_differentiable(problem, setup, t, event, func, gradient, adjoint_params)
+    solution = problem.unpack(ys)
+    if event_fn is None:
+        return solution
+    event_t = torch.tensor(problem.user_time(event_s), dtype=t.dtype, device=t.device)
+    return event_t, solution
+
+
+def _solve_differentiable(problem, setup, t, event, func, gradient, adjoint_params):
+    """direct / checkpoint, with first-order dependence of the outputs on ``t`` added."""
+    stats = _stats.SolveStats()
+    times = problem.times
+    track_time = t.requires_grad and torch.is_grad_enabled() and len(times) > 1
+    if track_time:
+        # Times enter the solver as floats; give the result its exact first-order dependence on t:
+        # d y(t_i) / d t_i = f(t_i, y_i) and d y(t_i) / d t_0 = -(d y(t_i) / d y0) f(t_0, y0).
+        y0_value, t0 = problem.y0, t[0]
+        f0 = problem.user_field(t0.detach().to(y0_value.dtype), y0_value.detach()).detach()
+        problem.y0 = y0_value - (t0 - t0.detach()).to(y0_value.dtype) * f0
+    if gradient == "checkpoint":
+        from neuralode.ode.checkpoint import solve_checkpointed
+
+        params = default_params(func, adjoint_params, gradient)
+        ys, event_s = solve_checkpointed(problem, setup, t, event, params)
+    else:
+        solution = setup.integrate(problem, stats, t, event)
+        ys, event_s = torch.stack(solution.ys), solution.event_t
+        stats.nfe = problem.nfe
+        _stats.record(stats)
+    if track_time:
+        outputs = [y0_value]
+        if event is None:
+            for i in range(1, len(times)):
+                ti = t[i]
+                fi = problem.user_field(ti.detach().to(ys.dtype), ys[i].detach()).detach()
+                outputs.append(ys[i] + (ti - ti.detach()).to(ys.dtype) * fi)
+        else:
+            outputs.append(ys[1])
+        ys = torch.stack(outputs)
+    return ys, event_s
+
+
+def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, options) -> Setup:
+    """The backward solve's settings: the forward's unless the ``adjoint_*`` arguments say otherwise."""
+    solver = make_solver(method) if method is not None else setup.solver
+    if options is None:
+        # Inherit the forward's options when they fit the backward method; a forward norm,
+        # step_t/jump_t or grid are for the forward state and times, so they are not inherited.
+        skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every")
+        options = {k: v for k, v in setup.options.items() if k not in skip} if solver.adaptive == setup.solver.adaptive else {}
+    options = dict(options)
+    seminorm = options.get("norm") == "seminorm"
+    if seminorm:
+        if not solver.adaptive:
+            raise InvalidOptionError(f"norm='seminorm' needs an adaptive adjoint method, got {solver.name!r}")
+        options.pop("norm")
+    options = check_options(solver, options, "adjoint_")
+    if seminorm:
+        options["_seminorm"] = True
+    rtol, atol = check_tolerances(setup.rtol if rtol is None else rtol, setup.atol if atol is None else atol,
+                                  None, "adjoint_")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, (tuple, torch.Tensor)):
+            raise InvalidOptionError(f"the adjoint's {name} must be a number; give adjoint_{name}= explicitly when "
+                                     "the forward tolerance is per component")
+    return Setup(solver, rtol, atol, options)
+
+
+def odeint_adjoint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,
+                   options: dict | None = None, event_fn: Callable | None = None,
+                   adjoint_rtol=None, adjoint_atol=None, adjoint_method: str | None = None,
+                   adjoint_options: dict | None = None, adjoint_params: Sequence[torch.Tensor] | None = None):
+    """``odeint(..., gradient="adjoint")``: the backward pass solves the adjoint ODE instead of
+    storing the graph, so memory does not grow with the number of steps.
+
+    Gradients reach ``y0``, every entry of ``t`` and ``adjoint_params`` (by default the
+    parameters of ``func``, which must then be an ``nn.Module``). The backward solve uses the
+    forward's method, tolerances and options unless the ``adjoint_*`` arguments say otherwise;
+    ``adjoint_options={"norm": "seminorm"}`` leaves the parameter adjoint out of step control.
+    """
+    return odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
+                  gradient="adjoint", adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+                  adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)

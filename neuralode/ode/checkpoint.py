@@ -1,0 +1,111 @@
+"""The checkpointed gradient: the exact gradient of the discrete solve (as ``direct`` gives), in
+memory that grows like the square root of the number of steps.
+
+The forward solve runs without a graph. It records every accepted step (times and flags:
+floats) and keeps the state at some of them, the checkpoints. As the number of steps is not
+known in advance, checkpoints start at every step and are thinned: when more than ``2k + 1`` are
+kept, every other one goes and ``k``, the steps between two, doubles; so after ``N`` steps about
+``sqrt(2N)`` states are kept, ``sqrt(N/2)`` steps apart. The backward pass replays one segment at a
+time from its checkpoint, with a graph, and backpropagates through it: one more forward solve
+(of the accepted steps only) and one backward, with at most one segment's graph alive.
+``options["checkpoint_every"] = k`` fixes the segment length instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neuralode.ode import stats as _stats
+from neuralode.ode.loop import AcceptedStep, step_interpolant
+from neuralode.ode.problem import Problem
+
+
+class Checkpoints:
+    """The accepted steps of a forward solve and the states kept at some of them."""
+
+    def __init__(self, y0: torch.Tensor, every: int | None):
+        self.steps: list[AcceptedStep] = []
+        self.states: dict[int, torch.Tensor] = {0: y0.detach()}  # step index -> state at its start
+        self.fixed = every is not None
+        self.every = every or 1
+
+    def __call__(self, record: AcceptedStep, y1: torch.Tensor, f1) -> None:
+        self.steps.append(record)
+        n = len(self.steps)
+        if f1 is None or n % self.every:
+            return
+        self.states[n] = y1
+        if not self.fixed and len(self.states) > 2 * self.every + 1:
+            self.every *= 2
+            self.states = {i: y for i, y in self.states.items() if i % self.every == 0}
+
+
+def replay(problem: Problem, setup, steps: list[AcceptedStep], y: torch.Tensor):
+    """Re-run accepted steps from ``y`` with autograd; the end state and the outputs inside."""
+    solver, f = setup.solver, problem.field
+    adaptive = solver.adaptive
+    interp = setup.options.get("interp", "linear")
+    outputs = []
+    f0 = solver.init(f, steps[0].t, y, steps[0].perturb_start)
+    for i, record in enumerate(steps):
+        h = record.t1 - record.t
+        step = solver.step(f, record.t, y, h, f0, perturb_end=record.perturb_end)
+        interpolant = None
+        for index, s in record.outputs:
+            if s == record.t1:
+                outputs.append((index, step.y1))
+            else:
+                if interpolant is None:
+                    interpolant = step_interpolant(solver, adaptive, interp, f, record.t, h, y, step)
+                outputs.append((index, interpolant(s)))
+        if i + 1 < len(steps):
+            f0 = solver.next_init(f, record.t1, step, steps[i + 1].perturb_start)
+        y = step.y1
+    return y, outputs
+
+
+class _CheckpointedSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, problem: Problem, setup, t, event, y0: torch.Tensor, *params: torch.Tensor):
+        stats = _stats.SolveStats()
+        problem.y0 = y0
+        checkpoints = Checkpoints(y0, setup.options.get("checkpoint_every"))
+        with torch.no_grad():
+            solution = setup.integrate(problem, stats, t, event, on_accept=checkpoints)
+        stats.nfe = problem.nfe
+        _stats.record(stats)
+        problem.event_s = solution.event_t
+        ctx.problem, ctx.setup, ctx.checkpoints = problem, setup, checkpoints
+        ctx.save_for_backward(*params)
+        return torch.stack(solution.ys)
+
+    @staticmethod
+    def backward(ctx, grad_ys: torch.Tensor):
+        params = ctx.saved_tensors
+        problem, setup, checkpoints = ctx.problem, ctx.setup, ctx.checkpoints
+        nfe_before = problem.nfe
+        starts = sorted(checkpoints.states)
+        ends = starts[1:] + [len(checkpoints.steps)]
+        adj_y = None  # dL/d(state at the end of the segment), from the segments after it
+        param_grads = [torch.zeros_like(p) for p in params]
+        for start, end in reversed(list(zip(starts, ends))):
+            if start == end:
+                continue
+            with torch.enable_grad():
+                y_start = checkpoints.states[start].detach().requires_grad_(True)
+                y_end, outputs = replay(problem, setup, checkpoints.steps[start:end], y_start)
+                tensors = [y_end] + [y for _, y in outputs]
+                grads = [adj_y if adj_y is not None else torch.zeros_like(y_end)] + [grad_ys[i] for i, _ in outputs]
+                found = torch.autograd.grad(tensors, (y_start, *params), grads, allow_unused=True)
+            adj_y = found[0] if found[0] is not None else torch.zeros_like(y_start)
+            for total, g in zip(param_grads, found[1:]):
+                if g is not None:
+                    total.add_(g)
+        grad_y0 = grad_ys[0] if adj_y is None else adj_y + grad_ys[0]
+        _stats.record(_stats.SolveStats(nfe=problem.nfe - nfe_before), backward=True)
+        return (None, None, None, None, grad_y0, *param_grads)
+
+
+def solve_checkpointed(problem: Problem, setup, t, event, params):
+    ys = _CheckpointedSolve.apply(problem, setup, t, event, problem.y0, *params)
+    return ys, problem.event_s

@@ -1,0 +1,178 @@
+"""The one integration loop. Solver, controller and interpolant are objects it is handed; events,
+callbacks and a per-step hook (the checkpointed gradient records steps through it) are its hooks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from neuralode.ode.problem import Problem, check_derivative
+from neuralode.ode.runge_kutta import LinearInterpolant, hermite
+from neuralode.ode.stats import SolveStats
+
+DEFAULT_MAX_NUM_STEPS = 10_000
+EVENT_BISECTIONS = 52  # halvings of the step that holds an event: down to float64 resolution
+
+
+@dataclass
+class AcceptedStep:
+    """What replaying an accepted step needs (``checkpoint.py``)."""
+
+    t: float
+    t1: float
+    perturb_start: int  # the step's first slope is a right-hand limit (after a jump or on a perturbed grid)
+    perturb_end: bool
+    outputs: list[tuple[int, float]] = field(default_factory=list)  # (index in ys, solver time) inside (t, t1]
+
+
+@dataclass
+class Solution:
+    ys: list[torch.Tensor]
+    event_t: float | None = None  # solver time of the event, when one was searched for
+
+
+def _nonfinite(y: torch.Tensor) -> bool:
+    return not bool(torch.isfinite(y).all())
+
+
+def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp: str = "dense",
+              perturb: bool = False, event_fn: Callable | None = None,
+              max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
+              on_accept: Callable[[AcceptedStep, torch.Tensor, torch.Tensor], None] | None = None) -> Solution:
+    """Solve ``problem`` from its first time to its last (or to the event), returning the state at
+    every output time. ``interp`` picks fixed-step outputs between grid points: "linear" or
+    "cubic"; adaptive solvers use their own dense output. ``perturb`` evaluates a fixed step's
+    first slope just after its start and its last stage just before its end.
+    ``event_fn(s, y)`` (in solver time) ends the solve where its sign changes.
+    """
+    f, times, callbacks = problem.field, problem.times, problem.callbacks
+    method = solver.name
+    t, y = times[0], problem.y0
+    start = 1 if perturb else 0
+    f0 = solver.init(f, t, y, start)
+    check_derivative(f0, y, " at the initial time")
+    if _nonfinite(y) or _nonfinite(f0):
+        raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
+                                  f"t={problem.user_time(t):.6g}")
+    ys = [y]
+    if event_fn is not None:
+        with torch.no_grad():
+            sign0 = torch.sign(event_fn(t, y))
+        if sign0 == 0:
+            return Solution([y, y], t)
+        t_end = math.inf
+    elif len(times) == 1:
+        return Solution(ys)
+    else:
+        t_end = times[-1]
+    span = abs(t_end - t) if math.isfinite(t_end) else abs(t) + 1.0
+    h = controller.initial_step(f, t, y, f0, solver.error_order)
+
+    def where(s: float) -> str:
+        return f"t={problem.user_time(s):.6g}"
+
+    i_out, attempts = 1, 0
+    while True:
+        t1, jump = controller.next_time(t, h, t_end)
+        step_size = t1 - t
+        if "callback_step" in callbacks:
+            callbacks["callback_step"](t, y, step_size)
+        step = solver.step(f, t, y, step_size, f0, perturb_end=jump or perturb)
+        accept, h_next, ratio = controller.adapt(solver, step, t, step_size, y)
+        attempts += 1
+        if not accept:
+            stats.n_rejected += 1
+            if "callback_reject_step" in callbacks:
+                callbacks["callback_reject_step"](t, y, step_size)
+            if controller.underflow(t, h_next, span):
+                if not math.isfinite(ratio):
+                    raise NonFiniteStateError(
+                        f"the state or its derivative became non-finite (NaN/inf) at {where(t)} after "
+                        f"{stats.n_accepted} accepted steps, for every step size down to {h_next:.3g}; check func "
+                        "for values that blow up (e.g. exploding activations) or lower the learning rate")
+                raise StepSizeUnderflowError(
+                    f"step size {h_next:.3g} underflowed at {where(t)} after {stats.n_accepted} accepted steps "
+                    f"(method {method}); the problem may be stiff or have a singularity here: loosen rtol/atol, "
+                    "set options['min_step'], or shorten the time span")
+        else:
+            stats.n_accepted += 1
+            if "callback_accept_step" in callbacks:
+                callbacks["callback_accept_step"](t, y, step_size)
+            y1 = step.y1
+            if not controller.adaptive and _nonfinite(y1):
+                raise NonFiniteStateError(
+                    f"the state became non-finite (NaN/inf) between {where(t)} and {where(t1)} (step "
+                    f"{stats.n_accepted}, method {method}); try a smaller step_size, or check func for values "
+                    "that blow up")
+            record = AcceptedStep(t, t1, start, jump or perturb)
+            interpolant = None
+
+            def interpolate(s: float) -> torch.Tensor:
+                nonlocal interpolant
+                if interpolant is None:
+                    interpolant = step_interpolant(solver, controller.adaptive, interp, f, t, step_size, y, step)
+                return interpolant(s)
+
+            done = False
+            if event_fn is not None:
+                with torch.no_grad():
+                    changed = torch.sign(event_fn(t1, y1)) != sign0
+                if changed:
+                    t_event = find_event(interpolate, event_fn, sign0, t, t1)
+                    if torch.is_grad_enabled():
+                        interpolant = None  # the search built it without a graph
+                    ys.append(y1 if t_event == t1 else interpolate(t_event))
+                    record.outputs.append((1, t_event))
+                    done = True
+            else:
+                while i_out < len(times) and times[i_out] <= t1:
+                    ys.append(y1 if times[i_out] == t1 else interpolate(times[i_out]))
+                    record.outputs.append((i_out, times[i_out]))
+                    i_out += 1
+                done = i_out == len(times)
+            if done:
+                stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
+                if on_accept is not None:
+                    on_accept(record, y1, None)
+                return Solution(ys, t_event if event_fn is not None else None)
+            start = 1 if (jump or perturb) else 0
+            f0 = solver.next_init(f, t1, step, start)
+            if on_accept is not None:
+                on_accept(record, y1, f0)
+            t, y = t1, y1
+        h = h_next
+        if attempts >= max_num_steps and (controller.adaptive or event_fn is not None):
+            raise MaxStepsExceededError(
+                f"reached max_num_steps={max_num_steps} at {where(t)} of [{where(times[0])}, "
+                f"{where(t_end) if math.isfinite(t_end) else 'the event'}] with step {h:.3g} (method {method}); "
+                "raise options['max_num_steps'], loosen the tolerances, or check whether the dynamics are stiff")
+
+
+def step_interpolant(solver, adaptive: bool, interp: str, f, t: float, h: float, y0: torch.Tensor, step):
+    """The state inside an accepted step: the solver's dense output when adaptive, else ``interp``."""
+    if adaptive or interp == "dense":
+        return solver.interpolant(f, t, h, y0, step, None)
+    if interp == "linear":
+        return LinearInterpolant(t, h, y0, step.y1)
+    f1 = f(t + h, step.y1, -1)  # "cubic": Hermite through both ends and their slopes
+    return lambda s: hermite((s - t) / h, h, y0, step.y1, step.stages[0], f1)
+
+
+def find_event(interpolate: Callable[[float], torch.Tensor], event_fn: Callable, sign0: torch.Tensor,
+               t0: float, t1: float) -> float:
+    """Bisection on the step's interpolant for where ``event_fn`` changes sign from ``sign0``."""
+    with torch.no_grad():
+        for _ in range(EVENT_BISECTIONS):
+            mid = 0.5 * (t0 + t1)
+            if mid in (t0, t1):
+                break
+            if torch.sign(event_fn(mid, interpolate(mid))) == sign0:
+                t0 = mid
+            else:
+                t1 = mid
+    return t1

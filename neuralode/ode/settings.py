@@ -1,0 +1,104 @@
+"""How to solve, as one value: the `solver` config group, a model's ODE block and a paper table
+all describe a solve with a ``SolverSettings`` and check it here, with the ODE core's own rules,
+before anything runs.
+
+It is a plain dataclass with OmegaConf-friendly field types, so the trainer uses it directly as
+the schema of the ``solver`` group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import torch
+
+from neuralode.ode.errors import InvalidOptionError
+
+#: How gradients reach y0 and the parameters (see ``odeint``'s ``gradient`` argument).
+GRADIENTS = ("direct", "adjoint", "checkpoint")
+
+
+@dataclass
+class SolverSettings:
+    """One solve's method, tolerances, options and gradient strategy."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    # The paper's ODE-Net trains by the adjoint; "direct" is its RK-Net (backprop through the
+    # solver's operations), "checkpoint" the exact discrete gradient in sqrt(steps) memory.
+    gradient: str = "adjoint"
+    options: Dict[str, Any] = field(default_factory=dict)  # e.g. {step_size: 0.25} for rk4
+    # The adjoint's backward solve; None: the forward's settings.
+    adjoint_method: Optional[str] = None
+    adjoint_rtol: Optional[float] = None
+    adjoint_atol: Optional[float] = None
+    adjoint_options: Dict[str, Any] = field(default_factory=dict)  # e.g. {norm: seminorm}
+
+    @classmethod
+    def from_any(cls, solver: "SolverSettings | Mapping[str, Any] | None") -> "SolverSettings":
+        """Settings from a mapping (a config node, a dict) or ``None`` (the defaults), checked."""
+        if solver is None:
+            return cls().validate()
+        if isinstance(solver, cls):
+            return solver.validate()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(solver) - known)
+        if unknown:
+            hint = " ('adjoint: true/false' is now 'gradient: adjoint/direct')" if "adjoint" in unknown else ""
+            raise InvalidOptionError(f"unknown solver setting(s) {unknown}; valid: {', '.join(sorted(known))}{hint}")
+        values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in solver.items()}
+        for key in ("options", "adjoint_options"):
+            if values.get(key) is None:
+                values[key] = {}
+        return cls(**values).validate()
+
+    def validate(self) -> "SolverSettings":
+        """Raise ``InvalidOptionError`` naming the setting, its value and what is allowed."""
+        from neuralode.ode.api import check_solve_arguments  # the same checks odeint makes
+
+        if self.gradient not in GRADIENTS:
+            raise InvalidOptionError(f"solver.gradient={self.gradient!r} is not a gradient strategy; "
+                                     f"choose one of {', '.join(GRADIENTS)}")
+        check_solve_arguments(self.method, self.rtol, self.atol, self.options, prefix="solver.")
+        if self.gradient != "adjoint":
+            used = [k for k in ("adjoint_method", "adjoint_rtol", "adjoint_atol") if getattr(self, k) is not None]
+            used += ["adjoint_options"] if self.adjoint_options else []
+            if used:
+                raise InvalidOptionError(
+                    f"solver.{used[0]} only applies to gradient=adjoint, but solver.gradient={self.gradient}; "
+                    "remove it or set solver.gradient=adjoint")
+            return self
+        a_method = self.adjoint_method or self.method
+        a_options = dict(self.adjoint_options)
+        if a_options.get("norm") == "seminorm":
+            a_options.pop("norm")
+        check_solve_arguments(a_method, self.rtol if self.adjoint_rtol is None else self.adjoint_rtol,
+                              self.atol if self.adjoint_atol is None else self.adjoint_atol, a_options,
+                              prefix="solver.adjoint_")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def odeint_kwargs(self) -> dict:
+        """Keyword arguments of ``odeint`` for these settings."""
+        kwargs: dict[str, Any] = dict(rtol=self.rtol, atol=self.atol, method=self.method,
+                                      options=dict(self.options) or None, gradient=self.gradient)
+        if self.gradient == "adjoint":
+            kwargs.update(adjoint_method=self.adjoint_method, adjoint_rtol=self.adjoint_rtol,
+                          adjoint_atol=self.adjoint_atol, adjoint_options=dict(self.adjoint_options) or None)
+        return kwargs
+
+
+def solve(settings: "SolverSettings | Mapping | None", func: Callable, y0, t: torch.Tensor,
+          adjoint_params=None):
+    """``odeint(func, y0, t)`` as ``settings`` say; returns the solution at every ``t``."""
+    from neuralode.ode.api import odeint
+
+    s = SolverSettings.from_any(settings)
+    kwargs = s.odeint_kwargs()
+    if s.gradient == "adjoint":
+        kwargs["adjoint_params"] = adjoint_params
+    return odeint(func, y0, t, **kwargs)
