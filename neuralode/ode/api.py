@@ -36,11 +36,12 @@ FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_
 GRADIENT_OPTIONS = ("checkpoint_every",)  # gradient="checkpoint" only
 
 
-def make_solver(method: str | None) -> ExplicitRungeKutta:
+def make_solver(method: str | None, prefix: str = "") -> ExplicitRungeKutta:
     name = ALIASES.get(method, method) if method is not None else "dopri5"
     if name not in TABLEAUX:
+        what = f"{prefix}method={method!r} is not an ODE method" if prefix else f"unknown ODE method {method!r}"
         raise InvalidOptionError(
-            f"unknown ODE method {method!r}; adaptive methods: {', '.join(ADAPTIVE_METHODS)}; "
+            f"{what}; adaptive methods: {', '.join(ADAPTIVE_METHODS)}; "
             f"fixed-step methods: {', '.join(FIXED_METHODS)}"
         )
     return ExplicitRungeKutta(TABLEAUX[name])
@@ -58,7 +59,7 @@ def check_options(solver: ExplicitRungeKutta, options: dict | None, prefix: str 
     unknown = sorted(set(options) - set(valid))
     if unknown:
         kind = "adaptive" if solver.adaptive else "fixed-step"
-        raise InvalidOptionError(f"unknown option(s) {unknown} for {kind} method {solver.name!r}; "
+        raise InvalidOptionError(f"unknown {prefix}option(s) {unknown} for {kind} method {solver.name!r}; "
                                  f"valid options: {', '.join(valid)}")
     for alias, name in (("dfactor", "min_factor"), ("ifactor", "max_factor")):
         if alias in options:
@@ -110,12 +111,9 @@ def check_options(solver: ExplicitRungeKutta, options: dict | None, prefix: str 
 
 def check_solve_arguments(method, rtol, atol, options, prefix: str = "") -> None:
     """The checks ``odeint`` makes of its settings, without a problem to solve (config validation)."""
-    solver = make_solver(method)
-    try:
-        check_options(solver, options)
-        check_tolerances(rtol, atol)
-    except InvalidOptionError as error:
-        raise InvalidOptionError(f"{prefix.rstrip('.')}: {error}" if prefix else str(error)) from None
+    solver = make_solver(method, prefix)
+    check_options(solver, options, prefix)
+    check_tolerances(rtol, atol, None, prefix)
 
 
 @dataclass
@@ -163,7 +161,7 @@ class Setup:
 
 
 def make_setup(method, rtol, atol, options, shapes=None, prefix="") -> Setup:
-    solver = make_solver(method)
+    solver = make_solver(method, prefix)
     options = check_options(solver, options, prefix)
     rtol, atol = check_tolerances(rtol, atol, shapes, prefix)
     return Setup(solver, rtol, atol, options)

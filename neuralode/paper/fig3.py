@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from neuralode.ode import collect_stats, odeint
-from neuralode.ode.controller import rms_norm
+from neuralode.ode.problem import rms_norm
 from neuralode.paper.common import (add_figure_args, checkpoint_in, claims_table, verdict, ensure_runs_or_exit, load_trained, markdown_table,
                                     out_dir, progress, save_figure, scale_settings, smoke_threads, write_csv)
 from neuralode.train.loggers import read_metrics
