@@ -39,8 +39,9 @@ test: install  ## run the test suite (CPU, a few minutes)
 
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 
-bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode -> outputs/bench/ode.md
+bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode; gradient strategies -> outputs/bench/{ode,gradient_strategies}.md
 	$(PY) scripts/bench_ode.py $(ARGS)
+	$(PY) scripts/bench_gradient_strategies.py
 
 bench-mnist: install  ## steps/s, NFE and peak memory of the four MNIST models on CPU
 	$(PY) scripts/bench_mnist.py $(ARGS)
