@@ -16,12 +16,14 @@ Layout, one concern a file:
     adjoint.py      ... "adjoint" (Algorithm 1)
     checkpoint.py   ... "checkpoint" (replay from sqrt(N) stored states)
     events.py       odeint_event: gradients through the event time
+    dense.py        odeint_dense: the solution as a function of time
     settings.py     SolverSettings: one solve's settings as a config value, checked here
 
 This package imports nothing but torch, and nothing from the rest of neuralode.
 """
 
 from neuralode.ode.api import odeint, odeint_adjoint
+from neuralode.ode.dense import odeint_dense
 from neuralode.ode.errors import (
     AdjointParamsError,
     InvalidOptionError,
@@ -38,7 +40,7 @@ from neuralode.ode.stats import SolveStats, StatsCollector, collect_stats, last_
 from neuralode.ode.tableaux import ADAPTIVE_METHODS, ALIASES, FIXED_METHODS, TABLEAUX, ButcherTableau
 
 __all__ = [
-    "odeint", "odeint_adjoint", "odeint_event", "SolverSettings", "GRADIENTS",
+    "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "SolverSettings", "GRADIENTS",
     "collect_stats", "last_stats", "SolveStats", "StatsCollector",
     "ButcherTableau", "TABLEAUX", "ALIASES", "ADAPTIVE_METHODS", "FIXED_METHODS",
     "ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
