@@ -73,18 +73,19 @@ PROBLEMS = {"linear": Linear, "polynomial": Polynomial, "decay": Decay, "rotatio
 def solver_kwargs(method, dtype):
     """Settings under which each method should be accurate to ``expected_error``."""
     if method in FIXED:
-        h = {1: 1e-4, 2: 1e-3, 3: 1e-3}.get(ORDER[method], 1e-2)
+        h = {1: 4e-4, 2: 1e-3, 3: 1e-3}.get(ORDER[method], 1e-2)
         # Outputs between grid points: the cubic Hermite keeps the method's accuracy there
         # (torchdiffeq's default, "linear", is second order).
         return {"options": {"step_size": h, "interp": "cubic"}}
     tol = 1e-9 if dtype == torch.float64 else 1e-6
     if method in LOW_ORDER:
-        tol = 1e-7
+        # fehlberg2 controls a first-order estimate, so its error runs ~100x its tolerance.
+        tol = 1e-8 if method == "fehlberg2" else 1e-6
     return {"rtol": tol, "atol": tol}
 
 
 def expected_error(method, dtype):
-    truncation = {1: 2e-3, 2: 2e-5, 3: 2e-6, 4: 2e-7}[ORDER[method]] if method in FIXED else 2e-6
+    truncation = {1: 8e-3, 2: 2e-5, 3: 2e-6, 4: 2e-7}[ORDER[method]] if method in FIXED else 2e-6
     if method in LOW_ORDER:
         truncation = 1e-4  # their error estimate is first order: tolerance is not accuracy
     return max(truncation, 2e-4) if dtype == torch.float32 else truncation
