@@ -72,7 +72,7 @@ def test_odenet_adjoint_and_rknet_gradients_agree():
     torch.manual_seed(0)
     x, y = torch.rand(2, 1, 28, 28, dtype=torch.float64), torch.tensor([3, 7])
     grads, stats = {}, {}
-    for gradient in ("adjoint", "direct"):
+    for gradient in ("adjoint", "direct", "checkpoint"):
         task = ClassificationTask(tiny_odenet(gradient))
         with collect_stats() as stats[gradient]:
             task.training_step((x, y))["loss"].backward()
@@ -85,6 +85,9 @@ def test_odenet_adjoint_and_rknet_gradients_agree():
     # about 0.6%; a missing or wrong term in the backward pass gives an O(1) difference.
     difference = (grads["adjoint"] - grads["direct"]).abs().max() / grads["direct"].abs().max()
     assert difference < 0.02
+    # Checkpointing replays the same steps: the discrete gradient, to rounding.
+    torch.testing.assert_close(grads["checkpoint"], grads["direct"], rtol=1e-9, atol=1e-12)
+    assert stats["checkpoint"].nfe_backward > 0
     ode_grad = [p.grad for p in task.net.ode.parameters()]
     assert any(g.abs().sum() > 0 for g in ode_grad), "the ODE block must receive gradient"
 

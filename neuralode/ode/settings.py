@@ -99,6 +99,6 @@ def solve(settings: "SolverSettings | Mapping | None", func: Callable, y0, t: to
 
     s = SolverSettings.from_any(settings)
     kwargs = s.odeint_kwargs()
-    if s.gradient == "adjoint":
+    if s.gradient != "direct":
         kwargs["adjoint_params"] = adjoint_params
     return odeint(func, y0, t, **kwargs)
