@@ -77,6 +77,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
         return f"t={problem.user_time(s):.6g}"
 
     i_out, attempts = 1, 0
+    checked = t  # the last time at which a fixed-step state was found finite
     while True:
         t1, jump = controller.next_time(t, h, t_end)
         step_size = t1 - t
@@ -104,9 +105,12 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
             if "callback_accept_step" in callbacks:
                 callbacks["callback_accept_step"](t, y, step_size)
             y1 = step.y1
-            if not controller.adaptive and _nonfinite(y1):
+            # Fixed steps have no error estimate to catch a blow-up; checking every step would
+            # cost a device sync each, so the check runs where an output (or the event) is due.
+            if not controller.adaptive and (t1 >= t_end or (i_out < len(times) and times[i_out] <= t1)
+                                            or event_fn is not None) and _nonfinite(y1):
                 raise NonFiniteStateError(
-                    f"the state became non-finite (NaN/inf) between {where(t)} and {where(t1)} (step "
+                    f"the state became non-finite (NaN/inf) between {where(checked)} and {where(t1)} (by step "
                     f"{stats.n_accepted}, method {method}); try a smaller step_size, or check func for values "
                     "that blow up")
             record = AcceptedStep(t, t1, start, jump or perturb)
@@ -134,6 +138,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                     ys.append(y1 if times[i_out] == t1 else interpolate(times[i_out]))
                     record.outputs.append((i_out, times[i_out]))
                     i_out += 1
+                    checked = t1
                 done = i_out == len(times)
             if done:
                 stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve

@@ -67,7 +67,7 @@ def test_nonfinite_state_names_time():
     blowup = lambda t, y: torch.where(t > 0.5, torch.full_like(y, float("nan")), -y)  # noqa: E731
     with pytest.raises(NonFiniteStateError, match=r"non-finite.*t=0\.5"):
         odeint(blowup, torch.ones(2), T)
-    with pytest.raises(NonFiniteStateError, match=r"between t=0\.5 and t=0\.6"):
+    with pytest.raises(NonFiniteStateError, match=r"between t=0 and t=1 \(by step 10"):
         odeint(blowup, torch.ones(2), T, method="rk4", options={"step_size": 0.1})
     with pytest.raises(NonFiniteStateError, match="initial"):
         odeint(decay, torch.tensor([1.0, float("inf")]), T)
