@@ -375,13 +375,16 @@ def load_trained(path: str | Path):
     from neuralode.train.checkpoint import load_checkpoint
     from neuralode.train.config import upgrade_stored_config
     from neuralode.train.run import build_task_and_data
+    from neuralode.train.targets import check_targets
 
     path = Path(path)
     ckpt = checkpoint_in(path) if path.is_dir() else path
     if ckpt is None or not ckpt.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint file nor a run folder with last.pt or best.pt")
     state = load_checkpoint(ckpt, map_location="cpu")
-    config = OmegaConf.create(upgrade_stored_config(state["config"]))
+    stored = upgrade_stored_config(state["config"])
+    check_targets(stored, f"checkpoint {ckpt}")  # a shared run may name any callable
+    config = OmegaConf.create(stored)
     task, data = build_task_and_data(config.model, config.data)
     task.load_state_dict(state["model"])
     return task.eval(), data, state
@@ -397,10 +400,13 @@ def add_figure_args(parser: argparse.ArgumentParser, trained: str = "the run") -
 
 
 def load_trained_or_exit(path: str | Path):
-    """:func:`load_trained`, or exit with an error that names the missing checkpoint."""
+    """:func:`load_trained`, or exit with an error that names the missing, damaged or refused
+    checkpoint."""
+    from neuralode.train.config import UserError
+
     try:
         return load_trained(path)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, UserError) as error:
         raise SystemExit(f"error: {error}") from None
 
 

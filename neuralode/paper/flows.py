@@ -75,9 +75,13 @@ def load_task(run_dir: Path, device: torch.device | str = "cpu"):
     from neuralode.train.checkpoint import load_checkpoint
     from neuralode.train.config import upgrade_stored_config
     from neuralode.train.run import build_task_and_data
+    from neuralode.train.targets import check_targets
 
-    state = load_checkpoint(Path(run_dir) / "last.pt", map_location=device)
-    config = OmegaConf.create(upgrade_stored_config(state["config"]))
+    ckpt = Path(run_dir) / "last.pt"
+    state = load_checkpoint(ckpt, map_location=device)
+    stored = upgrade_stored_config(state["config"])
+    check_targets(stored, f"checkpoint {ckpt}")  # a shared run may name any callable
+    config = OmegaConf.create(stored)
     task, _ = build_task_and_data(config.model, config.data)
     task.load_state_dict(state["model"])
     return task.to(device).eval()

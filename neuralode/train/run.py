@@ -87,12 +87,15 @@ def evaluate_checkpoint(
     directory: its best.pt, else last.pt) and return its test metrics."""
     from neuralode.train.checkpoint import load_checkpoint
     from neuralode.train.seeding import resolve_device
+    from neuralode.train.targets import check_targets
     from neuralode.train.trainer import evaluate
 
     path = _checkpoint_file(Path(ckpt))
     device = resolve_device(device)
     state = load_checkpoint(path, map_location=device)
-    stored = OmegaConf.create(upgrade_stored_config(state["config"]))
+    config = upgrade_stored_config(state["config"])
+    check_targets(config, f"checkpoint {path}")  # a shared checkpoint may name any callable
+    stored = OmegaConf.create(config)
     data_cfg = OmegaConf.merge(stored.data, data_overrides or {})
     task, data = build_task_and_data(stored.model, data_cfg)
     try:
@@ -106,10 +109,13 @@ def evaluate_checkpoint(
 
 
 def build_task_and_data(model_cfg: Any, data_cfg: Any) -> tuple[Any, Any]:
-    """Instantiate the ``model`` group (a Task) and the ``data`` group (a DataModule)."""
+    """Instantiate the ``model`` group (a Task) and the ``data`` group (a DataModule), after
+    checking that every ``_target_`` in them is one of neuralode's classes."""
     from neuralode.data.base import DataModule
     from neuralode.tasks.base import Task
+    from neuralode.train.targets import check_targets
 
+    check_targets({"model": model_cfg, "data": data_cfg}, "config")
     task = _instantiate(model_cfg, "model")
     if not isinstance(task, Task):
         raise ConfigError(f"model._target_ must build a neuralode.tasks.Task, got {type(task).__name__}")
