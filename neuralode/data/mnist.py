@@ -54,6 +54,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from neuralode.data.base import DataModule
+from neuralode.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ RAW_MD5 = {
 }
 
 
-class MNISTUnavailableError(RuntimeError):
+class MNISTUnavailableError(UserError, RuntimeError):
     """Raised when MNIST is neither on disk nor obtainable by any download path."""
 
 

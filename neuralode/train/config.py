@@ -17,10 +17,11 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 
+from neuralode.errors import UserError  # noqa: F401  (re-exported: the trainer's errors derive from it)
 from neuralode.ode.settings import SolverSettings
 
 #: The repository root (this file is neuralode/train/config.py); configs/ lives beside the package.
@@ -35,8 +36,6 @@ CONFIG_DIR = REPO_ROOT / "configs"
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 
-class UserError(Exception):
-    """A problem the user can fix (a bad setting, a missing file): reported without a traceback."""
 
 
 class ConfigError(UserError):
@@ -97,6 +96,8 @@ class TrainConfig:
     deterministic: bool = False
     resume: bool = False  # continue from <run dir>/last.pt (pass hydra.run.dir=<that run>)
     ckpt_path: Optional[str] = None  # continue from this checkpoint file
+    # Settings a resume may change (e.g. [optim.optimizer.lr]); others must match the stored run.
+    allow_changes: List[str] = field(default_factory=list)
     model: Any = MISSING
     data: Any = MISSING
     solver: SolverSettings = field(default_factory=SolverSettings)  # models get it as ``solver: ${solver}``

@@ -45,14 +45,21 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Build what ``cfg`` describes and train it in ``run_dir``; returns the run's summary."""
+    from neuralode.train.checkpoint import clean_stale_temp_files
     from neuralode.train.seeding import resolve_device, seed_everything, set_deterministic
     from neuralode.train.trainer import Trainer
 
-    _check_schema(cfg, TrainConfig)
-    _check_solver(cfg.solver)
+    check_train_config(cfg)
     run_dir = Path(run_dir)
     ckpt_path = _checkpoint_to_resume(cfg, run_dir)
     device = resolve_device(cfg.device)
+    if ckpt_path is not None:
+        _refuse_changed_settings(cfg, ckpt_path)
+    elif _torchrun_world_size() == 1 or os.environ.get("RANK") == "0":
+        _refuse_used_run_dir(run_dir)
+    if _torchrun_world_size() == 1 or os.environ.get("RANK") == "0":
+        run_lock = lock_run_dir(run_dir)  # noqa: F841  held until this process exits
+        clean_stale_temp_files(run_dir)  # left by a save that was killed
     if _torchrun_world_size() > 1:  # one of torchrun's processes (the CLI has joined the group already)
         from neuralode.train import distributed
 
@@ -137,6 +144,107 @@ def _instantiate(node: Any, where: str) -> Any:
         raise ConfigError(f"cannot build {where}: {error}{cause}") from error
 
 
+def check_train_config(cfg: DictConfig) -> None:
+    """Every check a train config can pass or fail before anything is built or written."""
+    from neuralode.train.targets import check_targets
+    from neuralode.train.trainer import _check_settings, check_logger_settings
+
+    _check_schema(cfg, TrainConfig)
+    _check_solver(cfg.solver)
+    _check_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval)
+    check_logger_settings(LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)))
+    _check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
+    check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
+    lr = OmegaConf.select(cfg, "optim.optimizer.lr")
+    if isinstance(lr, (int, float)) and not lr > 0:
+        raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr}")
+
+
+def _check_numbers(node: Any, where: str) -> None:
+    """Sizes and counts that every data module shares: batch sizes and sample counts are
+    positive, worker counts non-negative (a data module checks its own other settings)."""
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        path = f"{where}.{key}"
+        if isinstance(value, dict):
+            _check_numbers(value, path)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            continue
+        elif key == "num_workers" and value < 0:
+            raise ConfigError(f"{path} must be 0 (load in the main process) or more, got {value}")
+        elif (key.endswith("batch_size") or key.startswith("n_")) and value < 1:
+            raise ConfigError(f"{path} must be a positive integer, got {value}")
+
+
+#: Files that make a run directory a run (Hydra's own .hydra/ and train.log do not).
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json")
+#: Settings a resumed run may change without saying so: they do not change what is computed.
+RESUMABLE_CHANGES = ("resume", "ckpt_path", "allow_changes", "device", "trainer.max_epochs", "trainer.max_steps",
+                     "trainer.progress_bar", "trainer.limit_eval_batches", "logger.", "paths.", "data.data_dir",
+                     "data.root", "data.num_workers")
+
+
+def lock_run_dir(run_dir: Path):
+    """An exclusive lock on ``run_dir`` for as long as the returned file stays open, so that two
+    processes never write one run."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"{run_dir} is in use by {holder}; wait for it to finish, or train in another "
+                          "folder (hydra.run.dir=...)") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _refuse_used_run_dir(run_dir: Path) -> None:
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise ConfigError(f"{run_dir} already holds a run ({', '.join(found)}); continue it with resume=true, "
+                          "or train into a new folder (leave hydra.run.dir out, or name another)")
+
+
+def _refuse_changed_settings(cfg: DictConfig, ckpt_path: Path) -> None:
+    """A resume trains on with the stored settings: refuse changed ones unless named in
+    ``allow_changes`` (a half-applied change, e.g. a new batch size with the old learning rate
+    kept in the optimiser state, would be recorded as if it had been the run's all along)."""
+    from neuralode.train.checkpoint import load_checkpoint
+
+    stored = upgrade_stored_config(load_checkpoint(ckpt_path).get("config") or {})
+    if not stored:
+        return
+    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    before = _flatten(stored)
+    allowed = tuple(RESUMABLE_CHANGES) + tuple(cfg.get("allow_changes") or ())
+    changed = sorted(key for key in set(now) & set(before)
+                     if now[key] != before[key] and not any(key == a or key.startswith(a.rstrip(".") + ".")
+                                                             or (a.endswith(".") and key.startswith(a)) for a in allowed))
+    if changed:
+        shown = "; ".join(f"{key}: {before[key]!r} -> {now[key]!r}" for key in changed[:6])
+        more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
+        raise ConfigError(f"resuming {ckpt_path} with changed settings: {shown}{more}. Resume with the run's "
+                          f"settings, or accept the change: allow_changes=[{','.join(changed)}]")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
 def _check_schema(cfg: DictConfig, schema: type) -> None:
     """Catch what composition lets through: required values not given, keys added with
     ``+key=...``, wrong types."""
@@ -206,15 +314,16 @@ def _train_main(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         train(cfg, run_dir)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        status = 128 + getattr(stop, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
         if _torchrun_world_size() > 1 and os.environ.get("RANK") != "0":
-            sys.exit(130)  # rank 0 prints the command
+            sys.exit(status)  # rank 0 prints the command
         if not (run_dir / "last.pt").is_file():
-            sys.exit(130)
+            sys.exit(status)
         kept = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
         print(f"\ninterrupted; to continue this run:\n  {_launcher()} -m neuralode train {' '.join(kept)} "
               f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(status)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
@@ -229,7 +338,28 @@ def _eval_main(cfg: DictConfig) -> None:
 
 def train_cli() -> None:
     """``python -m neuralode train [overrides]``, also as one of ``torchrun``'s processes."""
-    _run_hydra(_train_main, TrainConfig, torchrun_ok=True)
+    _run_hydra(_train_main, TrainConfig, torchrun_ok=True, precheck=_precheck_train)
+
+
+def _precheck_train(args: list[str]) -> None:
+    """Compose and check the config before Hydra creates the run folder, so that a bad setting
+    leaves nothing behind. Sweeps (-m) are checked per job, inside their own runs."""
+    if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in args):
+        return
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose("train", args, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException):
+        return  # Hydra reports these itself, with its own wording, before creating anything
+    run_dir = Path(str(cfg.hydra.run.dir))
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra")  # the schema does not know it
+    plain = OmegaConf.create(container)
+    check_train_config(plain)
+    if not plain.resume and not plain.ckpt_path:
+        _refuse_used_run_dir(run_dir)
 
 
 def eval_cli() -> None:
@@ -237,10 +367,12 @@ def eval_cli() -> None:
     _run_hydra(_eval_main, EvalConfig)
 
 
-def _run_hydra(main, schema: type, torchrun_ok: bool = False) -> None:
+def _run_hydra(main, schema: type, torchrun_ok: bool = False, precheck=None) -> None:
     register_configs()
     try:
         check_override_keys(sys.argv[1:], schema)
+        if precheck is not None and _torchrun_world_size() == 1:
+            precheck(sys.argv[1:])
         if _torchrun_world_size() > 1:
             if not torchrun_ok:
                 raise ConfigError("this subcommand runs in one process: start it without torchrun")

@@ -34,7 +34,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -45,7 +45,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from neuralode.data.base import DataModule
-from neuralode.ode import collect_stats
+from neuralode.ode import ODESolverError, collect_stats
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -62,6 +62,14 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on a signal after saving last.pt; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass
@@ -123,7 +131,9 @@ class Trainer:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0  # writes every file and the progress bar
         self.seed = seed
+        check_logger_settings(self.logging)
         self.optimizer = optimizer(self.task.parameters())
+        check_optimizer(self.optimizer)
         # Under torchrun the training step runs through DDP, which all-reduces the gradients.
         self.ddp = None
         if self.world_size > 1:
@@ -150,8 +160,9 @@ class Trainer:
     def fit(self, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         """Train until ``max_epochs`` or ``max_steps``, continuing from ``ckpt_path`` if given.
 
-        Returns the summary that is also written to ``summary.json``. On Ctrl-C: finishes the
-        current step, saves ``last.pt`` and raises ``KeyboardInterrupt``.
+        Returns the summary that is also written to ``summary.json``. On Ctrl-C or SIGTERM:
+        finishes the current step and the evaluation due at it, saves ``last.pt`` and raises
+        :class:`Interrupted` (a ``KeyboardInterrupt``).
         """
         if ckpt_path is not None:
             self.load_state(load_checkpoint(ckpt_path, map_location=self.device), ckpt_path)
@@ -180,13 +191,14 @@ class Trainer:
             # Under torchrun, Ctrl-C reaches every process and torchrun forwards it again: the
             # processes stop at once (no collective step to agree on); last.pt of the last
             # evaluation is where a resume starts.
-            with _StopOnCtrlC(enabled=self.world_size == 1) as ctrl_c, logging_redirect_tqdm():
+            with _StopOnSignal(enabled=self.world_size == 1) as stop, logging_redirect_tqdm():
                 while not self._finished():
-                    self._train_epoch(train_loader, eval_loader, ctrl_c)
-                    if ctrl_c.requested:
+                    self._train_epoch(train_loader, eval_loader, stop)
+                    if stop.requested is not None:
                         self._save("last.pt")
-                        log.warning("stopped by Ctrl-C at step %d; saved %s", self.progress.step, self.run_dir / "last.pt")
-                        raise KeyboardInterrupt
+                        log.warning("stopped by %s at step %d; saved %s", signal.Signals(stop.requested).name,
+                                    self.progress.step, self.run_dir / "last.pt")
+                        raise Interrupted(stop.requested)
                 if not self.history or self.history[-1]["step"] != self.progress.step:
                     self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=True)
             summary = self._summary(time.perf_counter() - started)
@@ -205,7 +217,7 @@ class Trainer:
         max_steps = self.settings.max_steps
         return self.progress.epoch >= self.settings.max_epochs or (max_steps is not None and self.progress.step >= max_steps)
 
-    def _train_epoch(self, loader, eval_loader, ctrl_c: "_StopOnCtrlC") -> None:
+    def _train_epoch(self, loader, eval_loader, stop: "_StopOnSignal") -> None:
         p, s = self.progress, self.settings
         n_batches = len(loader) if s.limit_train_batches is None else min(len(loader), s.limit_train_batches)
         if p.batch_in_epoch == 0:
@@ -240,10 +252,14 @@ class Trainer:
             bar.set_postfix(self._postfix(scalars), refresh=False)
             if self._tensorboard is not None and p.step % self.logging.log_every_n_steps == 0:
                 self._tensorboard.log_scalar("train/loss_step", scalars["loss"], p.step)
-            if ctrl_c.requested or self._finished():
+            if self._finished():
                 break
+            # The evaluation due at this step runs even when a stop was asked for: a resume
+            # starts after this step, so it would never run otherwise.
             if s.eval_every_n_steps and p.step % s.eval_every_n_steps == 0 and p.batch_in_epoch < n_batches:
                 self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=False)
+            if stop.requested is not None:
+                break
             tick = time.perf_counter()
         bar.close()
         if p.batch_in_epoch >= n_batches:
@@ -254,7 +270,7 @@ class Trainer:
         self.task.train()
         batch = move_to_device(batch, self.device)
         with collect_stats() as stats:
-            with self.saved_tensors if self.saved_tensors is not None else nullcontext():
+            with self.saved_tensors if self.saved_tensors is not None else nullcontext(), self._diverged_at(p):
                 out = self.ddp(batch) if self.ddp is not None else self.task.training_step(batch)
             if "loss" not in out:
                 raise TrainingError(f"{type(self.task).__name__}.training_step must return a dict with a 'loss' tensor; got keys {sorted(out)}")
@@ -266,7 +282,8 @@ class Trainer:
                     "(solver.rtol, solver.atol) or clip gradients (trainer.grad_clip_norm)"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with self._diverged_at(p):
+                loss.backward()
         if self.settings.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.settings.grad_clip_norm)
         self.optimizer.step()
@@ -281,6 +298,21 @@ class Trainer:
         if self.saved_tensors is not None:
             p.peak_saved_bytes = max(p.peak_saved_bytes, self.saved_tensors.last_bytes)
         return scalars
+
+    @contextmanager
+    def _diverged_at(self, p: Progress):
+        """The ODE solver's failures (a non-finite state, a step size that underflows, too many
+        steps) during training mean the model diverged: say where, and what to change."""
+        try:
+            yield
+        except ODESolverError as error:
+            last = self.history[-1].get("train_loss") if self.history else None
+            before = f" (last logged training loss {last:.4g})" if last is not None else ""
+            raise TrainingError(
+                f"training diverged at step {p.step + 1} (epoch {p.epoch + 1}){before}: the ODE solver failed: "
+                f"{str(error).split('; ')[0]}. Lower the learning rate (optim.optimizer.lr), clip gradients "
+                "(trainer.grad_clip_norm) or change the solver tolerances (solver.rtol, solver.atol)"
+            ) from error
 
     @staticmethod
     def _postfix(scalars: dict[str, float]) -> dict[str, str]:
@@ -332,9 +364,12 @@ class Trainer:
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
             p.batch_in_epoch = 0  # the next epoch starts afresh (start_epoch resets the sums)
-        self._save("last.pt")
+        # best.pt first, with progress.best already updated: an interruption between the two
+        # writes leaves last.pt one evaluation behind, and the resume redoes that evaluation
+        # (to the same numbers), so best.pt and summary.json never point to a worse step.
         if self._improved(record):
             self._save("best.pt")
+        self._save("last.pt")
         return record
 
     def _average_progress_over_ranks(self) -> None:
@@ -513,30 +548,50 @@ def _check_settings(s: TrainerConfig, scheduler_interval: str) -> None:
     for name, value in positive.items():
         if value is not None and value < 1:
             raise ConfigError(f"trainer.{name} must be a positive integer (or null), got {value}")
+    if s.grad_clip_norm is not None and not (math.isfinite(s.grad_clip_norm) and s.grad_clip_norm > 0):
+        raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {s.grad_clip_norm}")
     if scheduler_interval not in ("epoch", "step"):
         raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
 
 
-class _StopOnCtrlC:
-    """The first Ctrl-C asks the loop to stop after the current step (and save last.pt); a
-    second one interrupts at once. ``enabled=False``: Ctrl-C interrupts at once."""
+def check_logger_settings(s: LoggerConfig) -> None:
+    if s.log_every_n_steps < 1:
+        raise ConfigError(f"logger.log_every_n_steps must be a positive integer, got {s.log_every_n_steps}")
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """A learning rate of zero trains nothing and a negative one ascends the loss: refuse both."""
+    for group in optimizer.param_groups:
+        lr = group.get("lr")
+        if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr}")
+
+
+class _StopOnSignal:
+    """The first Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption notice) asks the loop to
+    stop after the current step, run the evaluation due at that step and save last.pt; a
+    second one interrupts at once. ``enabled=False``: signals keep their default effect."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
 
-    def __enter__(self) -> "_StopOnCtrlC":
-        self.requested = False
-        self._previous = None
+    def __enter__(self) -> "_StopOnSignal":
+        self.requested: int | None = None  # the signal received
+        self._previous: dict[int, Any] = {}
         if self.enabled and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested is not None:
             raise KeyboardInterrupt
-        self.requested = True
-        log.warning("Ctrl-C: stopping after this step and saving last.pt (Ctrl-C again to abort at once)")
+        self.requested = signum
+        log.warning("%s: stopping after this step and saving last.pt (send it again to abort at once)",
+                    signal.Signals(signum).name)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
