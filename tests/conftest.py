@@ -83,8 +83,9 @@ class BlobTask(Task):
     monitor = "error"
     monitor_mode = "min"
 
-    def __init__(self, ode: bool = False, interrupt_at_step: int | None = None):
+    def __init__(self, ode: bool = False, interrupt_at_step: int | None = None, interrupt_signal: int = signal.SIGINT):
         super().__init__()
+        self.interrupt_signal = interrupt_signal
         self.inp = nn.Linear(4, 8)
         self.func = ODEFunc(8) if ode else None
         self.out = nn.Sequential(nn.Dropout(0.2), nn.Linear(8, 3))
@@ -101,7 +102,7 @@ class BlobTask(Task):
     def training_step(self, batch):
         self.steps += 1
         if self.steps == self.interrupt_at_step:
-            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during this step
+            os.kill(os.getpid(), self.interrupt_signal)  # as if Ctrl-C (or SIGTERM) came during this step
         x, y = batch
         logits = self(x)
         return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
@@ -120,12 +121,12 @@ class BlobTask(Task):
 
 
 def make_trainer(run_dir, *, ode: bool = False, seed: int = 0, interrupt_at_step: int | None = None,
-                 logging: LoggerConfig | None = None, **settings) -> Trainer:
+                 interrupt_signal: int = signal.SIGINT, logging: LoggerConfig | None = None, **settings) -> Trainer:
     """A Trainer on BlobTask/BlobData: 4 batches an epoch, SGD with a per-epoch schedule."""
     torch.manual_seed(seed)
     settings = {"max_epochs": 3, "progress_bar": False, **settings}
     return Trainer(
-        BlobTask(ode=ode, interrupt_at_step=interrupt_at_step),
+        BlobTask(ode=ode, interrupt_at_step=interrupt_at_step, interrupt_signal=interrupt_signal),
         BlobData(),
         run_dir,
         optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),

@@ -4,6 +4,8 @@ MNIST experiment (composed from configs/, generated images, a couple of steps on
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -11,9 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from neuralode.train.config import ConfigError, compose
 from neuralode.train.loggers import read_metrics
-from neuralode.train.run import train
+from neuralode.train.run import lock_run_dir, train
 from neuralode.train.seeding import resolve_device
-from neuralode.train.trainer import TrainingError
+from neuralode.train.trainer import Interrupted, TrainingError
 from tests.conftest import make_trainer, tiny_mnist
 
 #: Differ between two identical runs: wall time and the process's memory high-water mark.
@@ -112,6 +114,67 @@ def test_ctrl_c_saves_last_checkpoint_and_the_run_resumes_exactly(tmp_path):
         reproducible(r) for r in read_metrics(tmp_path / "straight")]
 
 
+def test_sigterm_at_an_evaluation_step_keeps_that_evaluation_and_resumes_exactly(tmp_path):
+    """A cluster's preemption notice (SIGTERM) during step 2, whose end is an evaluation step:
+    the step finishes, its evaluation is logged, last.pt is saved; the resume matches."""
+    settings = dict(max_steps=6, eval_every_n_steps=2)
+    make_trainer(tmp_path / "straight", **settings).fit()
+    with pytest.raises(Interrupted) as stopped:
+        make_trainer(tmp_path / "run", interrupt_at_step=2, interrupt_signal=signal.SIGTERM, **settings).fit()
+    assert stopped.value.signum == signal.SIGTERM
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [2]  # the evaluation due at step 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["progress"]["step"] == 2
+    make_trainer(tmp_path / "run", **settings).fit(ckpt_path=tmp_path / "run" / "last.pt")
+    assert [reproducible(r) for r in read_metrics(tmp_path / "run")] == [
+        reproducible(r) for r in read_metrics(tmp_path / "straight")]
+
+
+def test_a_death_between_best_and_last_never_leaves_best_at_a_worse_step(tmp_path, monkeypatch):
+    """best.pt is written before last.pt: a process killed between the two resumes one
+    evaluation back, redoes it, and best.pt and summary.json agree with metrics.jsonl."""
+    from neuralode.train.trainer import Trainer
+
+    save = Trainer._save
+    deaths = iter([False, True])  # at the second improvement: after best.pt, before last.pt
+
+    def dying_save(self, name):
+        save(self, name)
+        if name == "best.pt" and next(deaths, False):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_save", dying_save)
+    settings = dict(max_epochs=2, eval_every_n_steps=1)  # test error improves at steps 1, 2, 3, 4
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path, **settings).fit()
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["progress"]["step"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["progress"]["step"] == 1
+    monkeypatch.setattr(Trainer, "_save", save)
+    summary = make_trainer(tmp_path, **settings).fit(ckpt_path=tmp_path / "last.pt")
+    records = read_metrics(tmp_path)
+    best = min(records, key=lambda r: r["test_error"])
+    stored = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert stored["progress"]["best"] == best["test_error"] == summary["best"]["test_error"]
+    assert stored["history"][-1]["test_error"] == best["test_error"]
+
+
+def test_one_process_per_run_folder(tmp_path):
+    held = lock_run_dir(tmp_path)
+    with pytest.raises(ConfigError, match=f"in use by process {os.getpid()}"):
+        lock_run_dir(tmp_path)
+    held.close()
+    lock_run_dir(tmp_path).close()  # free again once the holder is gone
+
+
+def test_a_requeued_slurm_job_resumes_its_run(tmp_path, monkeypatch):
+    overrides = tiny_mnist("mnist_mlp", "trainer.max_steps=2")
+    train(compose("train", overrides), tmp_path)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(compose("train", tiny_mnist("mnist_mlp", "trainer.max_steps=4")), tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    summary = train(compose("train", tiny_mnist("mnist_mlp", "trainer.max_steps=4")), tmp_path)
+    assert summary["steps"] == 4 and [r["step"] for r in read_metrics(tmp_path)] == [2, 4]
+
+
 def test_resume_drops_records_written_after_the_checkpoint(tmp_path):
     make_trainer(tmp_path, max_steps=2).fit()
     with (tmp_path / "metrics.jsonl").open("a") as f:  # as if the run died after logging more
@@ -162,6 +225,7 @@ def test_every_mnist_experiment_trains_two_steps(tmp_path, experiment):
     assert stored["name"] == experiment and stored["model"]["_target_"].endswith("ClassificationTask")
 
 
+@pytest.mark.slow
 def test_resume_true_continues_a_mnist_run_exactly(tmp_path):
     base = tiny_mnist("mnist_odenet", "trainer.limit_eval_batches=1", "logger.tensorboard=false")
     train(compose("train", [*base, "trainer.max_steps=4"]), tmp_path / "straight")

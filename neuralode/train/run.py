@@ -52,6 +52,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     check_train_config(cfg)
     run_dir = Path(run_dir)
     ckpt_path = _checkpoint_to_resume(cfg, run_dir)
+    if ckpt_path is None and requeued() and (run_dir / "last.pt").is_file():
+        # SLURM started this job again (preempted, or requeued by submitit after a timeout):
+        # continue the run it had begun rather than refuse its folder.
+        log.info("requeued job (SLURM_RESTART_COUNT=%s): resuming from %s", os.environ["SLURM_RESTART_COUNT"],
+                 run_dir / "last.pt")
+        ckpt_path = run_dir / "last.pt"
     device = resolve_device(cfg.device)
     if ckpt_path is not None:
         _refuse_changed_settings(cfg, ckpt_path)
@@ -387,6 +393,11 @@ def _run_hydra(main, schema: type, torchrun_ok: bool = False, precheck=None) -> 
             from neuralode.train import distributed
 
             distributed.destroy_process_group()
+
+
+def requeued() -> bool:
+    """Whether SLURM has restarted this job (it counts restarts in SLURM_RESTART_COUNT)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
 
 
 def _torchrun_world_size() -> int:
