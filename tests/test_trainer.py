@@ -243,3 +243,12 @@ def test_resume_without_a_checkpoint_says_which_run_dir_to_name(tmp_path):
     cfg = compose("train", tiny_mnist("mnist_mlp", "resume=true"))
     with pytest.raises(ConfigError, match="hydra.run.dir="):
         train(cfg, tmp_path)
+
+
+def test_a_swapped_group_renames_the_run():
+    from neuralode.train.run import run_name
+
+    assert run_name("mnist_odenet", ["experiment=mnist_odenet", "model=resnet"]) == "mnist_odenet-model_resnet"
+    assert run_name("mnist_odenet", ["experiment=mnist_odenet", "solver=rk4", "seed=1"]) == "mnist_odenet-solver_rk4"
+    assert run_name("mnist_odenet", ["experiment=mnist_odenet", "model.net.channels=16"]) is None
+    assert run_name("mnist_odenet", ["model=resnet", "name=mine"]) is None

@@ -347,25 +347,46 @@ def train_cli() -> None:
     _run_hydra(_train_main, TrainConfig, torchrun_ok=True, precheck=_precheck_train)
 
 
-def _precheck_train(args: list[str]) -> None:
+#: Config groups that change what trains: choosing one on the command line renames the run.
+NAMING_GROUPS = ("model", "data", "solver", "optim")
+
+
+def run_name(experiment_name: str, args: list[str]) -> str | None:
+    """The run's name when the command line swaps a group of the experiment (``experiment=
+    mnist_odenet model=resnet`` trains a ResNet: ``mnist_odenet-model_resnet``, not
+    ``mnist_odenet``); None when the experiment's own name says what trains, or name= is given."""
+    if any(arg.startswith("name=") for arg in args):
+        return None
+    swapped = [arg.split("=", 1) for arg in args if arg.split("=", 1)[0] in NAMING_GROUPS and "=" in arg]
+    if not swapped:
+        return None
+    return experiment_name + "".join(f"-{group}_{choice}" for group, choice in swapped)
+
+
+def _precheck_train(args: list[str]) -> list[str]:
     """Compose and check the config before Hydra creates the run folder, so that a bad setting
-    leaves nothing behind. Sweeps (-m) are checked per job, inside their own runs."""
+    leaves nothing behind; returns overrides to add (the run's name). Sweeps (-m) are checked
+    per job, inside their own runs."""
     if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in args):
-        return
+        return []
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         cfg = compose("train", args, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):
-        return  # Hydra reports these itself, with its own wording, before creating anything
-    run_dir = Path(str(cfg.hydra.run.dir))
+        return []  # Hydra reports these itself, with its own wording, before creating anything
     container = OmegaConf.to_container(cfg, resolve=False)
     container.pop("hydra")  # the schema does not know it
     plain = OmegaConf.create(container)
     check_train_config(plain)
+    name = run_name(str(plain.name), args)
+    extra = [f"name={name}"] if name else []
+    if extra:
+        cfg = compose("train", args + extra, return_hydra_config=True)
     if not plain.resume and not plain.ckpt_path:
-        _refuse_used_run_dir(run_dir)
+        _refuse_used_run_dir(Path(str(cfg.hydra.run.dir)))
+    return extra
 
 
 def eval_cli() -> None:
@@ -378,7 +399,7 @@ def _run_hydra(main, schema: type, torchrun_ok: bool = False, precheck=None) -> 
     try:
         check_override_keys(sys.argv[1:], schema)
         if precheck is not None and _torchrun_world_size() == 1:
-            precheck(sys.argv[1:])
+            sys.argv += precheck(sys.argv[1:])
         if _torchrun_world_size() > 1:
             if not torchrun_ok:
                 raise ConfigError("this subcommand runs in one process: start it without torchrun")
