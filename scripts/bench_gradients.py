@@ -68,7 +68,7 @@ def time_steps(case: Case, gradient: str, warmup: int, steps: int) -> dict:
     from neuralode.ode import collect_stats
     from neuralode.train.run import build_task_and_data
     from neuralode.train.seeding import seed_everything
-    from neuralode.train.trainer import move_to_device
+    from neuralode.train.evaluation import move_to_device
 
     cfg = compose_case(case, gradient)
     seed_everything(cfg.seed)  # same weights and batches for both gradient choices

@@ -15,7 +15,8 @@ from neuralode.train.config import ConfigError, compose
 from neuralode.train.loggers import read_metrics
 from neuralode.train.run import lock_run_dir, train
 from neuralode.train.seeding import resolve_device
-from neuralode.train.trainer import Interrupted, TrainingError
+from neuralode.train.signals import Interrupted
+from neuralode.train.trainer import TrainingError
 from tests.conftest import make_trainer, tiny_mnist
 
 #: Differ between two identical runs: wall time and the process's memory high-water mark.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -117,6 +118,34 @@ class EvalConfig:
     limit_eval_batches: Optional[int] = None
     data: Dict[str, Any] = field(default_factory=dict)  # merged over the stored data config
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def check_trainer_settings(s: TrainerConfig, scheduler_interval: str) -> None:
+    """The trainer's settings, checked before anything is built or written."""
+    positive = {
+        "max_epochs": s.max_epochs, "max_steps": s.max_steps, "limit_train_batches": s.limit_train_batches,
+        "limit_eval_batches": s.limit_eval_batches, "eval_every_n_steps": s.eval_every_n_steps,
+    }
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{name} must be a positive integer (or null), got {value}")
+    if s.grad_clip_norm is not None and not (math.isfinite(s.grad_clip_norm) and s.grad_clip_norm > 0):
+        raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {s.grad_clip_norm}")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+
+
+def check_logger_settings(s: LoggerConfig) -> None:
+    if s.log_every_n_steps < 1:
+        raise ConfigError(f"logger.log_every_n_steps must be a positive integer, got {s.log_every_n_steps}")
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """A learning rate of zero trains nothing and a negative one ascends the loss: refuse both."""
+    for group in optimizer.param_groups:
+        lr = group.get("lr")
+        if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr}")
 
 
 SCHEMAS = {"train_schema": TrainConfig, "eval_schema": EvalConfig}

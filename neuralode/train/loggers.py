@@ -44,22 +44,6 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def tensorboard_tag(key: str) -> str:
-    """The TensorBoard name of a metrics.jsonl key: train_loss -> train/loss,
-    test_error -> test/error, nfe_forward -> nfe/forward, epoch_time_s -> time/epoch_s,
-    peak_rss_mb -> memory/peak_rss_mb, lr -> optim/lr."""
-    if key == "lr":
-        return "optim/lr"
-    if key.endswith("_mb"):
-        return f"memory/{key}"
-    if key.endswith("_time_s"):
-        return f"time/{key[: -len('_time_s')]}_s"
-    prefix, _, rest = key.partition("_")
-    if prefix in ("train", "test", "nfe") and rest:
-        return f"{prefix}/{rest}"
-    return f"misc/{key}"
-
-
 class TensorBoardLogger:
     """Scalars, figures, the config as text and the final hparams, in the run directory."""
 
@@ -67,11 +51,6 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter  # imported when used: it is slow to import
 
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
-
-    def log_scalars(self, values: Mapping[str, Any], step: int) -> None:
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
-                self.writer.add_scalar(tensorboard_tag(key), value, step)
 
     def log_scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)

@@ -101,7 +101,7 @@ def evaluate_checkpoint(
     from neuralode.train.checkpoint import load_checkpoint
     from neuralode.train.seeding import resolve_device
     from neuralode.train.targets import check_targets
-    from neuralode.train.trainer import evaluate
+    from neuralode.train.evaluation import evaluate
 
     path = _checkpoint_file(Path(ckpt))
     device = resolve_device(device)
@@ -153,11 +153,11 @@ def _instantiate(node: Any, where: str) -> Any:
 def check_train_config(cfg: DictConfig) -> None:
     """Every check a train config can pass or fail before anything is built or written."""
     from neuralode.train.targets import check_targets
-    from neuralode.train.trainer import _check_settings, check_logger_settings
+    from neuralode.train.config import check_logger_settings, check_trainer_settings
 
     _check_schema(cfg, TrainConfig)
     _check_solver(cfg.solver)
-    _check_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval)
+    check_trainer_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval)
     check_logger_settings(LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)))
     _check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built

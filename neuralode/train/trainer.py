@@ -7,13 +7,12 @@ saved for backward; after every epoch (and every ``eval_every_n_steps`` steps) i
 appends a record to ``metrics.jsonl``, writes TensorBoard scalars and saves ``last.pt``
 (``best.pt`` too when the task's monitored metric improved).
 
-A record of ``metrics.jsonl`` has ``epoch`` (1-based: the epoch the evaluation ended or fell
-in), ``step`` (optimiser steps so far), ``train_<name>`` (the task's training scalars averaged
-over the epoch so far), ``nfe_forward`` / ``nfe_backward`` (function evaluations per training
-step of the forward solves / the adjoint's backward solves, epoch mean; only for tasks that
-solve ODEs), ``test_<name>`` (the task's evaluation metrics; ``test_nfe_forward`` per batch),
-``lr``, ``epoch_time_s`` (training wall time of the epoch so far, data loading included),
-``eval_time_s`` and the memory figures described in :mod:`neuralode.train.memory`.
+Each evaluation is a :class:`~neuralode.train.records.Record` (train scalars, NFE per training
+step, test metrics, lr, times, memory), from which the ``metrics.jsonl`` line (``train_loss``,
+``nfe_forward``, ``test_error``, ``epoch_time_s``, ``peak_rss_mb``, ...) and the TensorBoard
+tags are derived. Beside this loop: evaluation (``evaluation.py``), where a run stands
+(``state.py``), stopping on a signal (``signals.py``), the settings' checks (``config.py``),
+checkpoint files (``checkpoint.py``), meters (``memory.py``) and writers (``loggers.py``).
 
 A checkpoint holds everything the rest of the run depends on, including the position inside
 an epoch and every random state, so that a run stopped and resumed gives exactly the metrics
@@ -32,10 +31,8 @@ import dataclasses
 import logging
 import math
 import signal
-import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -49,10 +46,21 @@ from neuralode.ode import ODESolverError, collect_stats
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from neuralode.train.config import ConfigError, LoggerConfig, TrainerConfig, UserError
+from neuralode.train.config import (
+    LoggerConfig,
+    TrainerConfig,
+    UserError,
+    check_logger_settings,
+    check_optimizer,
+    check_trainer_settings,
+)
+from neuralode.train.evaluation import evaluate, move_to_device
 from neuralode.train.loggers import MetricsFile, TensorBoardLogger, flatten, write_json
 from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
+from neuralode.train.records import Record
 from neuralode.train.seeding import get_rng_state, preserved_rng_state, seed_everything, set_rng_state
+from neuralode.train.signals import Interrupted, StopOnSignal
+from neuralode.train.state import Progress, qualified_name
 
 log = logging.getLogger(__name__)
 
@@ -62,37 +70,6 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training stopped on a signal after saving last.pt; ``signum`` says which."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimiser steps taken
-    batch_in_epoch: int = 0  # batches of the current epoch trained on so far
-    epoch_loader_state: torch.Tensor | None = None  # the shuffling generator when this epoch began
-    # Running sums over the current epoch, for the epoch means in metrics.jsonl:
-    train_sums: dict[str, float] = field(default_factory=dict)  # the task's training scalars
-    nfe_forward: float = 0  # under DDP these sums are means over the ranks (see _average_progress_over_ranks)
-    nfe_backward: float = 0
-    n_solves: float = 0
-    train_time_s: float = 0.0  # wall time of this epoch's training (data loading included)
-    peak_saved_bytes: int = 0  # largest forward pass of this epoch, bytes saved for backward
-    best: float | None = None  # best value of the monitored metric so far
-
-    def start_epoch(self, loader_state: torch.Tensor) -> None:
-        self.batch_in_epoch, self.epoch_loader_state = 0, loader_state
-        self.train_sums, self.train_time_s, self.peak_saved_bytes = {}, 0.0, 0
-        self.nfe_forward = self.nfe_backward = self.n_solves = 0
 
 
 class Trainer:
@@ -123,7 +100,7 @@ class Trainer:
     ):
         self.settings = settings or TrainerConfig()
         self.logging = logging or LoggerConfig()
-        _check_settings(self.settings, scheduler_interval)
+        check_trainer_settings(self.settings, scheduler_interval)
         self.device = torch.device(device)
         self.task = task.to(self.device)
         self.data = data
@@ -191,7 +168,7 @@ class Trainer:
             # Under torchrun, Ctrl-C reaches every process and torchrun forwards it again: the
             # processes stop at once (no collective step to agree on); last.pt of the last
             # evaluation is where a resume starts.
-            with _StopOnSignal(enabled=self.world_size == 1) as stop, logging_redirect_tqdm():
+            with StopOnSignal(enabled=self.world_size == 1) as stop, logging_redirect_tqdm():
                 while not self._finished():
                     self._train_epoch(train_loader, eval_loader, stop)
                     if stop.requested is not None:
@@ -217,7 +194,7 @@ class Trainer:
         max_steps = self.settings.max_steps
         return self.progress.epoch >= self.settings.max_epochs or (max_steps is not None and self.progress.step >= max_steps)
 
-    def _train_epoch(self, loader, eval_loader, stop: "_StopOnSignal") -> None:
+    def _train_epoch(self, loader, eval_loader, stop: "StopOnSignal") -> None:
         p, s = self.progress, self.settings
         n_batches = len(loader) if s.limit_train_batches is None else min(len(loader), s.limit_train_batches)
         if p.batch_in_epoch == 0:
@@ -339,25 +316,22 @@ class Trainer:
             metrics = evaluate(self.task, eval_loader, self.device)
         else:
             metrics = self.evaluate(eval_loader)
-        record: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.step}
+        record = Record(epoch=p.epoch + 1, step=p.step, test=metrics, lr=self.optimizer.param_groups[0]["lr"])
         if p.batch_in_epoch:
-            record.update({f"train_{key}": total / p.batch_in_epoch for key, total in p.train_sums.items()})
+            record.train = {key: total / p.batch_in_epoch for key, total in p.train_sums.items()}
             if p.n_solves:
-                record["nfe_forward"] = p.nfe_forward / p.batch_in_epoch
-                record["nfe_backward"] = p.nfe_backward / p.batch_in_epoch
-        record.update({f"test_{key}": value for key, value in metrics.items()})
-        record["lr"] = self.optimizer.param_groups[0]["lr"]
-        record["epoch_time_s"] = p.train_time_s
-        record["eval_time_s"] = time.perf_counter() - started
+                record.nfe = {"forward": p.nfe_forward / p.batch_in_epoch, "backward": p.nfe_backward / p.batch_in_epoch}
+        record.time_s = {"epoch": p.train_time_s, "eval": time.perf_counter() - started}
         if self.saved_tensors is not None:
-            record["peak_saved_tensors_mb"] = p.peak_saved_bytes / MB
-        record["peak_rss_mb"] = peak_rss_mb()
+            record.memory_mb["peak_saved_tensors"] = p.peak_saved_bytes / MB
+        record.memory_mb["peak_rss"] = peak_rss_mb()
         if self.device.type == "cuda":
-            record["cuda_max_allocated_mb"] = cuda_max_allocated_mb(self.device)
+            record.memory_mb["cuda_max_allocated"] = cuda_max_allocated_mb(self.device)
 
-        self.history.append(record)
+        line = record.as_json()
+        self.history.append(line)
         if self.is_main:
-            self._metrics_file.append(record)
+            self._metrics_file.append(line)
             self._log_record(record, self._figure_loader if figures else None)
         if end_of_epoch:
             p.epoch += 1
@@ -367,10 +341,10 @@ class Trainer:
         # best.pt first, with progress.best already updated: an interruption between the two
         # writes leaves last.pt one evaluation behind, and the resume redoes that evaluation
         # (to the same numbers), so best.pt and summary.json never point to a worse step.
-        if self._improved(record):
+        if self._improved(line):
             self._save("best.pt")
         self._save("last.pt")
-        return record
+        return line
 
     def _average_progress_over_ranks(self) -> None:
         """Make every rank's running sums the mean over ranks. Sums are linear, so the epoch
@@ -384,22 +358,17 @@ class Trainer:
         p.nfe_forward, p.nfe_backward, p.n_solves = mean["nfe_forward"], mean["nfe_backward"], mean["n_solves"]
         p.peak_saved_bytes = max(distributed.gather(p.peak_saved_bytes))
 
-    def _log_record(self, record: dict[str, Any], figure_loader) -> None:
-        shown = [f"epoch {record['epoch']} step {record['step']}"]
-        shown += [f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "test_", "nfe_"))]
-        shown.append(f"{record['epoch_time_s']:.1f}s")
-        log.info(" | ".join(shown))
+    def _log_record(self, record: Record, figure_loader) -> None:
+        log.info(record.summary_line())
         if self._tensorboard is None:
             return
-        self._tensorboard.log_scalars(record, record["step"])
-        peak = record.get("cuda_max_allocated_mb", record.get("peak_saved_tensors_mb"))
-        if peak is not None:
-            self._tensorboard.log_scalar("memory/peak_mb", peak, record["step"])
+        for tag, value in record.scalars().items():
+            self._tensorboard.log_scalar(tag, value, record.step)
         if figure_loader is not None and self.logging.log_figures:
             with preserved_rng_state():  # like evaluation, figures must not change training
                 batch = move_to_device(next(iter(figure_loader)), self.device)
                 self.task.eval()
-                self._tensorboard.log_figures(self.task.figures(batch), record["step"])
+                self._tensorboard.log_figures(self.task.figures(batch), record.step)
 
     def _improved(self, record: dict[str, Any]) -> bool:
         value = record.get(self.monitor)
@@ -416,7 +385,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs (see :func:`neuralode.train.checkpoint.save_checkpoint`)."""
         return {
-            "task": _qualified_name(self.task),
+            "task": qualified_name(self.task),
             "num_parameters": self.num_parameters,
             "model": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -432,8 +401,8 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any], source: Any = "checkpoint") -> None:
         """Take over a checkpoint's model, optimiser, scheduler, position and random states."""
-        if state.get("task", _qualified_name(self.task)) != _qualified_name(self.task):
-            raise CheckpointError(f"{source} was written for {state['task']}, but this run trains {_qualified_name(self.task)}")
+        if state.get("task", qualified_name(self.task)) != qualified_name(self.task):
+            raise CheckpointError(f"{source} was written for {state['task']}, but this run trains {qualified_name(self.task)}")
         try:
             self.task.load_state_dict(state["model"])
         except RuntimeError as error:
@@ -471,7 +440,7 @@ class Trainer:
         return {
             "name": self.config.get("name"),
             "run_dir": str(self.run_dir),
-            "task": _qualified_name(self.task),
+            "task": qualified_name(self.task),
             "num_parameters": self.num_parameters,
             "device": str(self.device),
             "world_size": self.world_size,
@@ -485,113 +454,3 @@ class Trainer:
 
 
 _HPARAM_GROUPS = ("name", "seed", "model", "data", "solver", "optim", "trainer")
-
-
-def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: int | None = None) -> dict[str, float]:
-    """The task's evaluation metrics averaged per example over ``loader`` (at most
-    ``limit_batches`` batches), plus ``nfe_forward`` (mean per batch) when it solved ODEs.
-
-    Leaves every random state as it found it, so evaluating does not change training.
-    Each task picks its own grad mode (a CNF needs autograd for its divergence). Under DDP each
-    rank evaluates its own examples and the sums are added over ranks.
-    """
-    task.eval()
-    totals: dict[str, float] = {}
-    examples = batches = 0
-    with preserved_rng_state(), collect_stats() as stats:
-        for batch in loader:
-            if limit_batches is not None and batches >= limit_batches:
-                break
-            out = dict(task.evaluation_step(move_to_device(batch, device)))
-            n = int(out.pop("n"))
-            for key, value in out.items():
-                totals[key] = totals.get(key, 0.0) + float(value) * n
-            examples += n
-            batches += 1
-    nfe, n_solves = stats.nfe_forward, stats.n_solves
-    if distributed.world_size() > 1:
-        total = distributed.sum_over_ranks(
-            {**{f"metric_{k}": v for k, v in totals.items()}, "examples": examples, "batches": batches,
-             "nfe": nfe, "n_solves": n_solves})
-        totals = {key[len("metric_"):]: value for key, value in total.items() if key.startswith("metric_")}
-        examples, batches, nfe, n_solves = int(total["examples"]), int(total["batches"]), total["nfe"], total["n_solves"]
-    if examples == 0:
-        raise TrainingError("the evaluation set is empty; check the data settings (data.eval_limit, ...)")
-    metrics = {key: total / examples for key, total in totals.items()}
-    if n_solves:
-        metrics["nfe_forward"] = nfe / batches
-    return metrics
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in a (nested) tuple, list or dict to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
-        return type(batch)(*(move_to_device(item, device) for item in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return {key: move_to_device(value, device) for key, value in batch.items()}
-    return batch
-
-
-def _qualified_name(obj: Any) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
-
-
-def _check_settings(s: TrainerConfig, scheduler_interval: str) -> None:
-    positive = {
-        "max_epochs": s.max_epochs, "max_steps": s.max_steps, "limit_train_batches": s.limit_train_batches,
-        "limit_eval_batches": s.limit_eval_batches, "eval_every_n_steps": s.eval_every_n_steps,
-    }
-    for name, value in positive.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"trainer.{name} must be a positive integer (or null), got {value}")
-    if s.grad_clip_norm is not None and not (math.isfinite(s.grad_clip_norm) and s.grad_clip_norm > 0):
-        raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {s.grad_clip_norm}")
-    if scheduler_interval not in ("epoch", "step"):
-        raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-
-
-def check_logger_settings(s: LoggerConfig) -> None:
-    if s.log_every_n_steps < 1:
-        raise ConfigError(f"logger.log_every_n_steps must be a positive integer, got {s.log_every_n_steps}")
-
-
-def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
-    """A learning rate of zero trains nothing and a negative one ascends the loss: refuse both."""
-    for group in optimizer.param_groups:
-        lr = group.get("lr")
-        if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr}")
-
-
-class _StopOnSignal:
-    """The first Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption notice) asks the loop to
-    stop after the current step, run the evaluation due at that step and save last.pt; a
-    second one interrupts at once. ``enabled=False``: signals keep their default effect."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-
-    def __enter__(self) -> "_StopOnSignal":
-        self.requested: int | None = None  # the signal received
-        self._previous: dict[int, Any] = {}
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signum
-        log.warning("%s: stopping after this step and saving last.pt (send it again to abort at once)",
-                    signal.Signals(signum).name)
-
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
