@@ -37,6 +37,9 @@ run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); overr
 test: install  ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q $(ARGS)
 
+test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs): about a minute
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 
 bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode; gradient strategies -> outputs/bench/{ode,gradient_strategies}.md

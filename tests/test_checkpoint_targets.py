@@ -162,6 +162,7 @@ def test_build_task_and_data_refuses_a_command_line_override(victim):
     assert victim.read_text() == "do not truncate me\n"
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_foreign_target_in_one_line(tmp_path, victim):
     result = subprocess.run(
         [sys.executable, "-m", "neuralode", "train", *tiny_mnist("mnist_mlp", "model._target_=builtins.open"),

@@ -18,6 +18,7 @@ def neuralode(*args: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "neuralode", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_help_lists_the_subcommands(tmp_path):
     result = neuralode("--help", cwd=tmp_path)
     assert result.returncode == 0
@@ -26,6 +27,7 @@ def test_help_lists_the_subcommands(tmp_path):
     assert result.returncode != 0 and "unknown subcommand 'trian'" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_then_eval_end_to_end(tmp_path):
     result = neuralode("train", *tiny_mnist("mnist_odenet", "trainer.max_steps=2"), f"paths.output_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -53,6 +55,7 @@ def test_train_then_eval_end_to_end(tmp_path):
         ("experiment=nope", "Could not find 'experiment/nope'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_override_exits_non_zero_naming_the_problem(tmp_path, override, message):
     result = neuralode("train", override, f"paths.output_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0

@@ -29,6 +29,7 @@ EXPERIMENTS = {
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+@pytest.mark.slow
 def test_two_steps_of_each_experiment(experiment, tmp_path):
     metric, solves_odes, tiny_data = EXPERIMENTS[experiment]
     cfg = compose("train", [f"experiment={experiment}", *TINY, *tiny_data])
@@ -66,6 +67,7 @@ def iterations(cfg) -> int:
     return cfg.trainer.max_epochs * per_epoch
 
 
+@pytest.mark.slow
 def test_paper_recipes():
     cnf = compose("train", ["experiment=cnf_density_matching"])
     assert cnf.optim.optimizer._target_ == "torch.optim.Adam" and iterations(cnf) == 10_000

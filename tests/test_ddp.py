@@ -42,6 +42,7 @@ def max_difference(a: dict, b: dict) -> float:
     return max((a[key].double() - b[key].double()).abs().max().item() for key in a)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     assert compose("train", ODENET).solver.gradient == "adjoint"
     outputs = tmp_path / "outputs"

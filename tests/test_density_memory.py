@@ -38,6 +38,7 @@ def test_in_chunks_covers_every_row_in_order():
 
 
 @pytest.mark.parametrize("name", sorted(FLOWS))
+@pytest.mark.slow
 def test_grid_density_in_chunks_matches_one_call_and_keeps_no_graph(name):
     flow = FLOWS[name]().eval()
     like = torch.zeros(1, 2)
@@ -74,6 +75,7 @@ def test_maximum_likelihood_evaluation_in_chunks(gradient):
     assert chunked["nll"] == pytest.approx(whole["nll"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_density_matching_evaluation_and_figures_in_chunks():
     torch.manual_seed(0)
     flow = CNF(PlanarField(units=4, hidden=8), solver=RK4).eval()
@@ -92,6 +94,7 @@ def live_tensors() -> int:
 
 
 @pytest.mark.parametrize("gradient", ["adjoint", "direct"])
+@pytest.mark.slow
 def test_training_steps_under_the_saved_tensor_meter_leave_no_graph(gradient):
     # The trainer wraps each forward pass in SavedTensorsMeter, whose hook keeps the tensor
     # itself. A CNF's per-evaluation trace graphs (the forward solve of the adjoint, the solver's

@@ -34,6 +34,7 @@ SPIRAL_METRICS = {"test_elbo", "test_rmse_interp", "test_rmse_extrap", "train_el
     ("rnn_spiral_residual", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
     ("latent_ode_poisson", [], {"test_log_likelihood", "test_rate_rmse", "train_log_likelihood"}, "backprop"),
 ])
+@pytest.mark.slow
 def test_each_experiment_trains_two_steps(tmp_path, experiment, extra, metrics, solves):
     data = TINY_EVENTS if experiment.endswith("poisson") else TINY_SPIRALS
     summary = train(compose("train", [f"experiment={experiment}", *data, *COMMON, *extra]), tmp_path)

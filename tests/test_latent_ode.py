@@ -202,6 +202,7 @@ def loss_after_steps(task, batch, steps: int, lr: float) -> tuple[float, float]:
     return before, loss()
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_each_loss():
     torch.manual_seed(0)
     b = spiral_batch(n_spirals=8)

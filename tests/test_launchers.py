@@ -17,6 +17,7 @@ from neuralode.train.config import compose
 from tests.conftest import tiny_mnist
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_a_two_job_sweep_in_parallel_processes(tmp_path):
     sweep = tmp_path / "sweep"
     command = [sys.executable, "-m", "neuralode", "train", "-m", "hydra/launcher=joblib",

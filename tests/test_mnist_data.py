@@ -256,6 +256,7 @@ def _prepare_in_child(root: str, wheel: str, calls: str, barrier, result: str) -
         Path(result).write_text(f"{type(error).__name__}: {error}")
 
 
+@pytest.mark.slow
 def test_four_parallel_first_runs_on_an_empty_root_all_succeed(tmp_path):
     import multiprocessing
 
@@ -292,6 +293,7 @@ def _write_repeatedly(path: str, value: int, barrier, result: str) -> None:
         Path(result).write_text(f"{type(error).__name__}: {error}")
 
 
+@pytest.mark.slow
 def test_concurrent_writers_of_one_file_never_collide(tmp_path):
     """Each write goes through its own temporary file: with one fixed ``<file>.tmp`` name, a
     writer renames away the file another is still writing, which then fails."""

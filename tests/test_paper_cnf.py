@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from neuralode.models.cnf import CNF, PlanarField
@@ -69,6 +70,7 @@ def test_fig4_draws_from_run_folders_without_training(tmp_path):
     assert "Peak resident memory: training runs at most -, this drawing" in (tmp_path / "out" / "fig4.md").read_text()
 
 
+@pytest.mark.slow
 def test_fig4_trains_then_draws_real_densities(tmp_path):
     tiny = ["data.steps_per_epoch=2", "data.batch_size=16", "data.eval_samples=16", "data.eval_batch_size=16",
             "model.grid_size=8", "model.plot_samples=16", "logger.tensorboard=false", "trainer.progress_bar=false",
@@ -97,6 +99,7 @@ def test_target_density_integrates_to_one():
 
 
 # --------------------------------------------------------------------------- Figure 5
+@pytest.mark.slow
 def test_fig5_along_the_flow_and_figure(tmp_path):
     torch.manual_seed(0)
     solver = {"method": "rk4", "options": {"step_size": 0.25}}

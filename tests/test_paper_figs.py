@@ -44,6 +44,7 @@ def test_fig2_outputs(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------- Figure 1
+@pytest.mark.slow
 def test_fig1_trains_both_models_and_records_the_solvers_evaluations(tmp_path: Path):
     untrained = fig1.build(steps=0, num_blocks=3, n_inputs=4)
     data = fig1.build(steps=30, num_blocks=3, n_inputs=4)
@@ -75,6 +76,7 @@ def two_step_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, tmp_path: Path):
     fig3.main([str(two_step_run), "--out", str(tmp_path), "--images", "4"])
     assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"
@@ -133,6 +135,7 @@ def test_report_includes_what_exists_and_names_what_is_missing(tmp_path: Path):
     assert "diagram of the model's computation graph" in text and "Nothing to reproduce" in text
 
 
+@pytest.mark.slow
 def test_report_gathers_every_claims_table_and_publishes_small_files(tmp_path: Path):
     import matplotlib.pyplot as plt
     import numpy as np

@@ -178,6 +178,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {name: root / name for name in ("latent_ode_spiral", "rnn_spiral", "latent_ode_poisson")}
 
 
+@pytest.mark.slow
 def test_fig8_draws_both_models_and_the_latent_paths(runs, tmp_path: Path, capsys):
     fig8.main(["--latent", str(runs["latent_ode_spiral"]), "--rnn", str(runs["rnn_spiral"]), "--out", str(tmp_path),
                "--series", "2", "--latent-series", "8"])
@@ -207,6 +208,7 @@ def test_direction_accuracy_and_correlation_on_hand_made_latents():
     assert correlation[0] > 0.9 and abs(correlation[1]) < 0.5
 
 
+@pytest.mark.slow
 def test_fig9_sweeps_one_dimension_at_a_time(runs, tmp_path: Path):
     task, data, _ = common.load_trained(runs["latent_ode_spiral"])
     batch = fig8.eval_batch(data, 8)

@@ -3,6 +3,7 @@ ResNet's do, and the sweep writes its table and plot."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from neuralode.paper import memory
@@ -44,6 +45,7 @@ def test_live_meter_falls_back_after_backward():
     assert meter.live_bytes == 0 and meter.peak_bytes >= 20 * 50 * 4
 
 
+@pytest.mark.slow
 def test_outputs_table_and_plot(tmp_path):
     results = small_sweep(depths=(1, 2), tols=(1e-1, 1e-2))
     paths = memory.write_outputs(results, tmp_path, "smoke", batch_size=2, channels=8, device=torch.device("cpu"))

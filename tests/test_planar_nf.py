@@ -105,6 +105,7 @@ def test_bad_configuration_is_named():
         PlanarFlow(layers=0)
 
 
+@pytest.mark.slow
 def test_density_matching_training_lowers_kl():
     torch.manual_seed(0)
     task = DensityMatchingTask(PlanarFlow(layers=8, direction="sample"), energy="u1")

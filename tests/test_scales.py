@@ -42,6 +42,7 @@ def iterations(cfg) -> int:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.slow
 def test_every_experiment_composes_at_every_scale(experiment, scale):
     cfg = composed(experiment, scale)
     assert cfg.name == experiment and cfg.scale == scale
@@ -50,6 +51,7 @@ def test_every_experiment_composes_at_every_scale(experiment, scale):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.slow
 def test_the_paper_scale_is_the_experiment_as_configured_and_smoke_is_shorter(experiment):
     plain, paper = composed(experiment), composed(experiment, "paper")
     assert plain.scale == "paper"

@@ -38,7 +38,7 @@ def setup():
     return func, y0, t
 
 
-@pytest.mark.parametrize("method", ["dopri5", "tsit5", "dopri8", "bosh3"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "dopri8", pytest.param("bosh3", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("flip", [False, True])
 def test_adjoint_matches_direct_backprop(setup, method, flip):
     func, y0, t = setup

@@ -55,6 +55,7 @@ def test_a_callback_the_method_cannot_call_is_warned_about():
     assert func.accepted > 0
 
 
+@pytest.mark.slow
 def test_the_ode_core_imports_nothing_but_torch():
     code = ("import sys, neuralode.ode; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
