@@ -86,5 +86,11 @@ class EventsDataModule(GeneratedSplitDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ):
+        # make_events checks these too, but only when the data is first generated, mid-run.
+        for name, value in (("t_end", t_end), ("base_rate", base_rate)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"data.{name} must be a positive number, got {value!r}")
+        if n_grid < 2:
+            raise ValueError(f"data.n_grid must be at least 2 (the grid's two ends), got {n_grid}")
         event_args = dict(n_sequences=n_sequences, t_end=t_end, base_rate=base_rate, omega=omega, n_grid=n_grid, seed=seed)
         super().__init__(make_events, event_args, "n_sequences", n_eval, batch_size, eval_batch_size, num_workers)

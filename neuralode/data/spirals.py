@@ -122,3 +122,11 @@ class SpiralDataModule(GeneratedSplitDataModule):
             dt=dt, noise_std=noise_std, seed=seed,
         )
         super().__init__(make_spirals, spiral_args, "n_spirals", n_eval, batch_size, eval_batch_size, num_workers)
+        # make_spirals checks these too, but only when the data is first generated, mid-run.
+        if not 1 <= n_obs <= n_points:
+            raise ValueError(f"data.n_obs must lie in [1, data.n_points={n_points}], got {n_obs}")
+        if not noise_std >= 0:
+            raise ValueError(f"data.noise_std must be >= 0, got {noise_std}")
+        if not (dt > 0 and (n_points + n_extrap - 1) * dt < CURVE_LENGTH):
+            raise ValueError(f"data.dt={dt} must be positive and (n_points + n_extrap - 1) * dt shorter than the "
+                             f"curve ({CURVE_LENGTH:.3g}); lower data.dt or the number of points")

@@ -63,6 +63,10 @@ class PoissonLatentODE(nn.Module):
         solver: SolverSettings | Mapping | None = None,
     ):
         super().__init__()
+        for name, size in (("latent_dim", latent_dim), ("rnn_hidden", rnn_hidden),
+                           ("dynamics_hidden", dynamics_hidden), ("rate_hidden", rate_hidden)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}")
         self.encoder = RecognitionRNN(0, latent_dim, rnn_hidden, cell)
         self.dynamics = IntensityDynamics(latent_dim, dynamics_hidden, rate_hidden, activation)
         self.solver = SolverSettings.from_any(solver)

@@ -37,6 +37,9 @@ class RNNBaseline(nn.Module):
         super().__init__()
         if obs_std <= 0:
             raise ValueError(f"obs_std must be positive, got {obs_std}")
+        for name, size in (("obs_dim", obs_dim), ("hidden", hidden)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name} must be a positive integer, got {size!r}")
         self.cell = make_cell(cell, obs_dim + 1, hidden)
         self.readout = nn.Linear(hidden, obs_dim)
         self.obs_std = obs_std

@@ -151,36 +151,86 @@ def _instantiate(node: Any, where: str) -> Any:
 
 
 def check_train_config(cfg: DictConfig) -> None:
-    """Every check a train config can pass or fail before anything is built or written."""
-    from neuralode.train.targets import check_targets
+    """Every check a train config can pass or fail before the run folder is written: the
+    settings, the device, the checkpoint named by ``ckpt_path`` (readable, intact, same
+    settings), and a trial build of the model and the data, whose constructors check their
+    own arguments (nothing is trained, no data set is generated or read)."""
+    import importlib
+    import inspect
+    import math
+
+    from hydra.errors import InstantiationException
+
     from neuralode.train.config import check_logger_settings, check_trainer_settings
+    from neuralode.train.seeding import resolve_device
+    from neuralode.train.targets import check_targets
 
     _check_schema(cfg, TrainConfig)
+    if not str(cfg.name).strip():
+        raise ConfigError("name='' is empty; runs go to outputs/<name>/..., give a name (name=my_run) or leave it out")
     _check_solver(cfg.solver)
     check_trainer_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval)
     check_logger_settings(LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)))
     _check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
     lr = OmegaConf.select(cfg, "optim.optimizer.lr")
-    if isinstance(lr, (int, float)) and not lr > 0:
-        raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr}")
+    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+                               and lr > 0):
+        raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr!r}")
+    resolve_device(cfg.device)
+    if cfg.resume and cfg.ckpt_path:
+        raise ConfigError("set either resume=true (continue this run dir) or ckpt_path=<file>, not both")
+    if cfg.ckpt_path:  # reads and verifies the file, and compares its settings with these
+        try:
+            _refuse_changed_settings(cfg, Path(cfg.ckpt_path))
+        except UserError as error:  # CheckpointError: reported like every other setting
+            raise ConfigError(str(error)) from None
+
+    def check_arguments(node: Any, key: str) -> None:
+        """Keys of a ``_target_`` node that its class does not take, named with those it does."""
+        if not isinstance(node, dict):
+            return
+        target = node.get("_target_")
+        if isinstance(target, str):  # an allowed class (check_targets above)
+            module, _, name = target.rpartition(".")
+            parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                valid = [p for p in parameters if p not in ("self", "params", "optimizer")]
+                for arg in node:
+                    if not arg.startswith("_") and arg not in valid:
+                        raise ConfigError(f"{key}.{arg} is not an argument of {target}; its arguments: "
+                                          f"{', '.join(valid)}")
+        for arg, value in node.items():
+            check_arguments(value, f"{key}.{arg}")
+
+    for where in ("model", "data", "optim"):
+        check_arguments(OmegaConf.to_container(cfg[where], resolve=False), where)
+    for where in ("model", "data"):  # a trial build: their constructors check the values
+        try:
+            hydra.utils.instantiate(cfg[where], _convert_="all")
+        except InstantiationException as error:
+            text = str(error)
+            key = text.rsplit("full_key: ", 1)[1].strip() if "full_key: " in text else where
+            target = f" ({text.split(chr(39))[1]})" if text.startswith("Error in call to target '") else ""
+            raise ConfigError(f"cannot build {key}{target}: {error.__cause__ or text}") from None
 
 
 def _check_numbers(node: Any, where: str) -> None:
-    """Sizes and counts that every data module shares: batch sizes and sample counts are
-    positive, worker counts non-negative (a data module checks its own other settings)."""
+    """Sizes and counts that every data module shares: sizes (``*_size``) and counts (``n_*``)
+    are positive integers, worker counts non-negative integers (a data module checks its own
+    other settings)."""
     if not isinstance(node, dict):
         return
     for key, value in node.items():
         path = f"{where}.{key}"
         if isinstance(value, dict):
             _check_numbers(value, path)
-        elif isinstance(value, bool) or not isinstance(value, int):
+        elif value is None or not (key == "num_workers" or key.endswith("_size") or key.startswith("n_")):
             continue
-        elif key == "num_workers" and value < 0:
-            raise ConfigError(f"{path} must be 0 (load in the main process) or more, got {value}")
-        elif (key.endswith("batch_size") or key.startswith("n_")) and value < 1:
-            raise ConfigError(f"{path} must be a positive integer, got {value}")
+        elif key == "num_workers" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"{path} must be 0 (load in the main process) or more, got {value!r}")
+        elif key != "num_workers" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{path} must be a positive integer, got {value!r}")
 
 
 #: Files that make a run directory a run (Hydra's own .hydra/ and train.log do not).
