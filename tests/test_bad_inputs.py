@@ -112,14 +112,6 @@ def empty_folder(tmp: Path, trained: Path) -> Path:
     return tmp / "empty_run"
 
 
-RESUME_CREATES = ("resume=true is checked inside train(), after Hydra has created the run folder and written "
-                  ".hydra/ and train.log into it; _precheck_train should check <run dir>/last.pt (and the changed "
-                  "settings) before Hydra starts")
-CHECKPOINT_EVERY = ("SolverSettings.validate accepts options.checkpoint_every with gradient != checkpoint; odeint "
-                    "refuses it at the first solve, reported as 'training diverged at step 1'")
-SEMINORM_FIXED = ("SolverSettings.validate drops adjoint_options.norm=seminorm before checking the adjoint method, so "
-                  "a fixed-step adjoint method passes; odeint refuses it at the first backward solve, reported as "
-                  "'training diverged at step 1'")
 
 CASES = [
     # ---- unknown keys (did you mean ...) and Hydra's own refusals --------------------------
@@ -201,10 +193,8 @@ CASES = [
     pytest.param(Case(("solver.gradient=checkpoint", "+solver.options.checkpoint_every=0"), r"solver.option 'checkpoint_every' must be a positive integer, got 0"), id="checkpoint-every-zero"),
     pytest.param(Case(("solver.gradient=adjoint", "solver.adjoint_rtol=-1"), r"solver.adjoint_rtol must be a non-negative finite number, got -1"), id="adjoint-rtol-negative"),
     pytest.param(Case(("solver.gradient=adjoint", "solver.adjoint_method=rk45"), r"solver.adjoint_method='rk45' is not an ODE method"), id="adjoint-method-unknown"),
-    pytest.param(Case(("+solver.options.checkpoint_every=5",), r"checkpoint_every.*gradient"),
-                 marks=pytest.mark.xfail(strict=True, reason=CHECKPOINT_EVERY), id="checkpoint-every-without-checkpoint"),
-    pytest.param(Case(("solver.gradient=adjoint", "solver.method=rk4", "+solver.adjoint_options.norm=seminorm"), r"seminorm.*adaptive"),
-                 marks=pytest.mark.xfail(strict=True, reason=SEMINORM_FIXED), id="seminorm-fixed-step-adjoint"),
+    pytest.param(Case(("+solver.options.checkpoint_every=5",), r"checkpoint_every.*gradient"), id="checkpoint-every-without-checkpoint"),
+    pytest.param(Case(("solver.gradient=adjoint", "solver.method=rk4", "+solver.adjoint_options.norm=seminorm"), r"seminorm.*adaptive"), id="seminorm-fixed-step-adjoint"),
     # ---- what may be built, and where -------------------------------------------------------
     pytest.param(Case(("model._target_=builtins.open",), r"model._target_='builtins.open' is not one of neuralode's classes .*refusing to build it"), id="target-builtins-open"),
     pytest.param(Case(("data._target_=os.system",), r"data._target_='os.system' is not one of neuralode's classes"), id="target-os-system"),
@@ -222,13 +212,10 @@ CASES = [
     pytest.param(Case(("ckpt_path={tmp}/pickled.pt",), r"pickled.pt: it holds pickled Python objects", setup=pickled_object), id="ckpt-pickled"),
     pytest.param(Case(("ckpt_path={ckpt}", "data.batch_size=2"), r"resuming .*last.pt with changed settings: data.batch_size: 4 -> 2\. .*allow_changes=\[data.batch_size\]"), id="ckpt-changed-setting"),
     pytest.param(Case(("ckpt_path={ckpt}",), r"resuming .*last.pt with changed settings: .*model._target_.*allow_changes=", base=CNF), id="ckpt-other-experiment"),
-    pytest.param(Case((), r"already holds a run \(last.pt, best.pt, metrics.jsonl, summary.json\); continue it with resume=true", setup=used_run_folder), id="fresh-run-into-used-folder"),
-    pytest.param(Case(("resume=true",), r"resume=true but .*last.pt does not exist"),
-                 marks=pytest.mark.xfail(strict=True, reason=RESUME_CREATES), id="resume-no-folder"),
-    pytest.param(Case(("resume=true",), r"resume=true but .*last.pt does not exist", setup=empty_folder),
-                 marks=pytest.mark.xfail(strict=True, reason=RESUME_CREATES), id="resume-empty-folder"),
-    pytest.param(Case(("resume=true", "data.batch_size=2"), r"changed settings: data.batch_size: 4 -> 2\. .*allow_changes", setup=used_run_folder),
-                 marks=pytest.mark.xfail(strict=True, reason=RESUME_CREATES + " (here Hydra overwrites the run's .hydra/config.yaml with the refused settings)"), id="resume-changed-setting"),
+    pytest.param(Case((), r"already holds a run \(last.pt, summary.json\); continue it with resume=true", setup=used_run_folder), id="fresh-run-into-used-folder"),
+    pytest.param(Case(("resume=true",), r"resume=true but .*last.pt does not exist"), id="resume-no-folder"),
+    pytest.param(Case(("resume=true",), r"resume=true but .*last.pt does not exist", setup=empty_folder), id="resume-empty-folder"),
+    pytest.param(Case(("resume=true", "data.batch_size=2"), r"changed settings: data.batch_size: 4 -> 2\. .*allow_changes", setup=used_run_folder), id="resume-changed-setting"),
 ]
 
 
@@ -341,10 +328,8 @@ ODE_CASES = [
     pytest.param(lambda: odeint(lambda t, y: torch.zeros(3), Y0, T), StateMismatchError, r"func returned .*3.*2|shape", id="func-wrong-shape"),
     pytest.param(lambda: SolverSettings.from_any({"adjoint": True}), InvalidOptionError, r"unknown solver setting\(s\) \['adjoint'\]; valid: .*\('adjoint: true/false' is now 'gradient: adjoint/direct'\)", id="settings-renamed-adjoint"),
     pytest.param(lambda: SolverSettings.from_any({"gradient": "direct", "adjoint_rtol": 1e-3}), InvalidOptionError, r"solver.adjoint_rtol only applies to gradient=adjoint, but solver.gradient=direct", id="settings-adjoint-rtol-direct"),
-    pytest.param(lambda: SolverSettings.from_any({"gradient": "direct", "options": {"checkpoint_every": 5}}), InvalidOptionError, r"checkpoint_every.*gradient",
-                 marks=pytest.mark.xfail(strict=True, reason=CHECKPOINT_EVERY), id="settings-checkpoint-every-direct"),
-    pytest.param(lambda: SolverSettings.from_any({"gradient": "adjoint", "adjoint_method": "rk4", "adjoint_options": {"norm": "seminorm"}}), InvalidOptionError, r"seminorm.*adaptive",
-                 marks=pytest.mark.xfail(strict=True, reason=SEMINORM_FIXED), id="settings-seminorm-fixed-step-adjoint"),
+    pytest.param(lambda: SolverSettings.from_any({"gradient": "direct", "options": {"checkpoint_every": 5}}), InvalidOptionError, r"checkpoint_every.*gradient", id="settings-checkpoint-every-direct"),
+    pytest.param(lambda: SolverSettings.from_any({"gradient": "adjoint", "adjoint_method": "rk4", "adjoint_options": {"norm": "seminorm"}}), InvalidOptionError, r"seminorm.*adaptive", id="settings-seminorm-fixed-step-adjoint"),
 ]
 
 

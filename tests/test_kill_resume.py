@@ -94,8 +94,7 @@ class Trial:
 
 def _timed_trials(seed: int = 2026) -> list[Trial]:
     """One per signal: after the 2nd or 3rd record (step 5 or 6), 0 to 0.25 s later. (After the
-    1st, a SIGKILL could land before the first last.pt: the STUCK_FOLDER bug below; in the last
-    step a SIGINT or SIGTERM meets STOP_AT_LAST_STEP.)"""
+    1st, a SIGKILL may land before the first last.pt; in the last step a stop lets the run finish.)"""
     rng = random.Random(seed)
     trials = []
     for signum in (signal.SIGKILL, signal.SIGINT, signal.SIGTERM):
@@ -104,32 +103,20 @@ def _timed_trials(seed: int = 2026) -> list[Trial]:
     return trials
 
 
-STUCK_FOLDER = (
-    "product bug: a SIGKILL before the first last.pt (fit() writes an empty metrics.jsonl at once; best.pt "
-    "comes before last.pt) leaves a folder that can be neither resumed (resume=true: 'last.pt does not "
-    "exist') nor trained afresh ('already holds a run'): neuralode/train/run.py _checkpoint_to_resume and "
-    "_refuse_used_run_dir"
-)
-STOP_AT_LAST_STEP = (
-    "product bug: SIGINT/SIGTERM in the last step (max_steps inside an epoch) stops before the final "
-    "evaluation (Trainer._train_epoch breaks on _finished() before the stop check; fit() saves last.pt and "
-    "raises); the resume then runs that evaluation without restoring the checkpoint's random state "
-    "(_restore_rng is only called in _train_epoch), so test_loss/test_elbo, summary.json and last.pt's rng differ"
-)
+#: The run's last step: a stop asked for there lets the run finish (final evaluation, summary).
+LAST_STEP = 12
+
 
 TRIALS = [
     # SIGKILL: the process dies on the spot.
-    pytest.param(Trial("SIGKILL-before-step1", signal.SIGKILL, "step", 1),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=STUCK_FOLDER)),
-    pytest.param(Trial("SIGKILL-after-first-best.pt", signal.SIGKILL, "save", 1),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=STUCK_FOLDER)),
+    Trial("SIGKILL-before-step1", signal.SIGKILL, "step", 1),  # no last.pt yet: started afresh
+    Trial("SIGKILL-after-first-best.pt", signal.SIGKILL, "save", 1),  # best.pt but no last.pt: afresh
     Trial("SIGKILL-between-best.pt-and-last.pt", signal.SIGKILL, "save", 5),  # best.pt at step 6, last.pt at 5
     Trial("SIGKILL-before-rename-of-last.pt", signal.SIGKILL, "rename", 4),  # a temporary file left behind
     # SIGINT / SIGTERM: finish the step, run the evaluation due at it, save last.pt, exit 130 / 143.
     Trial("SIGINT-in-step6", signal.SIGINT, "step", 6),  # an evaluation due at the stopping step
     Trial("SIGTERM-in-step5", signal.SIGTERM, "step", 5),  # the end of epoch 1
-    pytest.param(Trial("SIGINT-in-step12", signal.SIGINT, "step", 12),  # the last step: the final evaluation
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=STOP_AT_LAST_STEP)),
+    Trial("SIGINT-in-step12", signal.SIGINT, "step", LAST_STEP),  # the last step: the run just finishes (exit 0)
     Trial("SIGTERM-in-evaluation4", signal.SIGTERM, "eval", 4),  # during the evaluation of step 9
     *_timed_trials(),
 ]
@@ -216,7 +203,8 @@ def run_trial(trial: Trial, run_dir: Path, root: Path) -> Outcome:
         outcome.first_records = read_metrics(metrics) if metrics.is_file() else []
         outcome.story.append(f"signalled: exit {result.returncode}, last.pt at step {outcome.first_last_step}")
         if trial.point != "timed":  # the helper always signals before the run can finish
-            assert result.returncode == EXIT_STATUS[trial.signum], (outcome.story, result.stderr[-3000:])
+            expected = 0 if (trial.point == "step" and trial.n == LAST_STEP) else EXIT_STATUS[trial.signum]
+            assert result.returncode == expected, (outcome.story, result.stderr[-3000:])
         for _ in range(4):
             if result.returncode == 0:
                 break
@@ -245,7 +233,10 @@ def stop_checks(trial: Trial, outcome: Outcome, run_dir: Path, reference: Path) 
         if written != due:
             found.append(f"stopped in step {trial.n}: the evaluation due at it is not in metrics.jsonl (steps "
                          f"{[r['step'] for r in outcome.first_records]})")
-    if f"resume=true hydra.run.dir={run_dir}" not in outcome.first.stderr:
+    if trial.n == LAST_STEP:  # nothing to continue: the run finished
+        if not (run_dir / "summary.json").is_file():
+            found.append("stopped at the last step: the run did not finish (no summary.json)")
+    elif f"resume=true hydra.run.dir={run_dir}" not in outcome.first.stderr:
         found.append("stopped: the command that continues the run is not printed")
     return found
 

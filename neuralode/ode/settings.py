@@ -62,6 +62,9 @@ class SolverSettings:
             raise InvalidOptionError(f"solver.gradient={self.gradient!r} is not a gradient strategy; "
                                      f"choose one of {', '.join(GRADIENTS)}")
         check_solve_arguments(self.method, self.rtol, self.atol, self.options, prefix="solver.")
+        if "checkpoint_every" in self.options and self.gradient != "checkpoint":
+            raise InvalidOptionError(f"solver.options.checkpoint_every applies to gradient=checkpoint, but "
+                                     f"solver.gradient={self.gradient}; remove it or set solver.gradient=checkpoint")
         if self.gradient != "adjoint":
             used = [k for k in ("adjoint_method", "adjoint_rtol", "adjoint_atol") if getattr(self, k) is not None]
             used += ["adjoint_options"] if self.adjoint_options else []
@@ -74,6 +77,12 @@ class SolverSettings:
         a_options = dict(self.adjoint_options)
         if a_options.get("norm") == "seminorm":
             a_options.pop("norm")
+            from neuralode.ode.api import make_solver
+
+            if not make_solver(a_method, "solver.adjoint_").adaptive:
+                raise InvalidOptionError(
+                    f"solver.adjoint_options.norm=seminorm steers an adaptive step, but the adjoint's method "
+                    f"{a_method!r} takes fixed steps; use an adaptive solver.adjoint_method (e.g. dopri5) or drop it")
         check_solve_arguments(a_method, self.rtol if self.adjoint_rtol is None else self.adjoint_rtol,
                               self.atol if self.adjoint_atol is None else self.adjoint_atol, a_options,
                               prefix="solver.adjoint_")

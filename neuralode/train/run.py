@@ -85,7 +85,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         logging=LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)),
         device=device,
         seed=cfg.seed,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        # Launch flags are not settings of the run: a resumed run stores what a straight one does.
+        config={**OmegaConf.to_container(cfg, resolve=True), "resume": False, "ckpt_path": None, "allow_changes": []},
     )
     log.info("run directory: %s", run_dir)
     summary = trainer.fit(ckpt_path)
@@ -234,7 +235,9 @@ def _check_numbers(node: Any, where: str) -> None:
 
 
 #: Files that make a run directory a run (Hydra's own .hydra/ and train.log do not).
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json")
+#: A run folder holds a run once it holds a checkpoint to resume from; an attempt that died
+#: before its first last.pt (an empty metrics.jsonl, perhaps a best.pt) may be started afresh.
+RUN_FILES = ("last.pt", "summary.json")
 #: Settings a resumed run may change without saying so: they do not change what is computed.
 RESUMABLE_CHANGES = ("resume", "ckpt_path", "allow_changes", "device", "trainer.max_epochs", "trainer.max_steps",
                      "trainer.progress_bar", "trainer.limit_eval_batches", "logger.", "paths.", "data.data_dir",
@@ -332,10 +335,10 @@ def _checkpoint_to_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
     if cfg.resume:
         last = run_dir / "last.pt"
         if not last.is_file():
-            raise ConfigError(
-                f"resume=true but {last} does not exist; name the run to continue: "
-                f"resume=true hydra.run.dir=outputs/{cfg.name}/<date>_<time>_<microseconds>"
-            )
+            started = run_dir.is_dir() and any(run_dir.iterdir())
+            hint = ("it died before its first checkpoint: start it afresh (the same command without resume=true)"
+                    if started else f"name the run to continue: resume=true hydra.run.dir=outputs/{cfg.name}/<run>")
+            raise ConfigError(f"resume=true but {last} does not exist; {hint}")
         return last
     return None
 
@@ -434,8 +437,11 @@ def _precheck_train(args: list[str]) -> list[str]:
     extra = [f"name={name}"] if name else []
     if extra:
         cfg = compose("train", args + extra, return_hydra_config=True)
-    if not plain.resume and not plain.ckpt_path:
-        _refuse_used_run_dir(Path(str(cfg.hydra.run.dir)))
+    run_dir = Path(str(cfg.hydra.run.dir))
+    if plain.resume:  # before Hydra writes its .hydra/ and train.log into the folder
+        _refuse_changed_settings(plain, _checkpoint_to_resume(plain, run_dir))
+    elif not plain.ckpt_path:
+        _refuse_used_run_dir(run_dir)
     return extra
 
 

@@ -28,7 +28,8 @@ def set_deterministic(enabled: bool) -> None:
     if enabled:
         # cuBLAS needs this before its first use to be reproducible.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    if enabled or torch.are_deterministic_algorithms_enabled():  # the call costs seconds of imports
+        torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
 

@@ -147,7 +147,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
-            self._metrics_file.rewrite(self.history)  # on resume, drop records newer than the checkpoint
+            if ckpt_path is not None or self._metrics_file.path.exists():
+                self._metrics_file.rewrite(self.history)  # drop records newer than the checkpoint (or a dead start's)
             if self.logging.tensorboard:
                 purge = self.progress.step + 1 if ckpt_path is not None else None
                 self._tensorboard = TensorBoardLogger(self.run_dir, purge_step=purge)
@@ -171,12 +172,13 @@ class Trainer:
             with StopOnSignal(enabled=self.world_size == 1) as stop, logging_redirect_tqdm():
                 while not self._finished():
                     self._train_epoch(train_loader, eval_loader, stop)
-                    if stop.requested is not None:
+                    if stop.requested is not None and not self._finished():  # at the last step: just finish
                         self._save("last.pt")
                         log.warning("stopped by %s at step %d; saved %s", signal.Signals(stop.requested).name,
                                     self.progress.step, self.run_dir / "last.pt")
                         raise Interrupted(stop.requested)
                 if not self.history or self.history[-1]["step"] != self.progress.step:
+                    self._restore_rng(loader_too=True)  # a resume at the last step evaluates first
                     self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=True)
             summary = self._summary(time.perf_counter() - started)
             if self.is_main:
