@@ -38,11 +38,13 @@ class SolverSettings:
 
     @classmethod
     def from_any(cls, solver: "SolverSettings | Mapping[str, Any] | None") -> "SolverSettings":
-        """Settings from a mapping (a config node, a dict) or ``None`` (the defaults), checked."""
+        """Settings from a mapping (a config node, a dict) or ``None`` (the defaults), checked.
+        An instance is returned as it is: ``odeint`` checks what it is given anyway, and a model
+        that solves at every forward pass should not re-check its settings each time."""
         if solver is None:
             return cls().validate()
         if isinstance(solver, cls):
-            return solver.validate()
+            return solver
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(solver) - known)
         if unknown:
