@@ -138,10 +138,11 @@ def test_a_death_between_best_and_last_never_leaves_best_at_a_worse_step(tmp_pat
     save = Trainer._save
     deaths = iter([False, True])  # at the second improvement: after best.pt, before last.pt
 
-    def dying_save(self, name):
-        save(self, name)
-        if name == "best.pt" and next(deaths, False):
-            raise KeyboardInterrupt
+    def dying_save(self, *names):
+        for name in names:
+            save(self, name)
+            if name == "best.pt" and next(deaths, False):
+                raise KeyboardInterrupt
 
     monkeypatch.setattr(Trainer, "_save", dying_save)
     settings = dict(max_epochs=2, eval_every_n_steps=1)  # test error improves at steps 1, 2, 3, 4
@@ -253,3 +254,14 @@ def test_a_swapped_group_renames_the_run():
     assert run_name("mnist_odenet", ["experiment=mnist_odenet", "solver=rk4", "seed=1"]) == "mnist_odenet-solver_rk4"
     assert run_name("mnist_odenet", ["experiment=mnist_odenet", "model.net.channels=16"]) is None
     assert run_name("mnist_odenet", ["model=resnet", "name=mine"]) is None
+
+
+def test_a_renamed_run_resumes_under_its_name(tmp_path):
+    """The name a swapped group gives is added before the resume check compares settings."""
+    from neuralode.train.run import _precheck_train
+
+    args = [*tiny_mnist("mnist_mlp", "model=mlp", "trainer.max_steps=2"), f"hydra.run.dir={tmp_path}"]
+    extra = _precheck_train(args)
+    assert extra == ["name=mnist_mlp-model_mlp"]
+    train(compose("train", [a for a in args if not a.startswith("hydra.")] + extra), tmp_path)
+    assert _precheck_train(args + ["resume=true"]) == extra  # no "changed settings: name"

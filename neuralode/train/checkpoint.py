@@ -110,6 +110,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a neuralode training checkpoint (no format marker {FORMAT!r}); "
             "pass a last.pt or best.pt written by `python -m neuralode train`"
         )
+    version = state.get("version")  # before the digest: a newer version may digest differently
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path} has checkpoint version {version}; this code reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
+        )
     stored_digest = state.pop(DIGEST_KEY, None)
     if stored_digest is not None:
         if not isinstance(stored_digest, str) or payload_digest(state) != stored_digest:
@@ -121,12 +127,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {path} is corrupt or incomplete: it has no digest (version {state.get('version')!r}); "
             "use the run's other checkpoint (last.pt or best.pt) or start a new run"
-        )
-    version = state.get("version")
-    if version not in READABLE_VERSIONS:
-        raise CheckpointError(
-            f"{path} has checkpoint version {version}; this code reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     if stored_digest is None and str(path.resolve()) not in _warned_unverified:
         _warned_unverified.add(str(path.resolve()))

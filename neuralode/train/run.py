@@ -51,18 +51,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     check_train_config(cfg)
     run_dir = Path(run_dir)
-    ckpt_path = _checkpoint_to_resume(cfg, run_dir)
-    if ckpt_path is None and requeued() and (run_dir / "last.pt").is_file():
-        # SLURM started this job again (preempted, or requeued by submitit after a timeout):
-        # continue the run it had begun rather than refuse its folder.
-        log.info("requeued job (SLURM_RESTART_COUNT=%s): resuming from %s", os.environ["SLURM_RESTART_COUNT"],
-                 run_dir / "last.pt")
-        ckpt_path = run_dir / "last.pt"
+    ckpt_path = resume_point(cfg, run_dir)
     device = resolve_device(cfg.device)
-    if ckpt_path is not None:
-        _refuse_changed_settings(cfg, ckpt_path)
-    elif _torchrun_world_size() == 1 or os.environ.get("RANK") == "0":
-        _refuse_used_run_dir(run_dir)
     if _torchrun_world_size() == 1 or os.environ.get("RANK") == "0":
         run_lock = lock_run_dir(run_dir)  # noqa: F841  held until this process exits
         clean_stale_temp_files(run_dir)  # left by a save that was killed
@@ -179,13 +169,6 @@ def check_train_config(cfg: DictConfig) -> None:
                                and lr > 0):
         raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr!r}")
     resolve_device(cfg.device)
-    if cfg.resume and cfg.ckpt_path:
-        raise ConfigError("set either resume=true (continue this run dir) or ckpt_path=<file>, not both")
-    if cfg.ckpt_path:  # reads and verifies the file, and compares its settings with these
-        try:
-            _refuse_changed_settings(cfg, Path(cfg.ckpt_path))
-        except UserError as error:  # CheckpointError: reported like every other setting
-            raise ConfigError(str(error)) from None
 
     def check_arguments(node: Any, key: str) -> None:
         """Keys of a ``_target_`` node that its class does not take, named with those it does."""
@@ -266,6 +249,24 @@ def lock_run_dir(run_dir: Path):
     return handle
 
 
+def resume_point(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """Where a run starts: None (afresh, in a folder that holds no run) or the checkpoint it
+    continues (ckpt_path=, resume=true, or the last.pt of a SLURM job that was requeued), whose
+    settings must match. Raises a UserError naming what is wrong."""
+    ckpt_path = _checkpoint_to_resume(cfg, run_dir)
+    if ckpt_path is None and requeued() and (run_dir / "last.pt").is_file():
+        # SLURM started this job again (preempted, or requeued by submitit after a timeout):
+        # continue the run it had begun rather than refuse its folder.
+        log.info("requeued job (SLURM_RESTART_COUNT=%s): resuming from %s", os.environ["SLURM_RESTART_COUNT"],
+                 run_dir / "last.pt")
+        ckpt_path = run_dir / "last.pt"
+    if ckpt_path is None:
+        _refuse_used_run_dir(run_dir)
+    else:
+        _refuse_changed_settings(cfg, ckpt_path)
+    return ckpt_path
+
+
 def _refuse_used_run_dir(run_dir: Path) -> None:
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if found:
@@ -282,8 +283,10 @@ def _refuse_changed_settings(cfg: DictConfig, ckpt_path: Path) -> None:
     stored = upgrade_stored_config(load_checkpoint(ckpt_path).get("config") or {})
     if not stored:
         return
-    now = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    before = _flatten(stored)
+    from neuralode.train.loggers import flatten
+
+    now = flatten(OmegaConf.to_container(cfg, resolve=True))
+    before = flatten(stored)
     allowed = tuple(RESUMABLE_CHANGES) + tuple(cfg.get("allow_changes") or ())
     changed = sorted(key for key in set(now) & set(before)
                      if now[key] != before[key] and not any(key == a or key.startswith(a.rstrip(".") + ".")
@@ -293,15 +296,6 @@ def _refuse_changed_settings(cfg: DictConfig, ckpt_path: Path) -> None:
         more = f" (and {len(changed) - 6} more)" if len(changed) > 6 else ""
         raise ConfigError(f"resuming {ckpt_path} with changed settings: {shown}{more}. Resume with the run's "
                           f"settings, or accept the change: allow_changes=[{','.join(changed)}]")
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out or {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
 
 
 def _check_schema(cfg: DictConfig, schema: type) -> None:
@@ -429,19 +423,16 @@ def _precheck_train(args: list[str]) -> list[str]:
         cfg = compose("train", args, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):
         return []  # Hydra reports these itself, with its own wording, before creating anything
-    container = OmegaConf.to_container(cfg, resolve=False)
-    container.pop("hydra")  # the schema does not know it
-    plain = OmegaConf.create(container)
-    check_train_config(plain)
-    name = run_name(str(plain.name), args)
+    name = run_name(str(cfg.name), args)
     extra = [f"name={name}"] if name else []
     if extra:
         cfg = compose("train", args + extra, return_hydra_config=True)
+    container = OmegaConf.to_container(cfg, resolve=False)
     run_dir = Path(str(cfg.hydra.run.dir))
-    if plain.resume:  # before Hydra writes its .hydra/ and train.log into the folder
-        _refuse_changed_settings(plain, _checkpoint_to_resume(plain, run_dir))
-    elif not plain.ckpt_path:
-        _refuse_used_run_dir(run_dir)
+    container.pop("hydra")  # the schema does not know it
+    plain = OmegaConf.create(container)
+    check_train_config(plain)
+    resume_point(plain, run_dir)  # before Hydra writes its .hydra/ and train.log into the folder
     return extra
 
 
@@ -460,7 +451,7 @@ def _run_hydra(main, schema: type, torchrun_ok: bool = False, precheck=None) -> 
             if not torchrun_ok:
                 raise ConfigError("this subcommand runs in one process: start it without torchrun")
             sys.argv += _join_torchrun_processes(sys.argv[1:])
-    except ConfigError as error:
+    except UserError as error:  # a bad setting, or a checkpoint to resume that cannot be read
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     try:

@@ -38,7 +38,7 @@ class StopOnSignal:
 
     def _handle(self, signum, frame) -> None:
         if self.requested is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)
         self.requested = signum
         log.warning("%s: stopping after this step and saving last.pt (send it again to abort at once)",
                     signal.Signals(signum).name)

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from neuralode.data.base import DataModule
-from neuralode.ode import ODESolverError, collect_stats
+from neuralode.ode import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError, collect_stats
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -284,7 +284,7 @@ class Trainer:
         steps) during training mean the model diverged: say where, and what to change."""
         try:
             yield
-        except ODESolverError as error:
+        except (NonFiniteStateError, StepSizeUnderflowError, MaxStepsExceededError) as error:
             last = self.history[-1].get("train_loss") if self.history else None
             before = f" (last logged training loss {last:.4g})" if last is not None else ""
             raise TrainingError(
@@ -344,8 +344,9 @@ class Trainer:
         # writes leaves last.pt one evaluation behind, and the resume redoes that evaluation
         # (to the same numbers), so best.pt and summary.json never point to a worse step.
         if self._improved(line):
-            self._save("best.pt")
-        self._save("last.pt")
+            self._save("best.pt", "last.pt")
+        else:
+            self._save("last.pt")
         return line
 
     def _average_progress_over_ranks(self) -> None:
@@ -432,10 +433,12 @@ class Trainer:
                 seed_everything(self.seed + distributed.RANK_SEED_STRIDE * self.rank + self.progress.step)
                 self._reseed_rank_after_restore = False
 
-    def _save(self, name: str) -> None:
+    def _save(self, *names: str) -> None:
+        """Write the state to each file, in order (best.pt before last.pt: see _evaluate_and_log)."""
         state = self.state_dict()  # on every rank: it gathers the ranks' random states
         if self.is_main:
-            save_checkpoint(self.run_dir / name, state)
+            for name in names:
+                save_checkpoint(self.run_dir / name, state)
 
     def _summary(self, elapsed_s: float) -> dict[str, Any]:
         best = [r for r in self.history if r.get(self.monitor) == self.progress.best]
