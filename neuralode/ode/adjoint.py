@@ -92,8 +92,8 @@ class _AdjointSolve(torch.autograd.Function):
                     t_grad[i] = (grad_ys[i] * f_at(i)).sum()
                 aug0 = torch.cat([ys[i].reshape(-1), a, a_params])
                 segment = make_problem(augmented, aug0, times[[i, i - 1]])
-                attach_callbacks(segment, ctx.func, names=ADJOINT_CALLBACKS, supported=setup.solver.callbacks
-                                 if setup.solver.adaptive else ("callback_step",), method=setup.solver.name)
+                attach_callbacks(segment, ctx.func, names=ADJOINT_CALLBACKS, supported=setup.solver.callbacks,
+                                 method=setup.solver.name)
                 step_options = dict(backward_options)
                 if warm and stats.next_step:
                     # Start where the previous segment's controller left off, not from a fresh guess.

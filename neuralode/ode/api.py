@@ -17,7 +17,6 @@ from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, 
 from neuralode.ode.errors import AdjointParamsError, InvalidOptionError
 from neuralode.ode.loop import DEFAULT_MAX_NUM_STEPS, Solution, integrate
 from neuralode.ode.problem import (
-    CALLBACKS,
     Problem,
     attach_callbacks,
     check_tolerances,
@@ -125,6 +124,11 @@ class Setup:
     atol: Any
     options: dict
 
+    @property
+    def interp(self) -> str:
+        """Outputs between fixed steps: "linear" (torchdiffeq's default) or "cubic"."""
+        return self.options.get("interp", "linear")
+
     def controller(self, problem: Problem, t: torch.Tensor | None, event: bool):
         o = self.options
         if self.solver.adaptive:
@@ -155,7 +159,7 @@ class Setup:
     def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
         o = self.options
         controller = self.controller(problem, t, event_fn is not None)
-        return integrate(problem, self.solver, controller, stats, interp=o.get("interp", "linear"),
+        return integrate(problem, self.solver, controller, stats, interp=self.interp,
                          perturb=bool(o.get("perturb", False)), event_fn=event_fn,
                          max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), on_accept=on_accept)
 
@@ -228,8 +232,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
             raise InvalidOptionError(f"with event_fn, t must hold 2 times (the start, and any later time for the "
                                      f"direction), got {len(problem.times)}")
         event = solver_event_fn(event_fn, problem)
-    supported = CALLBACKS if setup.solver.adaptive else ("callback_step",)
-    attach_callbacks(problem, func, supported=supported, method=setup.solver.name)
+    attach_callbacks(problem, func, supported=setup.solver.callbacks, method=setup.solver.name)
 
     if gradient == "adjoint":
         from neuralode.ode.adjoint import solve_adjoint

@@ -44,7 +44,7 @@ def replay(problem: Problem, setup, steps: list[AcceptedStep], y: torch.Tensor):
     """Re-run accepted steps from ``y`` with autograd; the end state and the outputs inside."""
     solver, f = setup.solver, problem.field
     adaptive = solver.adaptive
-    interp = setup.options.get("interp", "linear")
+    interp = setup.interp
     outputs = []
     f0 = solver.init(f, steps[0].t, y, steps[0].perturb_start)
     for i, record in enumerate(steps):

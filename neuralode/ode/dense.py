@@ -38,7 +38,7 @@ class DenseSolution:
             y = self.states[i]
             step = solver.step(f, record.t, y, record.t1 - record.t, solver.init(f, record.t, y, record.perturb_start),
                                perturb_end=record.perturb_end)
-            self._interpolants[i] = step_interpolant(solver, solver.adaptive, self.setup.options.get("interp", "linear"),
+            self._interpolants[i] = step_interpolant(solver, solver.adaptive, self.setup.interp,
                                                      f, record.t, record.t1 - record.t, y, step)
             if len(self._interpolants) > _CACHED_STEPS:
                 self._interpolants.popitem(last=False)

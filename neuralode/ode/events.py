@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from neuralode.ode.api import odeint
-from neuralode.ode.problem import flatten_state
+from neuralode.ode.problem import make_problem
 
 
 def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, reverse_time: bool = False,
@@ -28,25 +28,12 @@ def odeint_event(func: Callable, y0, t0: torch.Tensor, *, event_fn: Callable, re
     t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
     event_t, solution = odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)
 
-    flat, sizes, shapes = flatten_state(y0)
-    if shapes is None:
-        state_t = solution[-1]
-        as_user = lambda y: y  # noqa: E731
-        flat_field = func
-    else:
-        state_t = torch.cat([s[-1].reshape(-1) for s in solution])
-
-        def as_user(y):
-            return tuple(p.view(s) for p, s in zip(y.split(sizes), shapes))
-
-        def flat_field(tt, y):
-            return torch.cat([d.reshape(-1) for d in func(tt, as_user(y))])
-
-    event_t, state_t = _ImplicitEventGradient.apply(flat_field, event_fn, as_user, event_t, state_t)
-    if shapes is None:
+    problem = make_problem(func, y0, t)  # the flat state and field, as the solver sees them
+    state_t = solution[-1] if problem.shapes is None else torch.cat([s[-1].reshape(-1) for s in solution])
+    event_t, state_t = _ImplicitEventGradient.apply(problem.user_field, event_fn, problem.user_state, event_t, state_t)
+    if problem.shapes is None:
         return event_t, torch.cat([solution[:-1], state_t[None]])
-    parts = as_user(state_t)
-    return event_t, tuple(torch.cat([s[:-1], p[None]]) for s, p in zip(solution, parts))
+    return event_t, tuple(torch.cat([s[:-1], p[None]]) for s, p in zip(solution, problem.user_state(state_t)))
 
 
 class _ImplicitEventGradient(torch.autograd.Function):

@@ -49,14 +49,14 @@ class RKStep:
 class ExplicitRungeKutta:
     """Any explicit Runge-Kutta tableau; adaptive when the tableau has an embedded estimate."""
 
-    callbacks = CALLBACKS  # every callback is called
-
     def __init__(self, tableau: ButcherTableau):
         self.tableau = tableau
         self.name = tableau.name
         self.adaptive = tableau.adaptive
         self.order = tableau.order
         self.error_order = tableau.error_order
+        # The callbacks the loop calls: fixed steps are never accepted or rejected.
+        self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
 
     def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         """What a step from (t, y) starts from: the slope there."""
