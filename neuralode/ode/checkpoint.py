@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from neuralode.ode import stats as _stats
-from neuralode.ode.loop import AcceptedStep, step_interpolant
+from neuralode.ode.loop import AcceptedStep, outputs_at, step_interpolant
 from neuralode.ode.problem import Problem
 
 
@@ -50,14 +50,11 @@ def replay(problem: Problem, setup, steps: list[AcceptedStep], y: torch.Tensor):
     for i, record in enumerate(steps):
         h = record.t1 - record.t
         step = solver.step(f, record.t, y, h, f0, perturb_end=record.perturb_end)
-        interpolant = None
-        for index, s in record.outputs:
-            if s == record.t1:
-                outputs.append((index, step.y1))
-            else:
-                if interpolant is None:
-                    interpolant = step_interpolant(solver, adaptive, interp, f, record.t, h, y, step)
-                outputs.append((index, interpolant(s)))
+        if record.outputs:
+            times = [s for _, s in record.outputs]
+            values = outputs_at(lambda ss: step_interpolant(solver, adaptive, interp, f, record.t, h, y, step).at(ss),
+                                times, record.t1, step.y1)
+            outputs.extend((index, value) for (index, _), value in zip(record.outputs, values))
         if i + 1 < len(steps):
             f0 = solver.next_init(f, record.t1, step, steps[i + 1].perturb_start)
         y = step.y1

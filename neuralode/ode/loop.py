@@ -12,7 +12,7 @@ import torch
 
 from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
 from neuralode.ode.problem import Problem, check_derivative
-from neuralode.ode.runge_kutta import LinearInterpolant, hermite
+from neuralode.ode.runge_kutta import HermiteInterpolant, LinearInterpolant
 from neuralode.ode.stats import SolveStats
 
 DEFAULT_MAX_NUM_STEPS = 10_000
@@ -40,7 +40,7 @@ def _nonfinite(y: torch.Tensor) -> bool:
     return not bool(torch.isfinite(y).all())
 
 
-def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp: str = "dense",
+def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp: str = "linear",
               perturb: bool = False, event_fn: Callable | None = None,
               max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
               on_accept: Callable[[AcceptedStep, torch.Tensor, torch.Tensor], None] | None = None) -> Solution:
@@ -116,11 +116,11 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
             record = AcceptedStep(t, t1, start, jump or perturb)
             interpolant = None
 
-            def interpolate(s: float) -> torch.Tensor:
+            def interpolate(s: float | list[float]):
                 nonlocal interpolant
                 if interpolant is None:
                     interpolant = step_interpolant(solver, controller.adaptive, interp, f, t, step_size, y, step)
-                return interpolant(s)
+                return interpolant.at(s) if isinstance(s, list) else interpolant(s)
 
             done = False
             if event_fn is not None:
@@ -134,10 +134,13 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                     record.outputs.append((1, t_event))
                     done = True
             else:
+                inside = []
                 while i_out < len(times) and times[i_out] <= t1:
-                    ys.append(y1 if times[i_out] == t1 else interpolate(times[i_out]))
-                    record.outputs.append((i_out, times[i_out]))
+                    inside.append((i_out, times[i_out]))
                     i_out += 1
+                if inside:  # all of this step's outputs in one product
+                    ys.extend(outputs_at(interpolate, [s for _, s in inside], t1, y1))
+                    record.outputs.extend(inside)
                     checked = t1
                 done = i_out == len(times)
             if done:
@@ -158,14 +161,22 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 "raise options['max_num_steps'], loosen the tolerances, or check whether the dynamics are stiff")
 
 
+def outputs_at(interpolate: Callable, times: list[float], t1: float, y1: torch.Tensor) -> list[torch.Tensor]:
+    """The states at ``times`` inside a step that ends at ``t1`` (exactly ``y1`` there), the
+    interpolant asked only when some time falls strictly inside."""
+    if all(s == t1 for s in times):
+        return [y1] * len(times)
+    return interpolate(times)
+
+
 def step_interpolant(solver, adaptive: bool, interp: str, f, t: float, h: float, y0: torch.Tensor, step):
     """The state inside an accepted step: the solver's dense output when adaptive, else ``interp``."""
-    if adaptive or interp == "dense":
+    if adaptive:
         return solver.interpolant(f, t, h, y0, step, None)
     if interp == "linear":
         return LinearInterpolant(t, h, y0, step.y1)
-    f1 = f(t + h, step.y1, -1)  # "cubic": Hermite through both ends and their slopes
-    return lambda s: hermite((s - t) / h, h, y0, step.y1, step.stages[0], f1)
+    # "cubic": Hermite through both ends and their slopes
+    return HermiteInterpolant(t, h, y0, step.y1, step.stages[0], f(t + h, step.y1, -1))
 
 
 def find_event(interpolate: Callable[[float], torch.Tensor], event_fn: Callable, sign0: torch.Tensor,

@@ -116,15 +116,43 @@ class ExplicitRungeKutta:
         return RKInterpolant(self.tableau, field, t, h, y0, step, f1)
 
 
-class RKInterpolant:
-    """The state inside an accepted step: the method's own dense output, else a cubic Hermite
-    polynomial through both ends and their slopes. Extra stages are computed on first use."""
+def _mix(weights: list[list[float]], parts: torch.Tensor) -> torch.Tensor:
+    """``weights @ parts`` over the leading dimension: several output times in one product."""
+    w = torch.tensor(weights, dtype=parts.dtype, device=parts.device)
+    return (w @ parts.reshape(parts.shape[0], -1)).view(len(weights), *parts.shape[1:])
+
+
+class Interpolant:
+    """The state inside an accepted step from ``t`` to ``t + h``. ``at`` evaluates several times
+    at once (one matrix product, one node of the graph), which is how the loop asks for them."""
+
+    t: float
+    h: float
+    y1: torch.Tensor
+
+    def at(self, times: list[float]) -> list[torch.Tensor]:
+        thetas = [(s - self.t) / self.h for s in times]
+        inside = [th for th in thetas if th != 1.0]
+        values = iter(self._between(inside).unbind(0)) if inside else iter(())
+        return [self.y1 if th == 1.0 else next(values) for th in thetas]
+
+    def __call__(self, s: float) -> torch.Tensor:
+        return self.at([s])[0]
+
+    def _between(self, thetas: list[float]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RKInterpolant(Interpolant):
+    """The method's own dense output, else a cubic Hermite polynomial through both ends and their
+    slopes. Extra stages (and the end slope) are computed on first use."""
 
     def __init__(self, tab: ButcherTableau, field: Field, t: float, h: float, y0: torch.Tensor, step: RKStep,
                  f1: torch.Tensor | None):
         if f1 is None and tab.fsal:
             f1 = step.stages[-1]
         self.tab, self.field, self.t, self.h, self.y0, self.step, self.f1 = tab, field, t, h, y0, step, f1
+        self.y1 = step.y1
         self._stages = None
 
     def _slope_at_end(self) -> torch.Tensor:
@@ -143,35 +171,39 @@ class RKInterpolant:
             self._stages = stages
         return self._stages
 
-    def __call__(self, s: float) -> torch.Tensor:
-        theta = (s - self.t) / self.h
-        if theta == 1.0:
-            return self.step.y1
+    def _between(self, thetas: list[float]) -> torch.Tensor:
         if self.tab.dense is not None:
-            weights = torch.tensor(self.tab.dense(theta), dtype=self.y0.dtype, device=self.y0.device)
-            return _combine(self.y0, self._dense_stages(), weights, self.h)
-        return hermite(theta, self.h, self.y0, self.step.y1, self.step.stages[0], self._slope_at_end())
+            weights = [[self.h * w for w in self.tab.dense(th)] for th in thetas]
+            return self.y0.unsqueeze(0) + _mix(weights, self._dense_stages())
+        return hermite(thetas, self.h, self.y0, self.y1, self.step.stages[0], self._slope_at_end())
 
 
-def hermite(theta: float, h: float, y0, y1, f0, f1) -> torch.Tensor:
-    """Cubic Hermite through (y0, f0) and (y1, f1): third order, no extra evaluation of f."""
-    t2, t3 = theta * theta, theta * theta * theta
-    h01 = -2 * t3 + 3 * t2
-    h10 = t3 - 2 * t2 + theta
-    h11 = t3 - t2
-    return y0 + (y1 - y0) * h01 + f0 * (h * h10) + f1 * (h * h11)
+def hermite(thetas: list[float], h: float, y0, y1, f0, f1) -> torch.Tensor:
+    """Cubic Hermite through (y0, f0) and (y1, f1) at each theta: third order, no extra
+    evaluation of f. Stacked on a new leading dimension."""
+    weights = []
+    for th in thetas:
+        t2, t3 = th * th, th * th * th
+        h01 = -2 * t3 + 3 * t2
+        weights.append([1 - h01, h01, h * (t3 - 2 * t2 + th), h * (t3 - t2)])
+    return _mix(weights, torch.stack([y0, y1, f0, f1]))
 
 
-class LinearInterpolant:
+class HermiteInterpolant(Interpolant):
+    """Cubic Hermite between the ends of a fixed step (``interp="cubic"``)."""
+
+    def __init__(self, t: float, h: float, y0, y1, f0, f1):
+        self.t, self.h, self.y0, self.y1, self.f0, self.f1 = t, h, y0, y1, f0, f1
+
+    def _between(self, thetas: list[float]) -> torch.Tensor:
+        return hermite(thetas, self.h, self.y0, self.y1, self.f0, self.f1)
+
+
+class LinearInterpolant(Interpolant):
     """Straight line between the ends of a fixed step (torchdiffeq's default for fixed grids)."""
 
     def __init__(self, t: float, h: float, y0: torch.Tensor, y1: torch.Tensor):
         self.t, self.h, self.y0, self.y1 = t, h, y0, y1
 
-    def __call__(self, s: float) -> torch.Tensor:
-        theta = (s - self.t) / self.h
-        if theta == 0.0:
-            return self.y0
-        if theta == 1.0:
-            return self.y1
-        return self.y0 + (self.y1 - self.y0) * theta
+    def _between(self, thetas: list[float]) -> torch.Tensor:
+        return _mix([[1 - th, th] for th in thetas], torch.stack([self.y0, self.y1]))

@@ -98,16 +98,18 @@ _dopri5_d = _floats([
 ])
 
 
+_dopri5_b_floats = _floats(_dopri5_b)  # the interpolant runs at every output time: no Fractions there
+
+
 def _dopri5_dense(theta: float) -> list[float]:
     # y(theta) = y0 + theta*(dy + (1-theta)*(h k1 - dy + theta*(2 dy - h k1 - h k7 + (1-theta) h d.k)))
     # with dy = h b.k, written out as weights on k.
     s = 1.0 - theta
     w = []
-    for i in range(7):
-        b = float(_dopri5_b[i])
+    for i, (b, d) in enumerate(zip(_dopri5_b_floats, _dopri5_d)):
         e1 = 1.0 if i == 0 else 0.0
         e7 = 1.0 if i == 6 else 0.0
-        w.append(theta * (b + s * (e1 - b + theta * (2 * b - e1 - e7 + s * _dopri5_d[i]))))
+        w.append(theta * (b + s * (e1 - b + theta * (2 * b - e1 - e7 + s * d))))
     return w
 
 
