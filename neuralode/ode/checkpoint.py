@@ -91,9 +91,12 @@ class _CheckpointedSolve(torch.autograd.Function):
             with torch.enable_grad():
                 y_start = checkpoints.states[start].detach().requires_grad_(True)
                 y_end, outputs = replay(problem, setup, checkpoints.steps[start:end], y_start)
-                tensors = [y_end] + [y for _, y in outputs]
-                grads = [adj_y if adj_y is not None else torch.zeros_like(y_end)] + [grad_ys[i] for i, _ in outputs]
-                found = torch.autograd.grad(tensors, (y_start, *params), grads, allow_unused=True)
+                # One scalar whose gradient is the vector-Jacobian product of every output at once.
+                total = (y_end * adj_y).sum() if adj_y is not None else y_end.new_zeros(())
+                if outputs:
+                    index = torch.tensor([i for i, _ in outputs], device=grad_ys.device)
+                    total = total + (torch.stack([y for _, y in outputs]) * grad_ys[index]).sum()
+                found = torch.autograd.grad(total, (y_start, *params), allow_unused=True)
             adj_y = found[0] if found[0] is not None else torch.zeros_like(y_start)
             for total, g in zip(param_grads, found[1:]):
                 if g is not None:
