@@ -34,7 +34,7 @@ install: $(VENV)/.installed  ## create .venv and install neuralode with its test
 run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); override with RUN_ARGS=...
 	$(PY) -m neuralode train $(RUN_ARGS) $(ARGS)
 
-test: install  ## run the test suite (CPU, a few minutes)
+test: install  ## run the test suite (CPU, about 10 minutes)
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs): about a minute
