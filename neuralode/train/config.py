@@ -140,12 +140,18 @@ def check_logger_settings(s: LoggerConfig) -> None:
         raise ConfigError(f"logger.log_every_n_steps must be a positive integer, got {s.log_every_n_steps}")
 
 
+def check_lr(lr: Any) -> None:
+    """A learning rate of zero trains nothing and a negative one ascends the loss: refuse both,
+    and anything that is not a finite number."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr!r}")
+
+
 def check_optimizer(optimizer: Any) -> None:
-    """A learning rate of zero trains nothing and a negative one ascends the loss: refuse both."""
+    """The built optimiser's learning rates (a tensor learning rate is left to its owner)."""
     for group in optimizer.param_groups:
-        lr = group.get("lr")
-        if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr}")
+        if isinstance(group.get("lr"), (int, float)):
+            check_lr(group["lr"])
 
 
 SCHEMAS = {"train_schema": TrainConfig, "eval_schema": EvalConfig}

@@ -148,11 +148,10 @@ def check_train_config(cfg: DictConfig) -> None:
     own arguments (nothing is trained, no data set is generated or read)."""
     import importlib
     import inspect
-    import math
 
     from hydra.errors import InstantiationException
 
-    from neuralode.train.config import check_logger_settings, check_trainer_settings
+    from neuralode.train.config import check_logger_settings, check_lr, check_trainer_settings
     from neuralode.train.seeding import resolve_device
     from neuralode.train.targets import check_targets
 
@@ -165,9 +164,8 @@ def check_train_config(cfg: DictConfig) -> None:
     _check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
     lr = OmegaConf.select(cfg, "optim.optimizer.lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-                               and lr > 0):
-        raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr!r}")
+    if lr is not None:
+        check_lr(lr)
     resolve_device(cfg.device)
 
     def check_arguments(node: Any, key: str) -> None:
