@@ -8,6 +8,7 @@ The API follows torchdiffeq's, so that switching is a change of import::
 
 Layout, one concern a file:
     problem.py      user input -> one flat state, increasing float time; tolerances, norms, callbacks
+    methods.py      every method by name, and the solver interface
     tableaux.py     Butcher tableaux as data
     runge_kutta.py  the generic explicit RK solver (init / step / error_norm / interpolant)
     controllers.py  PID and constant step-size controllers
@@ -37,12 +38,13 @@ from neuralode.ode.errors import (
 from neuralode.ode.events import odeint_event
 from neuralode.ode.settings import GRADIENTS, SolverSettings
 from neuralode.ode.stats import SolveStats, StatsCollector, collect_stats, last_stats
-from neuralode.ode.tableaux import ADAPTIVE_METHODS, ALIASES, FIXED_METHODS, TABLEAUX, ButcherTableau
+from neuralode.ode.methods import ADAPTIVE_METHODS, ALIASES, FIXED_METHODS, METHODS, make_solver
+from neuralode.ode.tableaux import TABLEAUX, ButcherTableau
 
 __all__ = [
     "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "SolverSettings", "GRADIENTS",
     "collect_stats", "last_stats", "SolveStats", "StatsCollector",
-    "ButcherTableau", "TABLEAUX", "ALIASES", "ADAPTIVE_METHODS", "FIXED_METHODS",
+    "ButcherTableau", "TABLEAUX", "METHODS", "make_solver", "ALIASES", "ADAPTIVE_METHODS", "FIXED_METHODS",
     "ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
     "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError",
 ]

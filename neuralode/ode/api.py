@@ -16,6 +16,7 @@ from neuralode.ode import stats as _stats
 from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
 from neuralode.ode.errors import AdjointParamsError, InvalidOptionError
 from neuralode.ode.loop import DEFAULT_MAX_NUM_STEPS, Solution, integrate
+from neuralode.ode.methods import make_solver
 from neuralode.ode.problem import (
     Problem,
     attach_callbacks,
@@ -24,9 +25,7 @@ from neuralode.ode.problem import (
     make_norm,
     make_problem,
 )
-from neuralode.ode.runge_kutta import ExplicitRungeKutta
 from neuralode.ode.settings import GRADIENTS
-from neuralode.ode.tableaux import ADAPTIVE_METHODS, ALIASES, FIXED_METHODS, TABLEAUX
 
 # Options of each kind of method (torchdiffeq's names; min_factor/max_factor are its dfactor/ifactor).
 ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "norm", "safety", "min_factor",
@@ -35,26 +34,15 @@ FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_
 GRADIENT_OPTIONS = ("checkpoint_every",)  # gradient="checkpoint" only
 
 
-def make_solver(method: str | None, prefix: str = "") -> ExplicitRungeKutta:
-    name = ALIASES.get(method, method) if method is not None else "dopri5"
-    if name not in TABLEAUX:
-        what = f"{prefix}method={method!r} is not an ODE method" if prefix else f"unknown ODE method {method!r}"
-        raise InvalidOptionError(
-            f"{what}; adaptive methods: {', '.join(ADAPTIVE_METHODS)}; "
-            f"fixed-step methods: {', '.join(FIXED_METHODS)}"
-        )
-    return ExplicitRungeKutta(TABLEAUX[name])
-
-
 def _positive(value, allow_inf=False) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and (
         math.isfinite(value) or (allow_inf and value == math.inf))
 
 
-def check_options(solver: ExplicitRungeKutta, options: dict | None, prefix: str = "") -> dict:
+def check_options(solver, options: dict | None, prefix: str = "") -> dict:
     """Options in one canonical form; unknown names and bad values are refused by name."""
     options = dict(options or {})
-    valid = (ADAPTIVE_OPTIONS if solver.adaptive else FIXED_OPTIONS) + GRADIENT_OPTIONS
+    valid = (ADAPTIVE_OPTIONS if solver.adaptive else FIXED_OPTIONS) + tuple(solver.extra_options) + GRADIENT_OPTIONS
     unknown = sorted(set(options) - set(valid))
     if unknown:
         kind = "adaptive" if solver.adaptive else "fixed-step"
@@ -105,6 +93,7 @@ def check_options(solver: ExplicitRungeKutta, options: dict | None, prefix: str 
             options[key] = values
     if set(options.get("step_t") or ()) & set(options.get("jump_t") or ()):
         raise InvalidOptionError(f"{prefix}options 'step_t' and 'jump_t' must not share a time")
+    solver.configure({k: options[k] for k in solver.extra_options if k in options}, prefix)
     return options
 
 
@@ -119,7 +108,7 @@ def check_solve_arguments(method, rtol, atol, options, prefix: str = "") -> None
 class Setup:
     """Method, tolerances and options, checked; builds a fresh controller for each solve."""
 
-    solver: ExplicitRungeKutta
+    solver: Any  # see methods.py for the interface
     rtol: Any
     atol: Any
     options: dict

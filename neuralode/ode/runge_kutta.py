@@ -58,6 +58,11 @@ class ExplicitRungeKutta:
         # The callbacks the loop calls: fixed steps are never accepted or rejected.
         self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
 
+    extra_options: tuple[str, ...] = ()
+
+    def configure(self, options: dict, prefix: str = "") -> None:
+        """Explicit RK takes no options of its own."""
+
     def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         """What a step from (t, y) starts from: the slope there."""
         return field(t, y, perturb)

@@ -79,7 +79,7 @@ class SolverSettings:
         a_options = dict(self.adjoint_options)
         if a_options.get("norm") == "seminorm":
             a_options.pop("norm")
-            from neuralode.ode.api import make_solver
+            from neuralode.ode.methods import make_solver
 
             if not make_solver(a_method, "solver.adjoint_").adaptive:
                 raise InvalidOptionError(

@@ -303,7 +303,3 @@ TABLEAUX: dict[str, ButcherTableau] = {
     tab.name: tab for tab in (EULER, MIDPOINT, HEUN2, HEUN3, RK4, ADAPTIVE_HEUN, FEHLBERG2, BOSH3, DOPRI5, TSIT5,
                               DOPRI8)
 }
-#: Other names for the same methods: torchdiffeq's, and ours before it.
-ALIASES = {"heun": "heun2", "dop853": "dopri8"}
-FIXED_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
-ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)

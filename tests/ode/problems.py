@@ -3,13 +3,13 @@
 
 import torch
 
-from neuralode.ode import ADAPTIVE_METHODS, FIXED_METHODS, TABLEAUX
+from neuralode.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS
 
 # Every method in the registry: a method added there is tested here without editing this file.
-ALL_METHODS = list(TABLEAUX)
+ALL_METHODS = list(METHODS)
 FIXED = list(FIXED_METHODS)
 ADAPTIVE = list(ADAPTIVE_METHODS)
-ORDER = {name: tab.order for name, tab in TABLEAUX.items()}
+ORDER = {name: make().order for name, make in METHODS.items()}
 LOW_ORDER = [m for m in ADAPTIVE if ORDER[m] <= 2]  # tight tolerances cost them ~10^4 steps
 
 

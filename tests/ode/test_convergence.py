@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from neuralode.ode import last_stats, odeint
-from neuralode.ode.runge_kutta import ExplicitRungeKutta
-from neuralode.ode.tableaux import TABLEAUX
+from neuralode.ode import make_solver
 from tests.ode.problems import ADAPTIVE, FIXED, LOW_ORDER, ORDER, PROBLEMS
 
 
@@ -34,7 +33,7 @@ def one_step_setup(method):
     """The rotation problem seen by single steps, and step sizes in each method's asymptotic range."""
     prob = PROBLEMS["rotation"]()
     steps = [0.4, 0.2, 0.1] if method != "dopri8" else [1.0, 0.7, 0.5]
-    return ExplicitRungeKutta(TABLEAUX[method]), prob, lambda t, y, perturb=0: prob(torch.tensor(t), y), steps
+    return make_solver(method), prob, lambda t, y, perturb=0: prob(torch.tensor(t), y), steps
 
 
 @pytest.mark.parametrize("method", ADAPTIVE)
