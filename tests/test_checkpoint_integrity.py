@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from neuralode.train import checkpoint as ckpt_module
+from neuralode.files import TEMP_NAME
 from neuralode.train.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -197,6 +197,8 @@ def test_clean_stale_temp_files_removes_only_interrupted_saves(tmp_path):
         os.write(fd, b"half a checkpoint")
         os.close(fd)
         stale.append(tmp)
+    stale.append(str(tmp_path / ".summary.json.ab_12xyz.tmp"))  # a summary.json write killed likewise
+    (tmp_path / ".summary.json.ab_12xyz.tmp").write_text("{")
     kept = [".lock", ".other.tmp", "notes.tmp", ".hydra", "last.pt"]
     for name in kept[:3]:
         (tmp_path / name).write_text("x")
@@ -219,4 +221,4 @@ def test_temp_name_pattern_matches_what_save_checkpoint_writes(tmp_path, monkeyp
 
     monkeypatch.setattr(os, "replace", replace)
     save_checkpoint(tmp_path / "best.pt", state())
-    assert len(seen) == 1 and ckpt_module._TEMP_NAME.fullmatch(seen[0])
+    assert len(seen) == 1 and TEMP_NAME.fullmatch(seen[0])

@@ -55,6 +55,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from neuralode.data.base import DataModule
 from neuralode.errors import UserError
+from neuralode.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -110,40 +111,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     if array.dtype != np.uint8:
         raise TypeError(f"write_idx expects a uint8 array, got {array.dtype}")
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    atomic_write_bytes(path, header + np.ascontiguousarray(array).tobytes())
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a uniquely named temporary file in the same folder.
-
-    The rename is atomic: a reader (or a crash) never sees a half-written file under ``path``,
-    and concurrent writers never share a temporary file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give what open() would
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    try:  # Linux: read it without changing it (os.umask would, for a moment, in every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    write_atomically(path, header + np.ascontiguousarray(array).tobytes())
 
 
 def raw_dir(root: str | Path) -> Path:

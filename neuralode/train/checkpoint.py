@@ -21,16 +21,14 @@ import errno
 import hashlib
 import io
 import math
-import os
-import re
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from neuralode.files import TEMP_NAME, write_atomically
 from neuralode.train.config import UserError
 
 FORMAT = "neuralode-checkpoint"
@@ -42,8 +40,6 @@ REQUIRED_KEYS = ("model", "optimizer", "progress", "rng", "history", "config")
 #: ``OSError.errno`` values that mean the disk (or the user's quota) is full.
 DISK_FULL = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 
-#: save_checkpoint's temporary files: "." + the checkpoint's name + "." + mkstemp's random part + ".tmp".
-_TEMP_NAME = re.compile(r"\.(?P<name>[^/]+\.pt)\.[A-Za-z0-9_]+\.tmp")
 
 _warned_unverified: set[str] = set()
 
@@ -64,21 +60,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "version": VERSION, **state}
     payload.pop(DIGEST_KEY, None)
     payload[DIGEST_KEY] = payload_digest(payload)
-    tmp = None
     try:
         buffer = io.BytesIO()  # serialised in memory: the file writes below raise plain OSErrors
         torch.save(payload, buffer)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in DISK_FULL:
+        write_atomically(path, buffer.getvalue())
+    except OSError as error:
+        if error.errno in DISK_FULL:
             kept = f"the previous {path.name} is kept" if path.is_file() else f"no {path.name} was written"
             raise CheckpointError(
                 f"no space left on device writing {path}; {kept}; free space and resume with resume=true"
@@ -151,7 +139,7 @@ def clean_stale_temp_files(run_dir: str | Path) -> list[Path]:
         return []
     removed = []
     for tmp in sorted(run_dir.glob(".*.tmp")):
-        if tmp.is_file() and _TEMP_NAME.fullmatch(tmp.name):
+        if tmp.is_file() and TEMP_NAME.fullmatch(tmp.name):
             try:
                 tmp.unlink()
             except FileNotFoundError:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Write through a temporary file and a rename: a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from neuralode.files import write_atomically
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
+    write_atomically(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 class MetricsFile:
@@ -33,7 +26,7 @@ class MetricsFile:
 
     def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Replace the file by ``records`` (on resume: drop what came after the checkpoint)."""
-        write_text_atomically(self.path, "".join(json.dumps(record) + "\n" for record in records))
+        write_atomically(self.path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
