@@ -148,6 +148,9 @@ class Setup:
     def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
         o = self.options
         controller = self.controller(problem, t, event_fn is not None)
+        if hasattr(self.solver, "prepare"):  # a solver that needs the tolerances, or steps its own way
+            controller = self.solver.prepare(controller, flat_tolerance(self.rtol, problem, problem.y0),
+                                             flat_tolerance(self.atol, problem, problem.y0))
         return integrate(problem, self.solver, controller, stats, interp=self.interp,
                          perturb=bool(o.get("perturb", False)), event_fn=event_fn,
                          max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), on_accept=on_accept)
@@ -215,6 +218,8 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
                                                             adjoint_options)):
         raise InvalidOptionError(f"adjoint_rtol/atol/method/options apply to gradient='adjoint' only, "
                                  f"not gradient={gradient!r}")
+    if gradient != "adjoint" and not getattr(setup.solver, "differentiable", True) and torch.is_grad_enabled():
+        _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient)
     event = None
     if event_fn is not None:
         if len(problem.times) != 2:
@@ -236,6 +241,16 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         return solution
     event_t = torch.tensor(problem.user_time(event_s), dtype=t.dtype, device=t.device)
     return event_t, solution
+
+
+def _refuse_gradient_through(method, problem, t, func, adjoint_params, gradient) -> None:
+    """A method with no gradient through its steps, asked for one: say what to do instead."""
+    params = adjoint_params if adjoint_params is not None else (func.parameters() if isinstance(func, nn.Module) else ())
+    if problem.y0.requires_grad or t.requires_grad or any(p.requires_grad for p in params):
+        raise InvalidOptionError(
+            f"method={method!r} passes no gradient through the solver, so gradient={gradient!r} cannot "
+            "differentiate it; use gradient='adjoint' (its backward solve may use this method or another: "
+            "adjoint_method=...), or solve under torch.no_grad()")
 
 
 def _solve_differentiable(problem, setup, t, event, func, gradient, adjoint_params):

@@ -28,6 +28,7 @@ class DenseSolution:
 
     def __init__(self, problem, setup, record: Checkpoints):
         self.problem, self.setup, self.steps, self.states = problem, setup, record.steps, record.states
+        self.histories = record.histories
         self.starts = [s.t for s in self.steps]
         self.span = (problem.times[0], problem.times[-1])
         self._interpolants: OrderedDict[int, Callable] = OrderedDict()
@@ -36,8 +37,10 @@ class DenseSolution:
         if i not in self._interpolants:
             solver, f, record = self.setup.solver, self.problem.field, self.steps[i]
             y = self.states[i]
-            step = solver.step(f, record.t, y, record.t1 - record.t, solver.init(f, record.t, y, record.perturb_start),
-                               perturb_end=record.perturb_end)
+            # a multistep solver restarts from the history it carried into the step
+            start = self.histories[i] if self.histories and i in self.histories else \
+                solver.init(f, record.t, y, record.perturb_start)
+            step = solver.step(f, record.t, y, record.t1 - record.t, start, perturb_end=record.perturb_end)
             self._interpolants[i] = step_interpolant(solver, solver.adaptive, self.setup.interp,
                                                      f, record.t, record.t1 - record.t, y, step)
             if len(self._interpolants) > _CACHED_STEPS:
@@ -72,7 +75,7 @@ def odeint_dense(func: Callable, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method: st
                      torch.as_tensor(t1, dtype=torch.float64).reshape(())])
     problem = make_problem(func, y0, t)
     setup = make_setup(method, rtol, atol, options, problem.shapes)
-    record = Checkpoints(problem.y0, every=1)
+    record = Checkpoints(problem.y0, every=1, multistep=getattr(setup.solver, "multistep", False))
     stats = _stats.SolveStats()
     with torch.no_grad():
         setup.integrate(problem, stats, t, on_accept=record)

@@ -55,8 +55,9 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     t, y = times[0], problem.y0
     start = 1 if perturb else 0
     f0 = solver.init(f, t, y, start)
-    check_derivative(f0, y, " at the initial time")
-    if _nonfinite(y) or _nonfinite(f0):
+    slope0 = getattr(f0, "slope", f0)  # a multistep solver carries a history: its newest slope
+    check_derivative(slope0, y, " at the initial time")
+    if _nonfinite(y) or _nonfinite(slope0):
         raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
                                   f"t={problem.user_time(t):.6g}")
     ys = [y]
@@ -71,7 +72,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     else:
         t_end = times[-1]
     span = abs(t_end - t) if math.isfinite(t_end) else abs(t) + 1.0
-    h = controller.initial_step(f, t, y, f0, solver.error_order)
+    h = controller.initial_step(f, t, y, slope0, solver.error_order)
 
     def where(s: float) -> str:
         return f"t={problem.user_time(s):.6g}"
