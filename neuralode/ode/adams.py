@@ -154,9 +154,14 @@ class FixedGridAdams:
         self._set_order()
 
     def _set_order(self) -> None:
-        adams = self.max_order if self.implicit else self.max_order - 1
-        # Three RK4 start-up steps add local errors O(h^5): the global order is at most 5.
-        self.order = 4 if self.max_order < 4 else min(adams, 5)
+        """The global order: the Adams formula's, but capped by the start-up, whose one step of each
+        order up to max_order leaves its local error: O(h^4) from the first Adams-Bashforth step
+        (AB3), O(h^5) from the RK4 steps and the first Adams-Moulton one (AM4). Below max_order=4
+        it is RK4."""
+        if self.max_order < _RK4_START + 1:
+            self.order = 4
+        else:
+            self.order = min(self.max_order, 5) if self.implicit else min(self.max_order - 1, 4)
 
     def configure(self, options: dict, prefix: str = "") -> None:
         _check_int(options, "max_order", 1, MAX_ORDER, prefix)

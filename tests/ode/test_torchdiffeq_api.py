@@ -179,6 +179,31 @@ def test_fixed_method_accuracy_matches_order(ode, method, problem):
     assert max_err(ys, exact(T5)) < h ** FIXED_ORDER[method]
 
 
+# explicit_adams at max_order=5 is AB4: at its default max_order=12 (AB11) it is unstable at this step.
+ADAMS = {"explicit_adams": dict(max_order=5), "implicit_adams": {}, "fixed_adams": {}}
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("method", sorted(ADAMS))
+def test_fixed_adams_accuracy(ode, method, problem):
+    f, y0, exact = PROBLEMS[problem]
+    h = 0.01
+    ys = ode.odeint(f, y0, T5, method=method, options=dict(step_size=h, **ADAMS[method]))
+    assert ys.shape == (5, *y0.shape) and ys.dtype == F64
+    assert torch.equal(ys[0], y0)
+    assert max_err(ys, exact(T5)) < h ** 4  # fourth order at least (the start-up caps it at 4 or 5)
+
+
+@pytest.mark.filterwarnings("ignore:The following arguments have no effect")  # torchdiffeq passes min_step to all
+@pytest.mark.parametrize("solver", ["LSODA", "RK45", "DOP853"])
+def test_scipy_solver_accuracy(ode, solver):
+    pytest.importorskip("scipy")
+    f, y0, exact = PROBLEMS["rotation"]
+    ys = ode.odeint(f, y0, T5, rtol=1e-9, atol=1e-9, method="scipy_solver", options=dict(solver=solver))
+    assert ys.shape == (5, *y0.shape) and ys.dtype == F64
+    assert max_err(ys, exact(T5)) < 1e-6
+
+
 def test_method_none_is_dopri5(ode):
     f, y0, exact = PROBLEMS["decay"]
     default = ode.odeint(f, y0, T5, rtol=1e-8, atol=1e-8)
