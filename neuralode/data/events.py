@@ -28,6 +28,17 @@ def periodic_rate(t: torch.Tensor, phase: torch.Tensor, base_rate: float, omega:
     return base_rate * (1.0 + torch.sin(omega * t + phase[:, None]))
 
 
+def check_event_args(n_sequences: int, t_end: float, base_rate: float, n_grid: int) -> None:
+    """Refuse arguments that generate no data, naming the ``data`` setting."""
+    if isinstance(n_sequences, bool) or not isinstance(n_sequences, int) or n_sequences < 1:
+        raise ValueError(f"data.n_sequences must be a positive integer, got {n_sequences!r}")
+    for name, value in (("t_end", t_end), ("base_rate", base_rate)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"data.{name} must be a positive number, got {value!r}")
+    if n_grid < 2:
+        raise ValueError(f"data.n_grid must be at least 2 (the grid's two ends), got {n_grid}")
+
+
 def make_events(
     n_sequences: int = 500,
     t_end: float = 10.0,
@@ -37,11 +48,7 @@ def make_events(
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Generate the event data set (float32); same arguments, same tensors."""
-    if n_sequences < 1 or t_end <= 0 or base_rate <= 0 or n_grid < 2:
-        raise ValueError(
-            f"need n_sequences >= 1, t_end > 0, base_rate > 0 and n_grid >= 2; got {n_sequences}, "
-            f"{t_end}, {base_rate} and {n_grid}"
-        )
+    check_event_args(n_sequences, t_end, base_rate, n_grid)
     gen = torch.Generator().manual_seed(seed)
     phase = torch.rand(n_sequences, generator=gen) * 2 * math.pi
     max_rate = 2 * base_rate
@@ -86,11 +93,6 @@ class EventsDataModule(GeneratedSplitDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ):
-        # make_events checks these too, but only when the data is first generated, mid-run.
-        for name, value in (("t_end", t_end), ("base_rate", base_rate)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"data.{name} must be a positive number, got {value!r}")
-        if n_grid < 2:
-            raise ValueError(f"data.n_grid must be at least 2 (the grid's two ends), got {n_grid}")
+        check_event_args(n_sequences, t_end, base_rate, n_grid)  # now, not when the data is first generated
         event_args = dict(n_sequences=n_sequences, t_end=t_end, base_rate=base_rate, omega=omega, n_grid=n_grid, seed=seed)
         super().__init__(make_events, event_args, "n_sequences", n_eval, batch_size, eval_batch_size, num_workers)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from neuralode.models.mlp import check_widths
 from neuralode.ode.settings import SolverSettings, solve
 
 ACTIVATIONS = {"elu": nn.ELU, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
@@ -155,10 +156,8 @@ class LatentODE(nn.Module):
         super().__init__()
         if obs_std <= 0:
             raise ValueError(f"obs_std must be positive, got {obs_std}")
-        for name, size in (("obs_dim", obs_dim), ("latent_dim", latent_dim), ("rnn_hidden", rnn_hidden),
-                           ("dynamics_hidden", dynamics_hidden), ("decoder_hidden", decoder_hidden)):
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"{name} must be a positive integer, got {size!r}")
+        check_widths(obs_dim=obs_dim, latent_dim=latent_dim, rnn_hidden=rnn_hidden, dynamics_hidden=dynamics_hidden,
+                     decoder_hidden=decoder_hidden)
         self.encoder = RecognitionRNN(obs_dim, latent_dim, rnn_hidden, cell)
         self.dynamics = LatentDynamics(latent_dim, dynamics_hidden, activation)
         self.decoder = mlp(latent_dim, decoder_hidden, obs_dim, "relu")

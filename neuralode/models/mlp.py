@@ -10,6 +10,13 @@ import torch
 from torch import nn
 
 
+def check_widths(**widths: int) -> None:
+    """Refuse a layer width (or count) that is not a positive integer, naming it."""
+    for name, size in widths.items():
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{name} must be a positive integer, got {size!r}")
+
+
 class MLP(nn.Module):
     """Flatten, Linear(input_dim, hidden), ReLU, Linear(hidden, num_classes)."""
 

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from neuralode.models.latent_ode import RecognitionRNN, kl_standard_normal, mlp, sample_z0, solve_at
+from neuralode.models.mlp import check_widths
 from neuralode.ode.settings import SolverSettings
 
 
@@ -63,10 +64,8 @@ class PoissonLatentODE(nn.Module):
         solver: SolverSettings | Mapping | None = None,
     ):
         super().__init__()
-        for name, size in (("latent_dim", latent_dim), ("rnn_hidden", rnn_hidden),
-                           ("dynamics_hidden", dynamics_hidden), ("rate_hidden", rate_hidden)):
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"{name} must be a positive integer, got {size!r}")
+        check_widths(latent_dim=latent_dim, rnn_hidden=rnn_hidden, dynamics_hidden=dynamics_hidden,
+                     rate_hidden=rate_hidden)
         self.encoder = RecognitionRNN(0, latent_dim, rnn_hidden, cell)
         self.dynamics = IntensityDynamics(latent_dim, dynamics_hidden, rate_hidden, activation)
         self.solver = SolverSettings.from_any(solver)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from neuralode.models.latent_ode import check_series, gaussian_log_likelihood, make_cell
+from neuralode.models.mlp import check_widths
 
 
 @dataclass
@@ -37,9 +38,7 @@ class RNNBaseline(nn.Module):
         super().__init__()
         if obs_std <= 0:
             raise ValueError(f"obs_std must be positive, got {obs_std}")
-        for name, size in (("obs_dim", obs_dim), ("hidden", hidden)):
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"{name} must be a positive integer, got {size!r}")
+        check_widths(obs_dim=obs_dim, hidden=hidden)
         self.cell = make_cell(cell, obs_dim + 1, hidden)
         self.readout = nn.Linear(hidden, obs_dim)
         self.obs_std = obs_std
