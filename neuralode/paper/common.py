@@ -369,25 +369,14 @@ def checkpoint_in(run_dir: Path) -> Path | None:
 
 def load_trained(path: str | Path):
     """The task of a run folder (its last.pt, else best.pt) or checkpoint file, in eval mode on
-    CPU, with its data module and the checkpoint."""
-    from omegaconf import OmegaConf
-
-    from neuralode.train.checkpoint import load_checkpoint
-    from neuralode.train.config import upgrade_stored_config
-    from neuralode.train.run import build_task_and_data
-    from neuralode.train.targets import check_targets
+    CPU, with its data module and the checkpoint (see :func:`neuralode.train.run.load_trained`)."""
+    from neuralode.train.run import load_trained as load_checkpoint_file
 
     path = Path(path)
     ckpt = checkpoint_in(path) if path.is_dir() else path
     if ckpt is None or not ckpt.is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint file nor a run folder with last.pt or best.pt")
-    state = load_checkpoint(ckpt, map_location="cpu")
-    stored = upgrade_stored_config(state["config"])
-    check_targets(stored, f"checkpoint {ckpt}")  # a shared run may name any callable
-    config = OmegaConf.create(stored)
-    task, data = build_task_and_data(config.model, config.data)
-    task.load_state_dict(state["model"])
-    return task.eval(), data, state
+    return load_checkpoint_file(ckpt)
 
 
 # --------------------------------------------------------------------------- figures of a trained run

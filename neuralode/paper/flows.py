@@ -70,21 +70,9 @@ def load_run(path: Path) -> FlowRun | None:
 
 def load_task(run_dir: Path, device: torch.device | str = "cpu"):
     """The trained task of a run (its last.pt: the final model), in evaluation mode."""
-    from omegaconf import OmegaConf
+    from neuralode.train.run import load_trained
 
-    from neuralode.train.checkpoint import load_checkpoint
-    from neuralode.train.config import upgrade_stored_config
-    from neuralode.train.run import build_task_and_data
-    from neuralode.train.targets import check_targets
-
-    ckpt = Path(run_dir) / "last.pt"
-    state = load_checkpoint(ckpt, map_location=device)
-    stored = upgrade_stored_config(state["config"])
-    check_targets(stored, f"checkpoint {ckpt}")  # a shared run may name any callable
-    config = OmegaConf.create(stored)
-    task, _ = build_task_and_data(config.model, config.data)
-    task.load_state_dict(state["model"])
-    return task.to(device).eval()
+    return load_trained(Path(run_dir) / "last.pt", device)[0]
 
 
 def runs_root(scale: str, figure: str) -> Path:

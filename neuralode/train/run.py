@@ -89,27 +89,38 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Rebuild the model and data from the config stored in a checkpoint (a file, or a run
     directory: its best.pt, else last.pt) and return its test metrics."""
-    from neuralode.train.checkpoint import load_checkpoint
-    from neuralode.train.seeding import resolve_device
-    from neuralode.train.targets import check_targets
     from neuralode.train.evaluation import evaluate
+    from neuralode.train.seeding import resolve_device
 
     path = _checkpoint_file(Path(ckpt))
     device = resolve_device(device)
-    state = load_checkpoint(path, map_location=device)
-    config = upgrade_stored_config(state["config"])
-    check_targets(config, f"checkpoint {path}")  # a shared checkpoint may name any callable
-    stored = OmegaConf.create(config)
-    data_cfg = OmegaConf.merge(stored.data, data_overrides or {})
-    task, data = build_task_and_data(stored.model, data_cfg)
-    try:
-        task.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ConfigError(f"{path}: the stored model does not match the stored config ({error})") from error
-    metrics = evaluate(task.to(device), data.eval_dataloader(), device, limit_eval_batches)
+    task, data, state = load_trained(path, device, data_overrides)
+    metrics = evaluate(task, data.eval_dataloader(), device, limit_eval_batches)
     last = state["history"][-1] if state["history"] else {}
     return {"ckpt": str(path), "epoch": last.get("epoch"), "step": state["progress"]["step"],
             **{f"test_{key}": value for key, value in metrics.items()}}
+
+
+def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | None = None):
+    """The task (in eval mode, on ``device``) and data module that a checkpoint file's stored
+    config describes, with its trained weights, and the checkpoint. The file's digest is checked
+    and every ``_target_`` in its config must be one of neuralode's own classes: a shared
+    checkpoint may name any callable, and nothing is built from it unchecked."""
+    from neuralode.train.checkpoint import CheckpointError, load_checkpoint
+    from neuralode.train.targets import check_targets
+
+    path = Path(path)
+    state = load_checkpoint(path, map_location=device)
+    config = upgrade_stored_config(state["config"])
+    check_targets(config, f"checkpoint {path}")
+    stored = OmegaConf.create(config)
+    task, data = build_task_and_data(stored.model, OmegaConf.merge(stored.data, data_overrides or {}))
+    try:
+        task.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: the stored model does not match the stored config "
+                              f"({str(error).splitlines()[0]})") from error
+    return task.to(device).eval(), data, state
 
 
 def build_task_and_data(model_cfg: Any, data_cfg: Any) -> tuple[Any, Any]:
