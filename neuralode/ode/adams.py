@@ -53,6 +53,26 @@ def quadrature_weights(nodes: tuple[float, ...], uppers: tuple[float, ...]) -> t
     return up[:, None] * (basis @ gw)
 
 
+def adams_weights(nodes: tuple[float, ...], orders: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each order q: the Adams-Bashforth weights through ``nodes[:q]`` and the Adams-Moulton
+    weights through ``(1,) + nodes[:q]``, padded with zeros to ``(len(orders), n)`` and
+    ``(len(orders), n + 1)``; one batched quadrature for all of them (a step needs three orders)."""
+    gx, gw = _gauss_legendre()
+    z = torch.tensor((1.0,) + nodes, dtype=torch.float64)
+    n = len(z)
+    index = torch.arange(n)
+    q = torch.tensor(orders)
+    # the sets: AB_q uses z[1:q+1], AM_q uses z[0:q+1]
+    active = torch.cat([(index[None] >= 1) & (index[None] <= q[:, None]), index[None] <= q[:, None]])  # (S, n)
+    gap = z[:, None] - z[None, :]
+    eye = torch.eye(n, dtype=torch.bool)
+    factor = (gx[None, None, :] - z[None, :, None]) / torch.where(eye, 1.0, gap)[:, :, None]  # (j, i, m)
+    use = active[:, None, :] & ~eye[None]  # (S, j, i)
+    basis = torch.where(use[..., None], factor[None], 1.0).prod(dim=2)  # (S, j, m)
+    weights = (basis @ gw) * active  # (S, n)
+    return weights[:len(orders), 1:], weights[len(orders):]
+
+
 @lru_cache(maxsize=256)
 def _even_weights(nodes: tuple[float, ...]) -> torch.Tensor:
     return quadrature_weights(nodes, (1.0,))[0]
@@ -282,40 +302,36 @@ class AdaptiveAdams:
              perturb_end: bool = False) -> AdamsStep:
         k = min(history.order, len(history.times))
         nodes = tuple((s - t) / h for s in history.times)
+        # the orders the step may choose next: k - 1, k, k + 1 (as the history allows)
+        orders = tuple(q for q in (k, k - 1, k + 1) if 1 <= q <= min(len(nodes), self.max_order - 1))
+        bashforth, moulton = adams_weights(nodes, orders)
         slopes = history.slopes
-        y_p = y + h * _combine(quadrature_weights(nodes[:k], (1.0,))[0], slopes[:k])
+        y_p = y + h * _combine(bashforth[0, :k], slopes[:k])
         f_p = field(t + h, y_p, -1 if perturb_end else 0)
-        am_nodes = (1.0,) + nodes[:k]
-        moulton = quadrature_weights(am_nodes, (1.0,))[0]
-        y1 = y + h * (float(moulton[0]) * f_p + _combine(moulton[1:], slopes[:k]))
-        step = AdamsStep(y1, history, order=k, corrector=(am_nodes, torch.cat([f_p.unsqueeze(0), slopes[:k]])))
-        self._choose_order(step, y, f_p, h, nodes)
+        y1 = y + h * (float(moulton[0, 0]) * f_p + _combine(moulton[0, 1:k + 1], slopes[:k]))
+        step = AdamsStep(y1, history, order=k, corrector=((1.0,) + nodes[:k], torch.cat([f_p.unsqueeze(0), slopes[:k]])))
+        self._choose_order(step, y, f_p, h, orders, bashforth, moulton)
         return step
 
-    def _choose_order(self, step: AdamsStep, y: torch.Tensor, f_p: torch.Tensor, h: float, nodes) -> None:
+    def _choose_order(self, step: AdamsStep, y: torch.Tensor, f_p: torch.Tensor, h: float, orders,
+                      bashforth: torch.Tensor, moulton: torch.Tensor) -> None:
         """The error ratio of order k; if acceptable, the order q in {k-1, k, k+1} with the longest
         next step ``h * ratio_q^(-1/(q+1))``, and its ratio (its error order q + 1)."""
-        k, slopes = step.order, step.history.slopes.detach()
+        k, n = step.order, bashforth.shape[1]
         with torch.no_grad():
-            y1 = step.y1.detach()
-            scale = torch.maximum(y.detach().abs(), y1.abs()) * self.rtol + self.atol
-            f_p = f_p.detach()
+            slopes = step.history.slopes.detach()[:n]
+            scale = torch.maximum(y.detach().abs(), step.y1.detach().abs()) * self.rtol + self.atol
+            # corrector (order q + 1) minus predictor (order q), for each order at once
+            diffs = moulton[:, :1].to(f_p.dtype) * f_p.detach().reshape(1, -1) + \
+                (moulton[:, 1:] - bashforth).to(slopes.dtype) @ slopes.reshape(n, -1)
+            diffs = (h * diffs).view(len(orders), *y.shape)
 
-            def ratio(q: int) -> float:
-                # corrector (order q + 1) minus predictor (order q) at order q, in tolerance units
-                bash = quadrature_weights(nodes[:q], (1.0,))[0]
-                moulton = quadrature_weights((1.0,) + nodes[:q], (1.0,))[0]
-                diff = float(moulton[0]) * f_p + _combine(moulton[1:] - bash, slopes[:q])
-                return float(self.norm(h * diff / scale))
-
-            ratios = {k: ratio(k)}
+            ratios = {k: float(self.norm(diffs[0] / scale))}
             step.ratio, step.error_order, step.next_order = ratios[k], k + 1, k
             if not ratios[k] <= 1.0:  # rejected (or NaN): same order, smaller step
                 return
-            if k > 1:
-                ratios[k - 1] = ratio(k - 1)
-            if k + 1 <= min(len(nodes), self.max_order - 1):
-                ratios[k + 1] = ratio(k + 1)
+            for i, q in enumerate(orders[1:], 1):
+                ratios[q] = float(self.norm(diffs[i] / scale))
 
             def growth(q: int) -> float:
                 r = ratios[q]
@@ -327,7 +343,10 @@ class AdaptiveAdams:
             step.error_order, step.next_order = q + 1, q
 
     def next_init(self, field: Field, t1: float, step: AdamsStep, perturb: int = 0) -> History:
-        return _push(step.history, t1, field(t1, step.y1, perturb), self.max_order, step.next_order)
+        f1 = field(t1, step.y1, perturb)
+        if perturb:  # the step ended on a jump_t: the slopes before it are of another piece of f
+            return History((t1,), f1.unsqueeze(0), order=1)
+        return _push(step.history, t1, f1, self.max_order, step.next_order)
 
     def error_norm(self, step: AdamsStep, h, scale, norm) -> torch.Tensor:
         """The ratio ``step`` computed (the controller's scale and norm are the same ones); the

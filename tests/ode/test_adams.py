@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from neuralode.ode import InvalidOptionError, last_stats, odeint, odeint_dense
+from neuralode.ode import InvalidOptionError, last_stats, odeint, odeint_dense, odeint_event
 from tests.ode.problems import PROBLEMS
 from tests.ode.test_convergence import slope
 
@@ -56,6 +56,7 @@ def test_fixed_adams_gives_torchdiffeqs_results(method, options):
     torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:.*did not converge")  # both warn at this step size
 def test_fixed_adams_evaluations_match_torchdiffeqs():
     # one evaluation a step, three more in each of the two rk4 start-up steps, and the corrector's
     counts = {}
@@ -190,6 +191,26 @@ def test_adams_raises_its_order_on_smooth_problems():
         history = solver.next_init(f, t, step)
     assert orders[0] == 1 and max(orders) >= 4, orders
     assert all(b - a <= 1 for a, b in zip(orders, orders[1:])), orders  # up one order at a time
+
+
+def test_adams_restarts_its_history_at_a_jump():
+    """After a jump_t the slopes from before it describe another field: the history restarts, and
+    a piecewise-constant field is then integrated exactly."""
+    def f(t, y):
+        return (t >= 0.5).to(y.dtype) * torch.ones_like(y)
+
+    t = torch.tensor([0.0, 0.25, 0.75, 1.0], dtype=F64)
+    ys = odeint(f, torch.zeros(1, dtype=F64), t, rtol=1e-6, atol=1e-6, method="adams", options=dict(jump_t=[0.5]))
+    torch.testing.assert_close(ys, torch.tensor([[0.0], [0.0], [0.25], [0.5]], dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_adams_event_time():
+    def fall(t, y):
+        return torch.stack([y[1], torch.full_like(y[1], -9.81)])
+
+    t_event, _ = odeint_event(fall, torch.tensor([10.0, 0.0], dtype=F64), torch.tensor(0.0, dtype=F64),
+                              event_fn=lambda t, y: y[0], method="adams", rtol=1e-9, atol=1e-9)
+    assert abs(t_event.item() - math.sqrt(20 / 9.81)) < 1e-9
 
 
 # --------------------------------------------------------------------------- gradients
