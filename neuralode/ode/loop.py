@@ -146,6 +146,8 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 done = i_out == len(times)
             if done:
                 stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
+                if hasattr(solver, "count_into"):  # implicit methods count Jacobians and LU factorisations
+                    solver.count_into(stats)
                 if on_accept is not None:
                     on_accept(record, y1, None)
                 return Solution(ys, t_event if event_fn is not None else None)

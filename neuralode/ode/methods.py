@@ -26,6 +26,8 @@ from typing import Callable
 
 from neuralode.ode.adams import AdaptiveAdams, FixedGridAdams
 from neuralode.ode.errors import InvalidOptionError
+from neuralode.ode.implicit import ImplicitRungeKutta
+from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
 from neuralode.ode.runge_kutta import ExplicitRungeKutta
 from neuralode.ode.scipy_solver import ScipySolver
 from neuralode.ode.tableaux import TABLEAUX
@@ -37,6 +39,8 @@ METHODS["explicit_adams"] = partial(FixedGridAdams, "explicit_adams", implicit=F
 METHODS["implicit_adams"] = partial(FixedGridAdams, "implicit_adams", implicit=True)
 METHODS["adams"] = AdaptiveAdams
 METHODS["scipy_solver"] = ScipySolver  # scipy.integrate.solve_ivp; scipy is imported when it runs
+# Implicit Runge-Kutta (implicit.py): torchdiffeq's fixed-grid ones, and radau5 (adaptive Radau IIA 5).
+METHODS.update({name: partial(ImplicitRungeKutta, tab) for name, tab in IMPLICIT_TABLEAUX.items()})
 #: Other names for the same methods: torchdiffeq's, and ours before it.
 ALIASES = {"heun": "heun2", "dop853": "dopri8", "fixed_adams": "implicit_adams"}
 FIXED_METHODS = tuple(name for name, make in METHODS.items() if not make().adaptive)

@@ -23,6 +23,8 @@ class SolveStats:
     nfe: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    n_jacobian: int = 0  # implicit methods: Jacobians of func, and LU factorisations
+    n_lu: int = 0
     next_step: float | None = None  # adaptive solves: the step the controller would take next
 
 
@@ -35,6 +37,8 @@ class StatsCollector:
     n_solves: int = 0  # forward solves
     n_accepted: int = 0
     n_rejected: int = 0
+    n_jacobian: int = 0
+    n_lu: int = 0
 
     def add(self, stats: SolveStats, backward: bool) -> None:
         if backward:
@@ -44,6 +48,8 @@ class StatsCollector:
             self.n_solves += 1
         self.n_accepted += stats.n_accepted
         self.n_rejected += stats.n_rejected
+        self.n_jacobian += stats.n_jacobian
+        self.n_lu += stats.n_lu
 
 
 # A plain list, not thread-local: on CUDA the autograd engine runs backward (and with it the

@@ -1,0 +1,224 @@
+"""Implicit Runge-Kutta methods (implicit.py): order, stiff problems, stability, gradients by the
+three strategies, Newton failures and options. (The shared tests run them on the smooth problems.)"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from neuralode.ode import InvalidOptionError, StepSizeUnderflowError, collect_stats, last_stats, odeint
+from neuralode.ode.implicit import NewtonError
+from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
+
+F64 = torch.float64
+FIXED = [name for name, tab in IMPLICIT_TABLEAUX.items() if not tab.adaptive]
+L_STABLE = [name for name, tab in IMPLICIT_TABLEAUX.items() if tab.l_stable]
+ORDER = {name: tab.order for name, tab in IMPLICIT_TABLEAUX.items()}
+
+
+def slope(xs, ys):
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+class StiffLinear:
+    """y' = A y + g(t) with eigenvalues -1 and -50 and exact solution y = (cos t, sin t) + e^{At} c."""
+
+    def __init__(self):
+        self.A = torch.tensor([[-1.0, 0.0], [49.0, -50.0]], dtype=F64)
+        self.y0 = torch.tensor([2.0, 1.0], dtype=F64)
+
+    def phi(self, t):
+        return torch.stack([torch.cos(t), torch.sin(t)])
+
+    def __call__(self, t, y):
+        dphi = torch.stack([-torch.sin(t), torch.cos(t)])
+        return self.A @ (y - self.phi(t)) + dphi
+
+    def exact(self, t):
+        c = self.y0 - self.phi(torch.tensor(0.0, dtype=F64))
+        return self.phi(t) + torch.linalg.matrix_exp(self.A * t) @ c
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_convergence_order_on_a_linear_problem(method):
+    prob = StiffLinear()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    # Steps with h * 50 <= 1: the asymptotic range, before stiff order reduction.
+    steps = [0.02, 0.01, 0.005] if ORDER[method] < 5 else [0.04, 0.02, 0.01]
+    errors = [(odeint(prob, prob.y0, t, method=method, options={"step_size": h})[-1] - prob.exact(t[-1]))
+              .abs().max().item() for h in steps]
+    assert abs(slope(steps, errors) - ORDER[method]) < 0.35, errors
+
+
+def robertson(t, y):
+    y1, y2, y3 = y.unbind(-1)
+    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 * y2, 3e7 * y2 * y2], -1)
+
+
+def van_der_pol(t, y, mu=1000.0):
+    return torch.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+# float64 references: scipy's Radau at rtol=1e-13, atol=1e-16 with the exact Jacobian (Robertson
+# at t=40 agrees with Hairer and Wanner's published value to 1e-13).
+REFERENCES = {
+    ("robertson", 40.0): [0.7158270687194571, 9.185534764559528e-06, 0.2841637457457774],
+    ("robertson", 10.0): [0.8413699238415054, 1.623390937990719e-05, 0.15861384224911362],
+    ("van der pol", 1.0): [1.9993333705063074, -0.0006670371231732574],
+}
+
+
+def reference(name, t1):
+    return torch.tensor(REFERENCES[(name, t1)], dtype=F64)
+
+
+@pytest.mark.parametrize("name, field, y0, t1", [("robertson", robertson, [1.0, 0.0, 0.0], 40.0),
+                                                 ("van der pol", van_der_pol, [2.0, 0.0], 1.0)])
+def test_radau5_on_stiff_problems_matches_a_float64_reference(name, field, y0, t1):
+    ref = reference(name, t1)
+    t = torch.tensor([0.0, t1], dtype=F64)
+    ys = odeint(field, torch.tensor(y0, dtype=F64), t, method="radau5", rtol=1e-6, atol=1e-8)
+    stats = last_stats()
+    assert ((ys[-1] - ref).abs() / (1e-8 + 1e-6 * ref.abs())).max() < 20, (ys[-1], ref)
+    assert stats.nfe < 2000 and 0 < stats.n_jacobian < stats.n_accepted  # stiff: few steps, Jacobians reused
+
+
+@pytest.mark.parametrize("method", ["implicit_euler", "trbdf2", "radauIIA5"])
+def test_fixed_step_implicit_methods_take_steps_an_explicit_one_cannot(method):
+    """Robertson with 100 steps of 0.1: far past explicit stability (|h lambda| ~ 1e3)."""
+    ref = reference("robertson", 10.0)
+    ys = odeint(robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 10.0], dtype=F64),
+                method=method, options={"step_size": 0.1})
+    assert (ys[-1] - ref).abs().max() < {1: 2e-3, 2: 1e-4}.get(ORDER[method], 1e-6)
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_a_stability_with_a_large_step(method):
+    """y' = -1000 y, 10 steps of 0.5 (h lambda = -500): every method stays bounded; the L-stable
+    ones damp it (|R(-500)| ~ 1/500 or less per step)."""
+    y = odeint(lambda t, y: -1000.0 * y, torch.ones(1, dtype=F64), torch.tensor([0.0, 5.0], dtype=F64),
+               method=method, options={"step_size": 0.5})[-1].abs().item()
+    assert y <= 1.0 + 1e-12
+    if method in L_STABLE:
+        assert y < 1e-12
+
+
+class Field(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(2, 2).double()
+        self.k = nn.Parameter(torch.tensor(-1.5, dtype=F64))
+
+    def forward(self, t, y):
+        return self.k * y + torch.tanh(self.lin(y))
+
+
+def _loss(func, y0, method, gradient, options=None, tol=1e-8):
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    options = options if options is not None else ({} if method == "radau5" else {"step_size": 0.1})
+    ys = odeint(func, y0, t, method=method, options=options, rtol=tol, atol=tol, gradient=gradient)
+    return (ys ** 2).sum() + ys[1, 0]
+
+
+def _finite_differences(func, y0, method, **kw):
+    """Central differences of the solve itself, in y0 and in the parameter k."""
+    eps = 1e-6
+    with torch.no_grad():
+        dy = torch.stack([(_loss(func, y0 + eps * e, method, "direct", **kw) -
+                           _loss(func, y0 - eps * e, method, "direct", **kw)) / (2 * eps)
+                          for e in torch.eye(2, dtype=F64)])
+        k = func.k.data.clone()
+        func.k.data = k + eps
+        plus = _loss(func, y0, method, "direct", **kw)
+        func.k.data = k - eps
+        minus = _loss(func, y0, method, "direct", **kw)
+        func.k.data = k
+    return dy, (plus - minus) / (2 * eps)
+
+
+def _gradient(func, y0, method, gradient, **kw):
+    y = y0.clone().requires_grad_(True)
+    func.zero_grad()
+    with collect_stats() as stats:
+        _loss(func, y, method, gradient, **kw).backward()
+    return y.grad, func.k.grad.clone(), stats
+
+
+@pytest.mark.parametrize("method", list(IMPLICIT_TABLEAUX))
+def test_direct_and_checkpoint_gradients_match_finite_differences(method):
+    """Newton without a graph, then one differentiable step: the gradient of the converged solve."""
+    func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64)
+    fd_y, fd_k = _finite_differences(func, y0, method)
+    for gradient in ("direct", "checkpoint"):
+        gy, gk, _ = _gradient(func, y0, method, gradient)
+        torch.testing.assert_close(gy, fd_y, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(gk, fd_k, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", list(IMPLICIT_TABLEAUX))
+def test_adjoint_gradients_match_finite_differences_to_the_methods_accuracy(method):
+    """The adjoint solves the continuous adjoint ODE with the method (its augmented field needs the
+    difference Jacobian), so it agrees with the discrete gradient to the method's error:
+    exactly for the symmetric Gauss methods (midpoint, gl4, gl6), O(h^p) for the others."""
+    func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64)
+    fd_y, fd_k = _finite_differences(func, y0, method)
+    gy, gk, stats = _gradient(func, y0, method, "adjoint")
+    tol = {1: 0.5, 2: 2e-2, 3: 2e-3}.get(ORDER[method], 1e-5)
+    torch.testing.assert_close(gy, fd_y, rtol=tol, atol=1e-8)
+    torch.testing.assert_close(gk, fd_k, rtol=tol, atol=1e-8)
+    assert stats.n_jacobian >= 2  # forward and backward both took Jacobians
+
+
+def test_implicit_method_as_the_adjoints_backward_method():
+    func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64)
+    fd_y, fd_k = _finite_differences(func, y0, "dopri5", options={}, tol=1e-10)
+    y = y0.clone().requires_grad_(True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    ys = odeint(func, y, t, rtol=1e-10, atol=1e-10, gradient="adjoint", adjoint_method="radau5",
+                adjoint_rtol=1e-9, adjoint_atol=1e-9)
+    ((ys ** 2).sum() + ys[1, 0]).backward()
+    torch.testing.assert_close(y.grad, fd_y, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(func.k.grad, fd_k, rtol=1e-5, atol=1e-8)
+
+
+def test_jacobian_by_differences_agrees_and_is_reused():
+    prob = StiffLinear()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    exact = odeint(prob, prob.y0, t, method="radauIIA5", options={"step_size": 0.05})
+    assert last_stats().n_jacobian == 1  # a linear field: one Jacobian serves every step
+    fd = odeint(prob, prob.y0, t, method="radauIIA5", options={"step_size": 0.05, "jacobian": "finite_difference"})
+    torch.testing.assert_close(fd, exact, rtol=1e-9, atol=1e-10)
+
+
+def test_newton_failure_names_the_method_time_and_step():
+    """y' = y^2 from 1: implicit Euler's y1 = 1 + h y1^2 has no real solution for h > 1/4."""
+    with pytest.raises(NewtonError, match=r"implicit_euler.*t=0 with step size 0\.5.*smaller options\['step_size'\]"):
+        odeint(lambda t, y: y * y, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.9], dtype=F64),
+               method="implicit_euler", options={"step_size": 0.5})
+
+
+def test_adaptive_newton_failure_is_a_rejected_step():
+    """With one Newton iteration allowed, radau5 still solves (failed solves shrink the step),
+    and where no step can work it stops with StepSizeUnderflowError, not a hang."""
+    ys = odeint(van_der_pol, torch.tensor([2.0, 0.0], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
+                method="radau5", rtol=1e-5, atol=1e-5, options={"newton_max_iter": 2})
+    assert last_stats().n_rejected > 0 and torch.isfinite(ys).all()
+    with pytest.raises(StepSizeUnderflowError, match="radau5"):
+        odeint(lambda t, y: y * y, torch.ones(1, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64), method="radau5")
+
+
+@pytest.mark.parametrize("method, options, match", [
+    ("gl4", {"newton_tol": -1.0}, "newton_tol"),
+    ("gl4", {"newton_max_iter": 0}, "newton_max_iter"),
+    ("radau5", {"jacobian": "symbolic"}, "jacobian"),
+    ("radau5", {"step_size": 0.1}, "step_size"),
+    ("trbdf2", {"rtol_newton": 1e-3}, "rtol_newton"),
+])
+def test_bad_options_are_refused_by_name(method, options, match):
+    with pytest.raises(InvalidOptionError, match=match):
+        odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method=method,
+               options=options)
