@@ -11,6 +11,8 @@ Layout, one concern a file:
     methods.py      every method by name, and the solver interface
     tableaux.py     Butcher tableaux as data
     runge_kutta.py  the generic explicit RK solver (init / step / error_norm / interpolant)
+    adams.py        Adams multistep: torchdiffeq's fixed-grid explicit/implicit_adams, adaptive adams
+    scipy_solver.py scipy.integrate.solve_ivp as a method (scipy imported only when it runs)
     controllers.py  PID and constant step-size controllers
     loop.py         the one integration loop, with event and per-step hooks
     api.py          odeint / odeint_adjoint: argument checks, then a gradient strategy:
@@ -20,31 +22,38 @@ Layout, one concern a file:
     dense.py        odeint_dense: the solution as a function of time
     settings.py     SolverSettings: one solve's settings as a config value, checked here
 
-This package imports nothing but torch, and nothing from the rest of neuralode.
+This package imports nothing but torch (and scipy, lazily, for scipy_solver), and nothing from the
+rest of neuralode.
 """
 
-from neuralode.ode.api import odeint, odeint_adjoint
-from neuralode.ode.dense import odeint_dense
-from neuralode.ode.errors import (
-    AdjointParamsError,
-    InvalidOptionError,
-    InvalidTimeError,
-    MaxStepsExceededError,
-    NonFiniteStateError,
-    ODESolverError,
-    StateMismatchError,
-    StepSizeUnderflowError,
-)
-from neuralode.ode.events import odeint_event
-from neuralode.ode.settings import GRADIENTS, SolverSettings
-from neuralode.ode.stats import SolveStats, StatsCollector, collect_stats, last_stats
-from neuralode.ode.methods import ADAPTIVE_METHODS, ALIASES, FIXED_METHODS, METHODS, make_solver
-from neuralode.ode.tableaux import TABLEAUX, ButcherTableau
+import importlib
 
-__all__ = [
-    "odeint", "odeint_adjoint", "odeint_event", "odeint_dense", "SolverSettings", "GRADIENTS",
-    "collect_stats", "last_stats", "SolveStats", "StatsCollector",
-    "ButcherTableau", "TABLEAUX", "METHODS", "make_solver", "ALIASES", "ADAPTIVE_METHODS", "FIXED_METHODS",
-    "ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
-    "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError",
-]
+# Names are imported on first use (PEP 562), so that reading ``neuralode.ode.settings`` (the
+# trainer's config schema) does not import torch: a mistyped override is refused in a second.
+_HOME = {
+    "api": ("odeint", "odeint_adjoint"),
+    "dense": ("odeint_dense",),
+    "events": ("odeint_event",),
+    "settings": ("GRADIENTS", "SolverSettings"),
+    "stats": ("SolveStats", "StatsCollector", "collect_stats", "last_stats"),
+    "methods": ("ADAPTIVE_METHODS", "ALIASES", "FIXED_METHODS", "METHODS", "make_solver"),
+    "tableaux": ("TABLEAUX", "ButcherTableau"),
+    "errors": ("ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
+               "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError"),
+}
+_MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'neuralode.ode' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"neuralode.ode.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
+
+
+__all__ = list(_MODULE_OF)

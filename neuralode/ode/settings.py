@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional
 
-import torch
-
 from neuralode.ode.errors import InvalidOptionError
 
 #: How gradients reach y0 and the parameters (see ``odeint``'s ``gradient`` argument).
@@ -103,7 +101,7 @@ class SolverSettings:
         return kwargs
 
 
-def solve(settings: "SolverSettings | Mapping | None", func: Callable, y0, t: torch.Tensor,
+def solve(settings: "SolverSettings | Mapping | None", func: Callable, y0, t,
           adjoint_params=None):
     """``odeint(func, y0, t)`` as ``settings`` say; returns the solution at every ``t``."""
     from neuralode.ode.api import odeint
