@@ -322,8 +322,9 @@ class AdaptiveAdams:
             slopes = step.history.slopes.detach()[:n]
             scale = torch.maximum(y.detach().abs(), step.y1.detach().abs()) * self.rtol + self.atol
             # corrector (order q + 1) minus predictor (order q), for each order at once
-            diffs = moulton[:, :1].to(f_p.dtype) * f_p.detach().reshape(1, -1) + \
-                (moulton[:, 1:] - bashforth).to(slopes.dtype) @ slopes.reshape(n, -1)
+            as_state = dict(device=slopes.device, dtype=slopes.dtype)  # weights are float64 on the CPU
+            diffs = moulton[:, :1].to(**as_state) * f_p.detach().reshape(1, -1) + \
+                (moulton[:, 1:] - bashforth).to(**as_state) @ slopes.reshape(n, -1)
             diffs = (h * diffs).view(len(orders), *y.shape)
 
             ratios = {k: float(self.norm(diffs[0] / scale))}
