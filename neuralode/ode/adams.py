@@ -159,6 +159,9 @@ class FixedGridAdams:
     corrects it by Adams-Moulton (one order higher) iterated at most ``max_iters`` times until
     successive increments agree to ``rtol``/``atol`` (max norm); when they do not, the oldest
     slope is dropped (so the order does not grow) and a warning is given, as torchdiffeq does.
+    On an even grid the results are torchdiffeq's; on an uneven one (a ``grid_constructor``, or
+    the last step of a ``step_size`` grid cut short at ``t[-1]``) the coefficients follow the
+    actual times, where torchdiffeq's even-grid coefficients lose the order.
     """
 
     adaptive = False
