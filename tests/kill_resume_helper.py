@@ -25,7 +25,7 @@ import sys
 
 
 def install(signum: int, point: str, n: int) -> None:
-    import neuralode.train.checkpoint as checkpoint
+    from neuralode.files import TEMP_NAME
     import neuralode.train.loggers as loggers
     import neuralode.train.trainer as trainer
 
@@ -80,7 +80,8 @@ def install(signum: int, point: str, n: int) -> None:
     replace = os.replace
 
     def _replace(src, dst, *args, **kwargs):
-        if checkpoint._TEMP_NAME.fullmatch(os.path.basename(str(src))) and reached("rename"):
+        temp = TEMP_NAME.fullmatch(os.path.basename(str(src)))
+        if temp and temp["name"].endswith(".pt") and reached("rename"):  # a checkpoint's rename
             fire()
         return replace(src, dst, *args, **kwargs)
 

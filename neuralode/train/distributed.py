@@ -143,6 +143,19 @@ def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return total
 
 
+def average_progress(p) -> None:
+    """Make every rank's running sums (a :class:`~neuralode.train.state.Progress`) the mean over
+    ranks. Sums are linear, so the epoch means stay right as each rank keeps adding its own
+    steps, and every rank (hence the checkpoint, written from rank 0) holds the same values: a
+    resume is exact."""
+    local = {f"train_{key}": value for key, value in p.train_sums.items()}
+    local.update(nfe_forward=p.nfe_forward, nfe_backward=p.nfe_backward, n_solves=p.n_solves)
+    mean = {key: value / world_size() for key, value in sum_over_ranks(local).items()}
+    p.train_sums = {key: mean[f"train_{key}"] for key in p.train_sums}
+    p.nfe_forward, p.nfe_backward, p.n_solves = mean["nfe_forward"], mean["nfe_backward"], mean["n_solves"]
+    p.peak_saved_bytes = max(gather(p.peak_saved_bytes))
+
+
 # -- batches ------------------------------------------------------------------------------
 
 class ShardedShuffle(Sampler[int]):

@@ -1,13 +1,17 @@
-"""What a run writes besides checkpoints: metrics.jsonl, summary.json and TensorBoard events."""
+"""What a run writes besides checkpoints: metrics.jsonl, summary.json and TensorBoard events;
+:class:`RunLoggers` is the trainer's one handle on all of them."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from neuralode.files import write_atomically
+
+log = logging.getLogger("neuralode.train.trainer")  # the run's log lines, under the trainer's name
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -74,6 +78,59 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class RunLoggers:
+    """A run's records as it trains (rank 0 only): the log line and ``metrics.jsonl`` of every
+    evaluation, TensorBoard scalars and figures, and at the end the hparams beside the final metrics.
+
+    ``history`` is the records a resumed run keeps (those up to its checkpoint); ``resumed_at``
+    its step (``None`` for a fresh run), from which TensorBoard drops what came later.
+    """
+
+    def __init__(self, run_dir: Path, settings, history: list[dict[str, Any]], resumed_at: int | None,
+                 config: Mapping[str, Any]):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.metrics = MetricsFile(run_dir / "metrics.jsonl")
+        if resumed_at is not None or self.metrics.path.exists():
+            self.metrics.rewrite(history)  # drop records newer than the checkpoint (or a dead start's)
+        self.tensorboard = None
+        if settings.tensorboard:
+            self.tensorboard = TensorBoardLogger(run_dir, purge_step=None if resumed_at is None else resumed_at + 1)
+            if resumed_at is None and config:
+                from omegaconf import OmegaConf
+
+                self.tensorboard.log_text("config", OmegaConf.to_yaml(config))
+
+    def step_loss(self, loss: float, step: int) -> None:
+        if self.tensorboard is not None and step % self.settings.log_every_n_steps == 0:
+            self.tensorboard.log_scalar("train/loss_step", loss, step)
+
+    def record(self, record, figures: Callable[[], Mapping[str, Any]] | None) -> None:
+        """One evaluation's :class:`~neuralode.train.records.Record`; ``figures`` draws the task's figures."""
+        self.metrics.append(record.as_json())
+        log.info(record.summary_line())
+        if self.tensorboard is None:
+            return
+        for tag, value in record.scalars().items():
+            self.tensorboard.log_scalar(tag, value, record.step)
+        if figures is not None and self.settings.log_figures:
+            self.tensorboard.log_figures(figures(), record.step)
+
+    def finish(self, config: Mapping[str, Any], num_parameters: int, final: Mapping[str, Any]) -> None:
+        if self.tensorboard is not None:
+            metrics = {k: v for k, v in final.items() if k.startswith(("test_", "nfe_"))}
+            hparams = {k: v for k, v in flatten(config).items() if k.split(".")[0] in HPARAM_GROUPS}
+            self.tensorboard.log_hparams({**hparams, "num_parameters": num_parameters}, metrics)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+#: The config groups shown in TensorBoard's HPARAMS tab.
+HPARAM_GROUPS = ("name", "seed", "model", "data", "solver", "optim", "trainer")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

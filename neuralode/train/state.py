@@ -18,7 +18,7 @@ class Progress:
     epoch_loader_state: torch.Tensor | None = None  # the shuffling generator when this epoch began
     # Running sums over the current epoch, for the epoch means in metrics.jsonl:
     train_sums: dict[str, float] = field(default_factory=dict)  # the task's training scalars
-    nfe_forward: float = 0  # under DDP these sums are means over the ranks (see _average_progress_over_ranks)
+    nfe_forward: float = 0  # under DDP these sums are means over the ranks (see distributed.average_progress)
     nfe_backward: float = 0
     n_solves: float = 0
     train_time_s: float = 0.0  # wall time of this epoch's training (data loading included)

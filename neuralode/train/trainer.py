@@ -32,30 +32,29 @@ import logging
 import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from neuralode.data.base import DataModule
-from neuralode.ode import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError, collect_stats
+from neuralode.ode import collect_stats
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from neuralode.train.config import (
     LoggerConfig,
     TrainerConfig,
-    UserError,
     check_logger_settings,
     check_optimizer,
     check_trainer_settings,
 )
+from neuralode.train.divergence import TrainingError, checked_loss, solver_failure_is_divergence  # noqa: F401 (TrainingError: part of this module's API)
 from neuralode.train.evaluation import evaluate, move_to_device
-from neuralode.train.loggers import MetricsFile, TensorBoardLogger, flatten, write_json
+from neuralode.train.loggers import RunLoggers, write_json
 from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
 from neuralode.train.records import Record
 from neuralode.train.seeding import get_rng_state, preserved_rng_state, seed_everything, set_rng_state
@@ -66,10 +65,6 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-
-
-class TrainingError(UserError):
-    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
 
 
 class Trainer:
@@ -128,8 +123,7 @@ class Trainer:
         self.saved_tensors = SavedTensorsMeter() if self.settings.measure_saved_tensors else None
         self._rng_to_restore: dict[str, Any] | None = None
         self._reseed_rank_after_restore = False
-        self._metrics_file: MetricsFile | None = None
-        self._tensorboard: TensorBoardLogger | None = None
+        self._log: RunLoggers | None = None  # rank 0's metrics.jsonl, TensorBoard and log lines
         self._figure_loader: Iterable | None = None  # figures come from the whole (unsharded) test set
 
     # -- the loop ---------------------------------------------------------------------------
@@ -145,15 +139,8 @@ class Trainer:
             self.load_state(load_checkpoint(ckpt_path, map_location=self.device), ckpt_path)
             log.info("resuming from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._metrics_file = MetricsFile(self.run_dir / "metrics.jsonl")
-            if ckpt_path is not None or self._metrics_file.path.exists():
-                self._metrics_file.rewrite(self.history)  # drop records newer than the checkpoint (or a dead start's)
-            if self.logging.tensorboard:
-                purge = self.progress.step + 1 if ckpt_path is not None else None
-                self._tensorboard = TensorBoardLogger(self.run_dir, purge_step=purge)
-                if ckpt_path is None and self.config:
-                    self._tensorboard.log_text("config", OmegaConf.to_yaml(self.config))
+            resumed_at = self.progress.step if ckpt_path is not None else None
+            self._log = RunLoggers(self.run_dir, self.logging, self.history, resumed_at, self.config)
         log.info("%s: %s parameters", type(self.task).__name__, f"{self.num_parameters:,}")
 
         with distributed.local_rank_zero_first():  # one download per machine, not one per process
@@ -183,14 +170,11 @@ class Trainer:
             summary = self._summary(time.perf_counter() - started)
             if self.is_main:
                 write_json(self.run_dir / "summary.json", summary)
-            if self._tensorboard is not None:
-                final = {k: v for k, v in self.history[-1].items() if k.startswith(("test_", "nfe_"))}
-                hparams = {k: v for k, v in flatten(self.config).items() if k.split(".")[0] in _HPARAM_GROUPS}
-                self._tensorboard.log_hparams({**hparams, "num_parameters": self.num_parameters}, final)
+                self._log.finish(self.config, self.num_parameters, self.history[-1])
             return summary
         finally:
-            if self._tensorboard is not None:
-                self._tensorboard.close()
+            if self._log is not None:
+                self._log.close()
 
     def _finished(self) -> bool:
         max_steps = self.settings.max_steps
@@ -229,8 +213,8 @@ class Trainer:
                 self.scheduler.step()
             bar.update(1)
             bar.set_postfix(self._postfix(scalars), refresh=False)
-            if self._tensorboard is not None and p.step % self.logging.log_every_n_steps == 0:
-                self._tensorboard.log_scalar("train/loss_step", scalars["loss"], p.step)
+            if self._log is not None:
+                self._log.step_loss(scalars["loss"], p.step)
             if self._finished():
                 break
             # The evaluation due at this step runs even when a stop was asked for: a resume
@@ -248,21 +232,14 @@ class Trainer:
         p = self.progress
         self.task.train()
         batch = move_to_device(batch, self.device)
-        with collect_stats() as stats:
-            with self.saved_tensors if self.saved_tensors is not None else nullcontext(), self._diverged_at(p):
+        last_loss = self.history[-1].get("train_loss") if self.history else None
+        diverged = solver_failure_is_divergence(p.step + 1, p.epoch + 1, last_loss)
+        with collect_stats() as stats, diverged:
+            with self.saved_tensors if self.saved_tensors is not None else nullcontext():
                 out = self.ddp(batch) if self.ddp is not None else self.task.training_step(batch)
-            if "loss" not in out:
-                raise TrainingError(f"{type(self.task).__name__}.training_step must return a dict with a 'loss' tensor; got keys {sorted(out)}")
-            loss = out["loss"]
-            if not torch.isfinite(loss).all():
-                raise TrainingError(
-                    f"the training loss is {loss.item()} at step {p.step + 1} (epoch {p.epoch + 1}); "
-                    "lower the learning rate (optim.optimizer.lr), tighten the solver tolerances "
-                    "(solver.rtol, solver.atol) or clip gradients (trainer.grad_clip_norm)"
-                )
+            loss = checked_loss(out, type(self.task).__name__, p.step + 1, p.epoch + 1)
             self.optimizer.zero_grad(set_to_none=True)
-            with self._diverged_at(p):
-                loss.backward()
+            loss.backward()
         if self.settings.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.settings.grad_clip_norm)
         self.optimizer.step()
@@ -277,21 +254,6 @@ class Trainer:
         if self.saved_tensors is not None:
             p.peak_saved_bytes = max(p.peak_saved_bytes, self.saved_tensors.last_bytes)
         return scalars
-
-    @contextmanager
-    def _diverged_at(self, p: Progress):
-        """The ODE solver's failures (a non-finite state, a step size that underflows, too many
-        steps) during training mean the model diverged: say where, and what to change."""
-        try:
-            yield
-        except (NonFiniteStateError, StepSizeUnderflowError, MaxStepsExceededError) as error:
-            last = self.history[-1].get("train_loss") if self.history else None
-            before = f" (last logged training loss {last:.4g})" if last is not None else ""
-            raise TrainingError(
-                f"training diverged at step {p.step + 1} (epoch {p.epoch + 1}){before}: the ODE solver failed: "
-                f"{str(error).split('; ')[0]}. Lower the learning rate (optim.optimizer.lr), clip gradients "
-                "(trainer.grad_clip_norm) or change the solver tolerances (solver.rtol, solver.atol)"
-            ) from error
 
     @staticmethod
     def _postfix(scalars: dict[str, float]) -> dict[str, str]:
@@ -313,7 +275,7 @@ class Trainer:
         p = self.progress
         started = time.perf_counter()
         if self.world_size > 1:
-            self._average_progress_over_ranks()
+            distributed.average_progress(p)
             # The sharded loader holds exactly the examples to evaluate (the limit is applied).
             metrics = evaluate(self.task, eval_loader, self.device)
         else:
@@ -332,9 +294,8 @@ class Trainer:
 
         line = record.as_json()
         self.history.append(line)
-        if self.is_main:
-            self._metrics_file.append(line)
-            self._log_record(record, self._figure_loader if figures else None)
+        if self._log is not None:
+            self._log.record(record, self._figures if figures else None)
         if end_of_epoch:
             p.epoch += 1
             if self.scheduler is not None and self.scheduler_interval == "epoch":
@@ -349,29 +310,11 @@ class Trainer:
             self._save("last.pt")
         return line
 
-    def _average_progress_over_ranks(self) -> None:
-        """Make every rank's running sums the mean over ranks. Sums are linear, so the epoch
-        means stay right as each rank keeps adding its own steps, and every rank (hence the
-        checkpoint, written from rank 0) holds the same values: a resume is exact."""
-        p = self.progress
-        local = {f"train_{key}": value for key, value in p.train_sums.items()}
-        local.update(nfe_forward=p.nfe_forward, nfe_backward=p.nfe_backward, n_solves=p.n_solves)
-        mean = {key: value / self.world_size for key, value in distributed.sum_over_ranks(local).items()}
-        p.train_sums = {key: mean[f"train_{key}"] for key in p.train_sums}
-        p.nfe_forward, p.nfe_backward, p.n_solves = mean["nfe_forward"], mean["nfe_backward"], mean["n_solves"]
-        p.peak_saved_bytes = max(distributed.gather(p.peak_saved_bytes))
-
-    def _log_record(self, record: Record, figure_loader) -> None:
-        log.info(record.summary_line())
-        if self._tensorboard is None:
-            return
-        for tag, value in record.scalars().items():
-            self._tensorboard.log_scalar(tag, value, record.step)
-        if figure_loader is not None and self.logging.log_figures:
-            with preserved_rng_state():  # like evaluation, figures must not change training
-                batch = move_to_device(next(iter(figure_loader)), self.device)
-                self.task.eval()
-                self._tensorboard.log_figures(self.task.figures(batch), record.step)
+    def _figures(self) -> dict[str, Any]:
+        with preserved_rng_state():  # like evaluation, figures must not change training
+            batch = move_to_device(next(iter(self._figure_loader)), self.device)
+            self.task.eval()
+            return self.task.figures(batch)
 
     def _improved(self, record: dict[str, Any]) -> bool:
         value = record.get(self.monitor)
@@ -456,6 +399,3 @@ class Trainer:
             "best": best[0] if best else None,
             "final": self.history[-1],
         }
-
-
-_HPARAM_GROUPS = ("name", "seed", "model", "data", "solver", "optim", "trainer")
