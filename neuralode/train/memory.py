@@ -31,7 +31,10 @@ class SavedTensorsMeter:
     """
 
     def __init__(self) -> None:
-        self._storages: set = set()
+        # storage key -> a tensor on it, held until the block ends: a storage freed mid-block (a
+        # rejected solver step's graph) could otherwise hand its address to a new one, which
+        # would then go uncounted, depending on the allocator (so not reproducibly).
+        self._storages: dict = {}
         self.last_bytes = 0
         self.peak_bytes = 0
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
@@ -56,13 +59,14 @@ class SavedTensorsMeter:
             key, nbytes = (tensor.device, storage.data_ptr()), storage.nbytes()
         except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
             key, nbytes = id(tensor), tensor.numel() * tensor.element_size()
-        if key not in self._storages:
-            self._storages.add(key)
-            self.last_bytes += nbytes
         # Detached: the tensor itself would make a reference cycle with the graph node of every op
         # that saves its own output (tanh, sigmoid), and nodes no backward pass reaches (a graph
         # built only to take a trace) were then never freed. Autograd re-attaches on unpacking.
-        return tensor.detach()
+        detached = tensor.detach()
+        if key not in self._storages:
+            self._storages[key] = detached
+            self.last_bytes += nbytes
+        return detached
 
 
 def peak_rss_mb() -> float:
