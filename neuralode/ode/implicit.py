@@ -1,4 +1,5 @@
-"""Implicit Runge-Kutta: one generic solver for the tableaux of ``implicit_tableaux.py``.
+"""Implicit Runge-Kutta: one generic solver for the tableaux of ``implicit_tableaux.py``; adaptive
+with an error estimate: ``radau5`` (Radau IIA 5, Hairer's estimate) and ``kvaerno5`` (ESDIRK 5(4)).
 
 A step solves for the stage increments ``Z_i = Y_i - y0`` of the implicit stages,
 
@@ -42,7 +43,7 @@ import torch
 from neuralode.ode.errors import InvalidOptionError, ODESolverError
 from neuralode.ode.implicit_tableaux import ImplicitTableau
 from neuralode.ode.problem import CALLBACKS
-from neuralode.ode.runge_kutta import Interpolant
+from neuralode.ode.runge_kutta import HermiteInterpolant, Interpolant
 
 JACOBIANS = ("auto", "autograd", "finite_difference")
 # Radau IIA 5's embedded estimate (Hairer and Wanner II, IV.8): gamma0 = 1 / MU and weights E.
@@ -252,10 +253,9 @@ class ImplicitRungeKutta:
         Tries the kept Jacobian, then a fresh one at (t, y); a fixed step then tries full Newton
         (Jacobians at the current stages, every iteration): a Jacobian at y0 can miss the stiffness
         a step runs into (Robertson from t = 0, where the fast reactions are still switched off).
+        Diagonally implicit tableaux are solved stage by stage with the n x n matrix
+        ``I - h gamma J``; the others for all stages at once with ``I - h (A (x) J)``.
         """
-        a_imp, a0, _, _, c = _coefficients(self.tableau, y.dtype, y.device)
-        m, n = a_imp.shape[0], y.numel()
-        known = h * a0[:, None] * f0.reshape(1, -1) if a0 is not None else 0.0
         scale, tol = self._scale_and_tol(y, f0)
         eps = torch.finfo(y.dtype).eps
         # Below this, an update is rounding noise: converged, whatever the rate says.
@@ -268,53 +268,105 @@ class ImplicitRungeKutta:
             if self._J is None or (self._refresh and not fresh) or attempt == "fresh":
                 self._J, self._jac_t, self._refresh = self._jacobian(field, t, y, f0), t, False
                 self._lu = self._lu_err = None
-            if attempt != "full" and (self._lu is None or abs(self._lu[0] - h) > 1e-10 * abs(h)):
-                self._lu = (h, self._factor(self._newton_matrix(h, a_imp, self._J)))  # steps differ by rounding
-            z = self._starting_guess(t, y, h, c) if attempt == "kept" else None
-            if z is None:
-                z = torch.zeros((m, n), dtype=y.dtype, device=y.device)
-            # Fixed steps may stop after one iteration when the last step's rate says it is enough
-            # (Hairer and Wanner IV.8; a linear field converges in one); adaptive steps wait for a
-            # measured rate, as scipy's Radau does: stopping earlier cost accuracy on HIRES.
-            eta = max(self._eta, eps) ** 0.8 if attempt == "kept" and not self.adaptive else math.inf
-            prev, rate = None, 0.0
-            # Full Newton may need a run of linear (halving) iterations before it turns quadratic:
-            # more of them, and no giving up on a merely slow rate.
-            max_iter = max(4 * self.newton_max_iter, 40) if attempt == "full" else self.newton_max_iter
-            for k in range(max_iter):
-                if attempt == "full":
-                    jacobians = [self._jacobian(field, t + ci * h, (y.reshape(-1) + zi).view(y.shape))
-                                 for ci, zi in zip(c, z.unbind(0))]
-                    solve = self._factor(self._newton_matrix(h, a_imp, jacobians))
-                else:
-                    solve = self._lu[1]
-                if solve is None:
-                    reason = "its matrix I - h A J is singular"
-                    break
-                slopes = self._stage_slopes(field, t, y, z, h, c, perturb_end)
-                residual = known + h * (a_imp @ slopes) - z
-                dz = solve(residual.reshape(-1, 1)).view(m, n)
-                size = _rms(dz / scale)
-                if not math.isfinite(size):
-                    reason = "the stage values became non-finite"
-                    break
-                if prev is not None:
-                    rate = size / prev
-                    left = max_iter - k
-                    slow = attempt != "full" and rate ** left / (1 - rate) * size > tol
-                    if size > floor and (rate >= 1 or slow):
-                        reason = f"it converged too slowly (contraction rate {rate:.3g})"
-                        break
-                    eta = rate / (1 - rate) if rate < 1 else 1.0
-                z = z + dz
-                if size <= floor or eta * size <= tol:
-                    self._eta = eta
-                    self._refresh = k + 1 > 2 and rate > 1e-3
-                    return z, k + 1
-                prev = size
-            else:
-                reason = f"it did not converge in newton_max_iter={self.newton_max_iter} iterations"
+            solve = self._dirk_stages if self.tableau.dirk else self._coupled_stages
+            z, info = solve(field, t, y, h, f0, perturb_end, attempt, scale, tol, floor)
+            if z is not None:
+                return z, info
+            reason = info
         return None, reason
+
+    def _kept_solver(self, h: float, matrix_of_J):
+        """The factorisation of the Newton matrix for the kept Jacobian at step ``h`` (steps that
+        differ by rounding, as on a grid, share it)."""
+        if self._lu is None or abs(self._lu[0] - h) > 1e-10 * abs(h):
+            self._lu = (h, self._factor(matrix_of_J(self._J)))
+        return self._lu[1]
+
+    def _coupled_stages(self, field, t, y, h, f0, perturb_end, attempt, scale, tol, floor):
+        a_imp, a0, _, _, c = _coefficients(self.tableau, y.dtype, y.device)
+        m, n = a_imp.shape[0], y.numel()
+        known = h * a0[:, None] * f0.reshape(1, -1) if a0 is not None else 0.0
+        z = self._starting_guess(t, y, h, c) if attempt == "kept" else None
+        if z is None:
+            z = torch.zeros((m, n), dtype=y.dtype, device=y.device)
+
+        def residual(z):
+            return known + h * (a_imp @ self._stage_slopes(field, t, y, z, h, c, perturb_end)) - z
+
+        def solver(z):
+            if attempt != "full":
+                return self._kept_solver(h, lambda J: self._newton_matrix(h, a_imp, J))
+            jacobians = [self._jacobian(field, t + ci * h, (y.reshape(-1) + zi).view(y.shape))
+                         for ci, zi in zip(c, z.unbind(0))]
+            return self._factor(self._newton_matrix(h, a_imp, jacobians))
+
+        return self._iterate(residual, solver, z, attempt, scale, tol, floor)
+
+    def _dirk_stages(self, field, t, y, h, f0, perturb_end, attempt, scale, tol, floor):
+        """Stage by stage: ``z_i = known_i + h gamma f(t + c_i h, y + z_i)``, where ``known_i``
+        holds the explicit first stage and the stages before ``i``; their slopes are recovered
+        from their increments, with no extra evaluation."""
+        a_imp, a0, _, _, c = _coefficients(self.tableau, y.dtype, y.device)
+        gamma = float(a_imp[0, 0])
+        m, n = a_imp.shape[0], y.numel()
+        eye = torch.eye(n, dtype=y.dtype, device=y.device)
+        zs, slopes, total = [], [], 0
+        for i in range(m):
+            known = h * a0[i] * f0.reshape(-1) if a0 is not None else torch.zeros_like(y.reshape(-1))
+            for j in range(i):
+                known = known + (h * a_imp[i, j]) * slopes[j]
+            ci, perturb = c[i], -1 if perturb_end and c[i] == 1 else 0
+
+            def residual(z, known=known, ci=ci, perturb=perturb):
+                return known + (h * gamma) * field(t + ci * h, (y.reshape(-1) + z).view(y.shape), perturb).reshape(-1) - z
+
+            def solver(z, ci=ci):
+                if attempt != "full":
+                    return self._kept_solver(h, lambda J: eye - (h * gamma) * J)
+                return self._factor(eye - (h * gamma) * self._jacobian(field, t + ci * h, (y.reshape(-1) + z).view(y.shape)))
+
+            start = zs[-1] if zs else torch.zeros_like(y.reshape(-1))
+            z, info = self._iterate(residual, solver, start, attempt, scale, tol, floor)
+            if z is None:
+                return None, f"{info} (stage {i + 1 + (a0 is not None)})"
+            zs.append(z)
+            slopes.append((z - known) / (h * gamma))
+            total += info
+        return torch.stack(zs), total
+
+    def _iterate(self, residual, solver, z, attempt, scale, tol, floor):
+        """Simplified (or, with attempt "full", full) Newton from ``z``: ``z += M^-1 residual(z)``
+        until Hairer's test ``eta |dz| <= tol`` (``eta = rate / (1 - rate)``) passes."""
+        eps = torch.finfo(z.dtype).eps
+        # Fixed steps may stop after one iteration when the last solve's rate says it is enough
+        # (Hairer and Wanner IV.8; a linear field converges in one); adaptive steps wait for a
+        # measured rate, as scipy's Radau does: stopping earlier cost accuracy on HIRES.
+        eta = max(self._eta, eps) ** 0.8 if attempt == "kept" and not self.adaptive else math.inf
+        prev, rate = None, 0.0
+        # Full Newton may need a run of linear (halving) iterations before it turns quadratic:
+        # more of them, and no giving up on a merely slow rate.
+        max_iter = max(4 * self.newton_max_iter, 40) if attempt == "full" else self.newton_max_iter
+        for k in range(max_iter):
+            solve = solver(z)
+            if solve is None:
+                return None, "its matrix I - h A J is singular"
+            dz = solve(residual(z).reshape(-1, 1)).view(z.shape)
+            size = _rms(dz / scale)
+            if not math.isfinite(size):
+                return None, "the stage values became non-finite"
+            if prev is not None:
+                rate = size / prev
+                slow = attempt != "full" and rate ** (max_iter - k) / (1 - rate) * size > tol
+                if size > floor and (rate >= 1 or slow):
+                    return None, f"it converged too slowly (contraction rate {rate:.3g})"
+                eta = rate / (1 - rate) if rate < 1 else 1.0
+            z = z + dz
+            if size <= floor or eta * size <= tol:
+                self._eta = eta
+                self._refresh = self._refresh or (k + 1 > 2 and rate > 1e-3)
+                return z, k + 1
+            prev = size
+        return None, f"it did not converge in newton_max_iter={self.newton_max_iter} iterations"
 
     def step(self, field, t: float, y: torch.Tensor, h: float, f0: torch.Tensor,
              perturb_end: bool = False) -> ImplicitStep:
@@ -367,6 +419,8 @@ class ImplicitRungeKutta:
             return torch.tensor((0.9 / _FAILED_FACTOR) ** max(self.error_order, 1))
         if not self.adaptive:
             return torch.zeros(())
+        if self.tableau.error == "last_stages":  # ESDIRK: y1 minus the embedded solution
+            return norm((step.z[-1] - step.z[-2]).detach().view(step.y1.shape) / scale)
         y0, f0, z = step.y0.detach(), step.f0.detach().reshape(-1), step.z.detach()
         if self._lu_err is None or abs(self._lu_err[0] - h) > 1e-10 * abs(h):
             eye = torch.eye(y0.numel(), dtype=y0.dtype, device=y0.device)
@@ -386,6 +440,9 @@ class ImplicitRungeKutta:
         return ratio
 
     def interpolant(self, field, t: float, h: float, y0: torch.Tensor, step: ImplicitStep, f1=None):
+        """Radau: the collocation polynomial. ESDIRK (stages outside [0, 1]): cubic Hermite."""
+        if self.tableau.error == "last_stages":
+            return HermiteInterpolant(t, h, y0, step.y1, step.f0, f1 if f1 is not None else field(t + h, step.y1, -1))
         return CollocationInterpolant(t, h, y0, step, _coefficients(self.tableau, y0.dtype, y0.device)[4])
 
 

@@ -3,7 +3,8 @@
 Unlike ``tableaux.py`` the stage matrix ``a`` is full (s x s rows). A first stage with a zero
 row and ``c = 0`` is explicit (its slope is ``f(t0, y0)``); every other stage is solved for.
 Coefficients from Hairer and Wanner, "Solving ODEs II" (Gauss-Legendre, Radau IIA, SDIRK),
-Alexander (1977) for the two-stage L-stable SDIRK, and Hosea and Shampine (1996) for TR-BDF2.
+Alexander (1977) for the two-stage L-stable SDIRK, Hosea and Shampine (1996) for TR-BDF2, and
+Kvaerno (2004, BIT 44) for the ESDIRK 5(4).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class ImplicitTableau:
     a: tuple[tuple[float, ...], ...]  # full s x s
     b: tuple[float, ...]
     l_stable: bool = False  # stiffly accurate and L-stable: y' = -lambda y is damped for any step
-    # Adaptive methods name their error estimate (only "radau": Hairer's embedded one for Radau IIA 5).
+    # Adaptive methods name their error estimate: "radau" (Hairer's embedded one for Radau IIA 5) or
+    # "last_stages" (stiffly accurate ESDIRK whose second-last stage is the embedded solution).
     error: str | None = None
     error_order: int = 0  # exponent of the step-size controller: 1/(error_order)
 
@@ -31,6 +33,14 @@ class ImplicitTableau:
     @property
     def num_stages(self) -> int:
         return len(self.c)
+
+    @property
+    def dirk(self) -> bool:
+        """Diagonally implicit with one diagonal value on the implicit stages: solved stage by stage."""
+        e = 1 if self.explicit_first else 0
+        s = self.num_stages
+        lower = all(self.a[i][j] == 0.0 for i in range(e, s) for j in range(i + 1, s))
+        return lower and len({self.a[i][i] for i in range(e, s)}) == 1
 
     @property
     def explicit_first(self) -> bool:
@@ -67,5 +77,18 @@ RADAU_IIA5 = ImplicitTableau("radauIIA5", 5, c=_radau5_c, a=_radau5_a, b=_radau5
 RADAU5 = ImplicitTableau("radau5", 5, c=_radau5_c, a=_radau5_a, b=_radau5_a[2], l_stable=True, error="radau",
                          error_order=4)
 
+# Kvaerno (2004): ESDIRK 5(4), 7 stages, L-stable and stiffly accurate; the 6th stage is the embedded
+# 4th-order solution, so the error estimate is the difference of the last two stages.
+_k = 0.26
+_kv_rows = ((), (_k,), (0.13, 0.84033320996790809),
+            (0.22371961478320505, 0.47675532319799699, -0.06470895363112615),
+            (0.16648564323248321, 0.10450018841591720, 0.03631482272098715, -0.13090704451073998),
+            (0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141, 0.61943039072480676),
+            (0.13659751177640291, 0.0, -0.05496908796538376, -0.04118626728321046, 0.62993304899016403,
+             0.06962479448202728))
+_kv_a = tuple(tuple(row) + ((_k,) if i else (0.0,)) + (0.0,) * (6 - i) for i, row in enumerate(_kv_rows))
+KVAERNO5 = ImplicitTableau("kvaerno5", 5, c=tuple(sum(row) for row in _kv_a), a=_kv_a, b=_kv_a[6], l_stable=True,
+                           error="last_stages", error_order=5)
+
 IMPLICIT_TABLEAUX = {tab.name: tab for tab in (IMPLICIT_EULER, IMPLICIT_MIDPOINT, TRAPEZOID, SDIRK2, TRBDF2, GL4, GL6,
-                                              RADAU_IIA3, RADAU_IIA5, RADAU5)}
+                                              RADAU_IIA3, RADAU_IIA5, RADAU5, KVAERNO5)}

@@ -75,12 +75,13 @@ def reference(name, t1):
     return torch.tensor(REFERENCES[(name, t1)], dtype=F64)
 
 
+@pytest.mark.parametrize("method", ["radau5", "kvaerno5"])
 @pytest.mark.parametrize("name, field, y0, t1", [("robertson", robertson, [1.0, 0.0, 0.0], 40.0),
                                                  ("van der pol", van_der_pol, [2.0, 0.0], 1.0)])
-def test_radau5_on_stiff_problems_matches_a_float64_reference(name, field, y0, t1):
+def test_adaptive_stiff_methods_match_a_float64_reference(method, name, field, y0, t1):
     ref = reference(name, t1)
     t = torch.tensor([0.0, t1], dtype=F64)
-    ys = odeint(field, torch.tensor(y0, dtype=F64), t, method="radau5", rtol=1e-6, atol=1e-8)
+    ys = odeint(field, torch.tensor(y0, dtype=F64), t, method=method, rtol=1e-6, atol=1e-8)
     stats = last_stats()
     assert ((ys[-1] - ref).abs() / (1e-8 + 1e-6 * ref.abs())).max() < 20, (ys[-1], ref)
     assert stats.nfe < 2000 and 0 < stats.n_jacobian < stats.n_accepted  # stiff: few steps, Jacobians reused
@@ -117,16 +118,22 @@ class Field(nn.Module):
         return self.k * y + torch.tanh(self.lin(y))
 
 
-def _loss(func, y0, method, gradient, options=None, tol=1e-8):
+def _loss(func, y0, method, gradient, options=None, tol=1e-6):
+    """Adaptive methods run on a pinned step sequence (first_step = max_step, never rejected at this
+    tolerance): differences of an adaptive solve also move its step sizes (by ~tol), which the
+    gradient of the discrete solve rightly does not see."""
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
-    options = options if options is not None else ({} if method == "radau5" else {"step_size": 0.1})
+    adaptive = method not in IMPLICIT_TABLEAUX or IMPLICIT_TABLEAUX[method].adaptive
+    if options is None:
+        options = {"first_step": 0.05, "max_step": 0.05} if adaptive else {"step_size": 0.1}
     ys = odeint(func, y0, t, method=method, options=options, rtol=tol, atol=tol, gradient=gradient)
     return (ys ** 2).sum() + ys[1, 0]
 
 
 def _finite_differences(func, y0, method, **kw):
-    """Central differences of the solve itself, in y0 and in the parameter k."""
-    eps = 1e-6
+    """Central differences of the solve itself, in y0 and in the parameter k. (A wide step: Newton
+    stops at a tolerance, so the solve is smooth only above ~1e-12 of noise.)"""
+    eps = 1e-4
     with torch.no_grad():
         dy = torch.stack([(_loss(func, y0 + eps * e, method, "direct", **kw) -
                            _loss(func, y0 - eps * e, method, "direct", **kw)) / (2 * eps)
@@ -175,7 +182,7 @@ def test_adjoint_gradients_match_finite_differences_to_the_methods_accuracy(meth
 
 def test_implicit_method_as_the_adjoints_backward_method():
     func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64)
-    fd_y, fd_k = _finite_differences(func, y0, "dopri5", options={}, tol=1e-10)
+    fd_y, fd_k = _finite_differences(func, y0, "dopri5", options={}, tol=1e-11)
     y = y0.clone().requires_grad_(True)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
     ys = odeint(func, y, t, rtol=1e-10, atol=1e-10, gradient="adjoint", adjoint_method="radau5",
