@@ -21,6 +21,7 @@ Layout, one concern a file:
     events.py       odeint_event: gradients through the event time
     dense.py        odeint_dense: the solution as a function of time
     settings.py     SolverSettings: one solve's settings as a config value, checked here
+    sde.py          sdeint: Ito SDEs on a fixed grid (Euler-Maruyama, Milstein), diagonal noise
 
 This package imports nothing but torch (and scipy, lazily, for scipy_solver), and nothing from the
 rest of neuralode.
@@ -34,6 +35,7 @@ _HOME = {
     "api": ("odeint", "odeint_adjoint"),
     "dense": ("odeint_dense",),
     "events": ("odeint_event",),
+    "sde": ("sdeint", "BrownianGrid", "SDE_METHODS"),
     "settings": ("GRADIENTS", "SolverSettings"),
     "stats": ("SolveStats", "StatsCollector", "collect_stats", "last_stats"),
     "methods": ("ADAPTIVE_METHODS", "ALIASES", "FIXED_METHODS", "METHODS", "make_solver"),
