@@ -7,7 +7,7 @@ lives in its task.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -26,6 +26,12 @@ class Task(nn.Module):
     monitor: str = "loss"
     #: ``"min"`` or ``"max"``: which direction of :attr:`monitor` is better.
     monitor_mode: str = "min"
+
+    def parameter_groups(self) -> Iterable[torch.nn.Parameter] | list[dict[str, Any]]:
+        """What the trainer's optimiser is built with: the parameters (the default), or torch's
+        parameter groups (dicts with ``params`` and per-group settings such as ``lr``) for a task
+        whose parts train at different rates (SDE-Net's drift and diffusion nets)."""
+        return self.parameters()
 
     def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
         """Return ``{"loss": scalar tensor to minimise, **other scalars to log}``."""

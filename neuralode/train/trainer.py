@@ -104,7 +104,7 @@ class Trainer:
         self.is_main = self.rank == 0  # writes every file and the progress bar
         self.seed = seed
         check_logger_settings(self.logging)
-        self.optimizer = optimizer(self.task.parameters())
+        self.optimizer = optimizer(self.task.parameter_groups())  # parameters, or groups with settings of their own
         check_optimizer(self.optimizer)
         # Under torchrun the training step runs through DDP, which all-reduces the gradients.
         self.ddp = None
