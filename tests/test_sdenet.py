@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from neuralode.data.mnist import write_idx
-from neuralode.data.ood import OODUnavailableError, animal_arrays_from_wheel, ood_dataset, prepare_animal_mnist, read_idx
+from neuralode.data.ood import (ANIMAL_MEMBERS, OODUnavailableError, animal_arrays_from_wheel, ood_dataset,
+                                prepare_animal_mnist, read_idx)
 from neuralode.models.odenet import ODENet
 from neuralode.models.sdenet import SDENet
 from neuralode.paper import sdenet as table
@@ -168,18 +169,12 @@ def test_a_missing_ood_set_says_how_to_get_it(tmp_path):
 def test_a_wheel_with_other_data_is_refused_by_its_checksum(tmp_path):
     wheel = tmp_path / "animal_mnist-0.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
-        for member, _ in table_members():
+        for member, _ in ANIMAL_MEMBERS.values():
             archive.writestr(member, b"not the data")
     with pytest.raises(OODUnavailableError, match="SHA-256 differs"):
         animal_arrays_from_wheel(wheel)
     with pytest.raises(OODUnavailableError, match="SHA-256 differs"):
         prepare_animal_mnist(tmp_path / "data", download=False, wheel=wheel)
-
-
-def table_members():
-    from neuralode.data.ood import ANIMAL_MEMBERS
-
-    return ANIMAL_MEMBERS.values()
 
 
 def test_prepared_idx_files_are_read_back_and_checked(tmp_path):
