@@ -1,4 +1,5 @@
-"""Stiff problems: our adaptive Radau IIA 5 (``radau5``) beside scipy's Radau and BDF (issue 13).
+"""Stiff problems: our adaptive Radau IIA 5 (``radau5``) and Kvaerno's ESDIRK 5(4) (``kvaerno5``)
+beside scipy's Radau and BDF (issue 13).
 
 Problems (Hairer and Wanner, "Solving ODEs II"): Robertson over [0, 1e5], Van der Pol with
 mu = 1000 over [0, 3000], HIRES over [0, 321.8122]. Each solver runs at rtol = atol = 1e-6 (and
@@ -115,13 +116,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    lines = ["# Stiff problems: radau5 beside scipy's Radau and BDF", "",
+    lines = ["# Stiff problems: radau5 and kvaerno5 beside scipy's Radau and BDF", "",
              "Command: `python scripts/bench_stiff.py`. Exact Jacobians for all (ours from torch.func, scipy's "
              "the same, passed as `jac`). Error: the largest over 6 output times and all components, against "
              "scipy Radau at rtol=1e-12, atol=1e-14; 'scaled' divides by atol + rtol |y_ref| (1 = the tolerance). "
              "Our function evaluations include one per Jacobian (the trace torch.func makes). "
              "scipy's Radau counts two LU per factorisation (one real, one complex n x n); ours factor one "
-             "real 3n x 3n matrix and one n x n for the error estimate.", ""]
+             "real 3n x 3n matrix and one n x n for the error estimate; kvaerno5 one n x n per step size. "
+             "kvaerno5's outputs between steps come from a cubic Hermite polynomial, which over Robertson's "
+             "long steps is less accurate than the steps themselves (radau5 uses its collocation polynomial). "
+             "Times: one thread, on a machine shared with other jobs; indicative only.",
+             ""]
     verdicts = []
     for name, (field, y0, t1) in PROBLEMS.items():
         ts = output_times(name, t1)
@@ -131,6 +136,7 @@ def main() -> None:
         for tol in args.tols:
             results = {}
             for label, run in (("radau5 (ours)", lambda: ours("radau5", field, y0, ts, tol, tol)),
+                               ("kvaerno5 (ours)", lambda: ours("kvaerno5", field, y0, ts, tol, tol)),
                                ("scipy Radau", lambda: scipy_run("Radau", field, y0, ts, tol, tol)),
                                ("scipy BDF", lambda: scipy_run("BDF", field, y0, ts, tol, tol))):
                 ys, info = run()

@@ -294,6 +294,8 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
         # Inherit the forward's options when they fit the backward method; a forward norm,
         # step_t/jump_t or grid are for the forward state and times, so they are not inherited.
         skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every")
+        # ... nor the forward method's own options (newton_tol, ...) when the backward method lacks them.
+        skip += tuple(k for k in setup.solver.extra_options if k not in solver.extra_options)
         options = {k: v for k, v in setup.options.items() if k not in skip} if solver.adaptive == setup.solver.adaptive else {}
     options = dict(options)
     seminorm = options.get("norm") == "seminorm"

@@ -8,9 +8,16 @@ A step solves for the stage increments ``Z_i = Y_i - y0`` of the implicit stages
 by simplified Newton iterations (Hairer and Wanner II, IV.8): the matrix
 ``M = I - h (A (x) J)`` uses one Jacobian ``J`` of the field, kept across iterations and across
 steps while Newton converges fast, and its LU factorisation is kept while ``h`` does not change.
-A Newton solve that fails with an old ``J`` is retried once with a fresh one; one that fails with
-a fresh ``J`` raises ``NewtonError`` for a fixed-step method, and is a rejected step (the
-controller shrinks ``h``) for an adaptive one.
+Diagonally implicit tableaux (one diagonal value ``gamma``) are solved stage by stage with the
+``n x n`` matrix ``I - h gamma J`` instead. A Newton solve that fails with an old ``J`` is
+retried with a fresh one. After that, an adaptive method rejects the step (the controller halves
+``h``); a fixed-step one tries full Newton (Jacobians at the current iterate) and then raises
+``NewtonError``, naming the method, the time and the step.
+
+Options: ``newton_tol`` (the stopping test ``eta |dZ| <= newton_tol`` in the error norm;
+default Hairer's ``max(10 eps / rtol, min(0.03, rtol^0.5))`` for adaptive methods, and ``1e-12``
+(float64) or ``1e-5`` (float32) relative to ``1 + |y|`` for fixed steps), ``newton_max_iter``
+(default 7 adaptive, 10 fixed) and ``jacobian``.
 
 The Jacobian. ``jacobian="auto"`` (the default) takes it from ``torch.func.jacrev`` (exact, all
 columns in one vectorised pass) and falls back, for the rest of the solve, to forward
@@ -109,7 +116,7 @@ class ImplicitRungeKutta:
         self.order = tableau.order
         self.error_order = tableau.error_order
         self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
-        self.newton_tol: float | None = None  # default: 0.03 of the error tolerance (adaptive), or by dtype
+        self.newton_tol: float | None = None  # None: the defaults of the module docstring
         self.newton_max_iter = 7 if self.adaptive else 10
         self.jacobian = "auto"
         self._tolerances = None  # (rtol, atol) of the solve, from ``prepare``
@@ -168,7 +175,8 @@ class ImplicitRungeKutta:
         if self._jac_mode in ("auto", "autograd"):
             try:
                 with torch.no_grad():
-                    return torch.func.jacrev(lambda v: field(t, v.view(shape)).reshape(-1))(y.reshape(-1)).detach().contiguous()
+                    J = torch.func.jacrev(lambda v: field(t, v.view(shape)).reshape(-1))(y.reshape(-1))
+                return J.detach().contiguous()  # torch.kron needs it contiguous
             except (RuntimeError, NotImplementedError) as err:
                 if self._jac_mode == "autograd":
                     raise ODESolverError(f"method {self.name!r}: torch.func.jacrev cannot differentiate func ({err}); "
@@ -236,9 +244,12 @@ class ImplicitRungeKutta:
         step's stages (Hairer and Wanner IV.8); it saves Newton iterations on smooth stretches."""
         if not self.adaptive:
             return None
-        if self._last is not None and self._last[0] + self._last[1] == t:  # that attempt was accepted
+        def ends_at(step) -> bool:  # up to the rounding of a step shortened onto an output time
+            return step is not None and abs(step[0] + step[1] - t) <= 1e-12 * max(abs(t), abs(step[1]))
+
+        if ends_at(self._last):  # that attempt was accepted
             self._poly = self._last
-        if self._poly is None or self._poly[0] + self._poly[1] != t or self._poly[2].shape != y.shape:
+        if not ends_at(self._poly) or self._poly[2].shape != y.shape:
             return None
         t0, h0, y0, z0 = self._poly
         thetas = [(t + ci * h - t0) / h0 for ci in c]
@@ -318,12 +329,14 @@ class ImplicitRungeKutta:
             ci, perturb = c[i], -1 if perturb_end and c[i] == 1 else 0
 
             def residual(z, known=known, ci=ci, perturb=perturb):
-                return known + (h * gamma) * field(t + ci * h, (y.reshape(-1) + z).view(y.shape), perturb).reshape(-1) - z
+                slope = field(t + ci * h, (y.reshape(-1) + z).view(y.shape), perturb).reshape(-1)
+                return known + (h * gamma) * slope - z
 
             def solver(z, ci=ci):
                 if attempt != "full":
                     return self._kept_solver(h, lambda J: eye - (h * gamma) * J)
-                return self._factor(eye - (h * gamma) * self._jacobian(field, t + ci * h, (y.reshape(-1) + z).view(y.shape)))
+                J = self._jacobian(field, t + ci * h, (y.reshape(-1) + z).view(y.shape))
+                return self._factor(eye - (h * gamma) * J)
 
             start = zs[-1] if zs else torch.zeros_like(y.reshape(-1))
             z, info = self._iterate(residual, solver, start, attempt, scale, tol, floor)

@@ -229,3 +229,11 @@ def test_bad_options_are_refused_by_name(method, options, match):
     with pytest.raises(InvalidOptionError, match=match):
         odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method=method,
                options=options)
+
+
+def test_newton_options_are_not_passed_to_an_explicit_adjoint_method():
+    func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64, requires_grad=True)
+    ys = odeint(func, y0, torch.tensor([0.0, 1.0], dtype=F64), method="radau5", options={"newton_tol": 1e-3},
+                gradient="adjoint", adjoint_method="dopri5")
+    ys[-1].sum().backward()
+    assert torch.isfinite(y0.grad).all()
