@@ -7,7 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from neuralode.ode import InvalidOptionError, StepSizeUnderflowError, collect_stats, last_stats, odeint
+from neuralode.ode import (
+    InvalidOptionError,
+    MaxStepsExceededError,
+    StepSizeUnderflowError,
+    collect_stats,
+    last_stats,
+    odeint,
+)
 from neuralode.ode.implicit import NewtonError
 from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
 
@@ -85,6 +92,33 @@ def test_adaptive_stiff_methods_match_a_float64_reference(method, name, field, y
     stats = last_stats()
     assert ((ys[-1] - ref).abs() / (1e-8 + 1e-6 * ref.abs())).max() < 20, (ys[-1], ref)
     assert stats.nfe < 2000 and 0 < stats.n_jacobian < stats.n_accepted  # stiff: few steps, Jacobians reused
+
+
+def hires(t, y):
+    y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(0)
+    r = 280.0 * y6 * y8
+    return torch.stack([-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007, 1.71 * y1 - 8.75 * y2,
+                        -10.03 * y3 + 0.43 * y4 + 0.035 * y5, 8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+                        -1.745 * y5 + 0.43 * y6 + 0.43 * y7, -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+                        r - 1.81 * y7, -r + 1.81 * y7])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["radau5", "kvaerno5"])
+def test_hires_over_its_whole_interval(method):
+    """HIRES to t = 321.8122 (Hairer and Wanner's test set; the reference agrees with theirs)."""
+    ref = torch.tensor([0.0007371312573325486, 0.00014424857263161487, 5.88872974096724e-05, 0.001175651343283115,
+                        0.0023863561988307948, 0.006238968252741131, 0.0028499983951853817, 0.0028500016048146307],
+                       dtype=F64)
+    y0 = torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0.0057], dtype=F64)
+    ys = odeint(hires, y0, torch.tensor([0.0, 321.8122], dtype=F64), method=method, rtol=1e-7, atol=1e-9)
+    assert ((ys[-1] - ref).abs() / (1e-9 + 1e-7 * ref.abs())).max() < 20
+
+
+def test_an_explicit_method_refuses_a_stiff_problem_cleanly():
+    with pytest.raises(MaxStepsExceededError, match="stiff"):
+        odeint(van_der_pol, torch.tensor([2.0, 0.0], dtype=F64), torch.tensor([0.0, 3000.0], dtype=F64),
+               method="dopri5", rtol=1e-6, atol=1e-6, options={"max_num_steps": 300})
 
 
 @pytest.mark.parametrize("method", ["implicit_euler", "trbdf2", "radauIIA5"])
