@@ -14,7 +14,7 @@ import sys
 
 import neuralode.paper
 
-KINDS = {"table": re.compile(r"table\d+|memory|report"), "figure": re.compile(r"fig\d+|ffjord2d")}
+KINDS = {"table": re.compile(r"table\d+|memory|report|sdenet"), "figure": re.compile(r"fig\d+|ffjord2d")}
 
 
 def available(kind: str) -> list[str]:

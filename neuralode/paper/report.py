@@ -78,6 +78,10 @@ ARTEFACTS = (
     Artefact("ffjord2d", "FFJORD: learned densities on 2-D toy data",
              "Grathwohl et al. (2019): free-form CNFs with Hutchinson's trace estimator fit multi-modal and "
              "discontinuous 2-D densities; about 70-100 function evaluations per solve."),
+    Artefact("sdenet", "SDE-Net: uncertainty on MNIST",
+             "Kong et al. (2020): an SDE block whose diffusion is trained to be small on the training data and "
+             "large off it; out-of-distribution detection (SVHN) TNR at 95% TPR 99.4 against ResNet's 88.8, "
+             "AUROC 99.8 against 95.9, at the same accuracy (one run of the authors' code)."),
 )
 
 
