@@ -116,6 +116,7 @@ class ImplicitRungeKutta:
         self.order = tableau.order
         self.error_order = tableau.error_order
         self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
+        self._stiffly_accurate = tuple(tableau.a[-1]) == tuple(tableau.b)  # y1 is the last stage
         self.newton_tol: float | None = None  # None: the defaults of the module docstring
         self.newton_max_iter = 7 if self.adaptive else 10
         self.jacobian = "auto"
@@ -270,7 +271,8 @@ class ImplicitRungeKutta:
         scale, tol = self._scale_and_tol(y, f0)
         eps = torch.finfo(y.dtype).eps
         # Below this, an update is rounding noise: converged, whatever the rate says.
-        floor = 16 * eps * _rms(y.reshape(-1) / scale) + 1e-300
+        # (Fixed steps scale by 1 + |y|, so |y| / scale < 1 there.)
+        floor = 16 * eps * (_rms(y.reshape(-1) / scale) if self.adaptive else 1.0) + 1e-300
         reason = ""
         for attempt in ("kept", "fresh") if self.adaptive else ("kept", "fresh", "full"):
             fresh = self._jac_t == t
@@ -317,33 +319,36 @@ class ImplicitRungeKutta:
         """Stage by stage: ``z_i = known_i + h gamma f(t + c_i h, y + z_i)``, where ``known_i``
         holds the explicit first stage and the stages before ``i``; their slopes are recovered
         from their increments, with no extra evaluation."""
-        a_imp, a0, _, _, c = _coefficients(self.tableau, y.dtype, y.device)
-        gamma = float(a_imp[0, 0])
-        m, n = a_imp.shape[0], y.numel()
-        eye = torch.eye(n, dtype=y.dtype, device=y.device)
-        zs, slopes, total = [], [], 0
-        for i in range(m):
-            known = h * a0[i] * f0.reshape(-1) if a0 is not None else torch.zeros_like(y.reshape(-1))
-            for j in range(i):
-                known = known + (h * a_imp[i, j]) * slopes[j]
+        tab = self.tableau
+        e = 1 if tab.explicit_first else 0
+        rows = [row[:i + e] for i, row in enumerate(tab.a[e:])]  # python floats: cheaper than 0-dim tensors
+        gamma, c = tab.a[e][e], tab.c[e:]
+        flat_y, flat_f0 = y.reshape(-1), f0.reshape(-1)
+        zs, slopes, total = [], [flat_f0] if e else [], 0
+        for i, row in enumerate(rows):
+            known = 0.0
+            for a_ij, slope in zip(row, slopes):
+                if a_ij:
+                    known = known + (h * a_ij) * slope
             ci, perturb = c[i], -1 if perturb_end and c[i] == 1 else 0
 
             def residual(z, known=known, ci=ci, perturb=perturb):
-                slope = field(t + ci * h, (y.reshape(-1) + z).view(y.shape), perturb).reshape(-1)
-                return known + (h * gamma) * slope - z
+                return known + (h * gamma) * field(t + ci * h, (flat_y + z).view(y.shape), perturb).reshape(-1) - z
 
             def solver(z, ci=ci):
+                eye = lambda: torch.eye(z.numel(), dtype=z.dtype, device=z.device)  # noqa: E731
                 if attempt != "full":
-                    return self._kept_solver(h, lambda J: eye - (h * gamma) * J)
-                J = self._jacobian(field, t + ci * h, (y.reshape(-1) + z).view(y.shape))
-                return self._factor(eye - (h * gamma) * J)
+                    return self._kept_solver(h, lambda J: eye() - (h * gamma) * J)
+                J = self._jacobian(field, t + ci * h, (flat_y + z).view(y.shape))
+                return self._factor(eye() - (h * gamma) * J)
 
-            start = zs[-1] if zs else torch.zeros_like(y.reshape(-1))
-            z, info = self._iterate(residual, solver, start, attempt, scale, tol, floor)
+            z, info = self._iterate(residual, solver, zs[-1] if zs else torch.zeros_like(flat_y), attempt,
+                                    scale, tol, floor)
             if z is None:
-                return None, f"{info} (stage {i + 1 + (a0 is not None)})"
+                return None, f"{info} (stage {i + 1 + e})"
             zs.append(z)
-            slopes.append((z - known) / (h * gamma))
+            if i + 1 < len(rows):
+                slopes.append((z - known) / (h * gamma))
             total += info
         return torch.stack(zs), total
 
@@ -399,7 +404,7 @@ class ImplicitRungeKutta:
         # Only when something upstream wants a gradient: y0 or func's parameters (seen in f0).
         if torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad):
             z = self._implicit_function_step(field, t, y, h, f0, z, perturb_end)
-        y1 = y + (d @ z).view(y.shape)
+        y1 = y + (z[-1] if self._stiffly_accurate else d @ z).view(y.shape)
         if d0:
             y1 = y1 + (h * d0) * f0
         return ImplicitStep(y1, f0.unsqueeze(0), z, f0, t, y, field, iterations=info)
