@@ -395,7 +395,7 @@ class ImplicitRungeKutta:
                 where = getattr(getattr(field, "__self__", None), "user_time", lambda s: s)
                 raise NewtonError(
                     f"method {self.name!r}: Newton's iteration for the step from t={where(t):.6g} with step size "
-                    f"{h:.3g} failed: {info}, even with a fresh Jacobian. The step is too large for the implicit "
+                    f"{h:.3g} failed: {info}, even with a fresh Jacobian and full Newton. The step is too large for the implicit "
                     "equations (or func is not smooth there): use a smaller options['step_size'], an adaptive "
                     "implicit method (method='radau5'), or raise options['newton_max_iter']")
             return ImplicitStep(y, f0.unsqueeze(0), None, f0, t, y, field, failed=info)
@@ -419,8 +419,11 @@ class ImplicitRungeKutta:
             jacobians = [self._jacobian(field, t + ci * h, (y.detach().reshape(-1) + zi).view(shape))
                          for ci, zi in zip(c, z.unbind(0))]
             solve = self._factor(self._newton_matrix(h, a_imp, jacobians))
-        if solve is None:  # dG/dZ singular at the solution: fall back to Newton's own matrix
-            solve = self._lu[1]
+        if solve is None:
+            raise ODESolverError(
+                f"method {self.name!r}: the implicit equations of the step from t={t:.6g} (solver time) with step "
+                f"size {h:.3g} have a singular Jacobian at their solution, so their gradient is undefined there; "
+                "use a smaller step, or gradient='adjoint'")
         slopes = self._stage_slopes(field, t, y, z, h, c, perturb_end)
         residual = h * (a_imp @ slopes) - z
         if a0 is not None:
