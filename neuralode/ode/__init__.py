@@ -11,6 +11,8 @@ Layout, one concern a file:
     methods.py      every method by name, and the solver interface
     tableaux.py     Butcher tableaux as data
     runge_kutta.py  the generic explicit RK solver (init / step / error_norm / interpolant)
+    implicit.py     implicit RK (tableaux in implicit_tableaux.py): Newton with a torch.func Jacobian;
+                    torchdiffeq's fixed-grid implicit methods, adaptive radau5 and kvaerno5
     adams.py        Adams multistep: torchdiffeq's fixed-grid explicit/implicit_adams, adaptive adams
     scipy_solver.py scipy.integrate.solve_ivp as a method (scipy imported only when it runs)
     controllers.py  PID and constant step-size controllers
@@ -40,6 +42,7 @@ _HOME = {
     "stats": ("SolveStats", "StatsCollector", "collect_stats", "last_stats"),
     "methods": ("ADAPTIVE_METHODS", "ALIASES", "FIXED_METHODS", "METHODS", "make_solver"),
     "tableaux": ("TABLEAUX", "ButcherTableau"),
+    "implicit": ("NewtonError",),
     "errors": ("ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
                "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError"),
 }

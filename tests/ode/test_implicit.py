@@ -15,7 +15,7 @@ from neuralode.ode import (
     last_stats,
     odeint,
 )
-from neuralode.ode.implicit import NewtonError
+from neuralode.ode import NewtonError, ODESolverError
 from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
 
 F64 = torch.float64
@@ -271,3 +271,12 @@ def test_newton_options_are_not_passed_to_an_explicit_adjoint_method():
                 gradient="adjoint", adjoint_method="dopri5")
     ys[-1].sum().backward()
     assert torch.isfinite(y0.grad).all()
+
+
+def test_a_forced_autograd_jacobian_says_what_to_use_when_func_cannot_be_transformed():
+    """The adjoint's augmented field calls torch.autograd.grad inside: torch.func cannot transform it."""
+    func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64, requires_grad=True)
+    ys = odeint(func, y0, torch.tensor([0.0, 1.0], dtype=F64), method="trbdf2",
+                options={"step_size": 0.1, "jacobian": "autograd"}, gradient="adjoint")
+    with pytest.raises(ODESolverError, match="jacobian.*finite_difference"):
+        ys[-1].sum().backward()
