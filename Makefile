@@ -34,11 +34,12 @@ install: $(VENV)/.installed  ## create .venv and install neuralode with its test
 run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); override with RUN_ARGS=...
 	$(PY) -m neuralode train $(RUN_ARGS) $(ARGS)
 
-test: install  ## run the test suite (CPU, about 10 minutes)
-	$(PY) -m pytest -q $(ARGS)
+# One test process per core (pytest-xdist): tests write only to their own temporary folders.
+test: install  ## run the test suite (CPU, one process per core: about 8 minutes on 2 cores)
+	$(PY) -m pytest -q -n auto $(ARGS)
 
-test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs): about a minute
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs)
+	$(PY) -m pytest -q -n auto -m "not slow" $(ARGS)
 
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 

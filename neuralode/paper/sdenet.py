@@ -33,6 +33,7 @@ import numpy as np
 from neuralode.paper.common import (SCALES, RunFolderError, RunSpec, claims_table, collect_runs, config_values, epochs_scale,
                                     fmt, markdown_table, read_finished_run, run_config, runs_root, scale_settings,
                                     shown_path, smoke_threads, table_main, table_parser, verdict, write_table_files)
+from neuralode.paper import table1
 from neuralode.paper.table1 import epoch_ends
 
 #: The experiments of the table (configs/experiment/<name>.yaml) and the row each one fills.
@@ -181,17 +182,8 @@ def ensure_scores(run_dir: Path, ood: str, ood_root: str | Path, eval_images: in
 
 # --------------------------------------------------------------------------- runs
 @dataclass
-class Run:
-    path: Path
-    model: str
-    summary: dict
-    records: list[dict]
-    settings: dict
-    scores: dict | None = None
-
-    @property
-    def epochs(self) -> int:
-        return int(self.summary.get("epochs", 0))
+class Run(table1.Run):
+    scores: dict | None = None  # the uncertainty scores of its checkpoint, once computed
 
 
 def load_run(path: str | Path) -> Run:

@@ -2,6 +2,7 @@
 
 
 import torch
+from torch import nn
 
 from neuralode.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS
 
@@ -96,3 +97,15 @@ def expected_error(method, dtype):
     if method in LOW_ORDER:
         truncation = 1e-4  # their error estimate is first order: tolerance is not accuracy
     return max(truncation, 2e-4) if dtype == torch.float32 else truncation
+
+
+class SmallField(nn.Module):
+    """A small time-dependent MLP field in float64, the same weights every time: for gradient tests."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2)).double()
+
+    def forward(self, t, y):
+        return self.net(torch.cat([y, t.expand(y.shape[0], 1)], dim=1))

@@ -9,10 +9,9 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 
 from neuralode.ode import InvalidOptionError, last_stats, odeint, odeint_dense, odeint_event
-from tests.ode.problems import PROBLEMS
+from tests.ode.problems import PROBLEMS, SmallField
 from tests.ode.test_convergence import slope
 
 F64 = torch.float64
@@ -214,14 +213,6 @@ def test_adams_event_time():
 
 
 # --------------------------------------------------------------------------- gradients
-class Field(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2)).double()
-
-    def forward(self, t, y):
-        return self.net(torch.cat([y, t.expand(y.shape[0], 1)], dim=1))
 
 
 SETTINGS = {
@@ -232,7 +223,7 @@ SETTINGS = {
 
 
 def loss_and_grads(method, gradient, y0, extra=None):
-    func = Field()
+    func = SmallField()
     y = y0.clone().requires_grad_(True)
     kwargs = dict(SETTINGS[method])
     if extra:
@@ -263,7 +254,7 @@ def finite_differences(method):
 
 def _loss(method, y0):
     t = torch.tensor([0.0, 0.4, 1.0], dtype=F64)
-    ys = odeint(Field(), y0, t, method=method, **SETTINGS[method])
+    ys = odeint(SmallField(), y0, t, method=method, **SETTINGS[method])
     return (ys ** 2).sum() + ys[1, 0, 1]
 
 
@@ -291,7 +282,7 @@ def test_checkpoint_is_direct_to_rounding(method, extra):
                                                              ("scipy_solver", dict(solver="DOP853"))])
 def test_multistep_and_scipy_as_the_adjoints_backward_method(adjoint_method, adjoint_options):
     pytest.importorskip("scipy")
-    func = Field()
+    func = SmallField()
     t = torch.tensor([0.0, 1.0], dtype=F64)
     grads = {}
     for name in ("reference", adjoint_method):
@@ -364,11 +355,11 @@ def test_scipy_solver_refuses_gradients_through_it():
         with pytest.raises(InvalidOptionError, match="passes no gradient.*gradient='adjoint'"):
             odeint(oscillator, y, T9, method="scipy_solver", gradient=gradient, adjoint_params=())
     with pytest.raises(InvalidOptionError, match="passes no gradient"):
-        odeint(Field(), Y0_BATCH, T9, method="scipy_solver")  # the parameters require grad
+        odeint(SmallField(), Y0_BATCH, T9, method="scipy_solver")  # the parameters require grad
     with torch.no_grad():
-        odeint(Field(), Y0_BATCH, T9, method="scipy_solver")
+        odeint(SmallField(), Y0_BATCH, T9, method="scipy_solver")
     # by the adjoint, with scipy forward and backward
-    func = Field()
+    func = SmallField()
     y = Y0_BATCH.clone().requires_grad_(True)
     ys = odeint(func, y, torch.tensor([0.0, 1.0], dtype=F64), method="scipy_solver", gradient="adjoint",
                 rtol=1e-10, atol=1e-10, options=dict(solver="DOP853"))

@@ -11,20 +11,13 @@ from torch import nn
 from neuralode.ode import GRADIENTS, InvalidOptionError, collect_stats, odeint, odeint_event
 from neuralode.ode.checkpoint import Checkpoints
 from neuralode.ode.loop import AcceptedStep
+from tests.ode.problems import SmallField
 
 
-class Field(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2)).double()
-
-    def forward(self, t, y):
-        return self.net(torch.cat([y, t.expand(y.shape[0], 1)], dim=1))
 
 
 def gradients(gradient, method="dopri5", options=None, tol=1e-3):
-    func = Field()
+    func = SmallField()
     y0 = torch.tensor([[0.5, -0.3], [1.0, 0.2]], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 0.4, 1.2], dtype=torch.float64, requires_grad=True)
     ys = odeint(func, y0, t, method=method, rtol=tol, atol=tol, options=options, gradient=gradient)
@@ -53,7 +46,7 @@ def test_adjoint_agrees_with_direct_to_the_tolerance():
 def test_gradients_match_finite_differences(gradient):
     """d loss / d y0 against central differences of the solve (tight tolerance, so the
     adaptive step sequence barely moves with the perturbation)."""
-    func = Field()
+    func = SmallField()
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
     y0 = torch.tensor([[0.5, -0.3]], dtype=torch.float64)
 
