@@ -26,6 +26,11 @@ from neuralode.train.trainer import Trainer
 
 register_configs()
 
+# The subprocesses that tests start (python -m neuralode ...) inherit this: with one test process
+# per core (make test), two torch threads each would oversubscribe the cores, and OpenMP's
+# spinning threads then slow every process many times over (measured: 25x on a CNF step).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
