@@ -160,7 +160,8 @@ class Trainer:
                 while not self._finished():
                     self._train_epoch(train_loader, eval_loader, stop)
                     if stop.requested is not None and not self._finished():  # at the last step: just finish
-                        self._save("last.pt")
+                        if not self.history or self.history[-1]["step"] != self.progress.step:
+                            self._save("last.pt")  # else the evaluation at this step has just saved it
                         log.warning("stopped by %s at step %d; saved %s", signal.Signals(stop.requested).name,
                                     self.progress.step, self.run_dir / "last.pt")
                         raise Interrupted(stop.requested)
