@@ -57,7 +57,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     f0 = solver.init(f, t, y, start)
     slope0 = getattr(f0, "slope", f0)  # a multistep solver carries a history: its newest slope
     check_derivative(slope0, y, " at the initial time")
-    if _nonfinite(y) or _nonfinite(slope0):
+    if not bool(torch.isfinite(y).all() & torch.isfinite(slope0).all()):  # one read of the device
         raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
                                   f"t={problem.user_time(t):.6g}")
     ys = [y]
@@ -78,7 +78,11 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
         return f"t={problem.user_time(s):.6g}"
 
     i_out, attempts = 1, 0
-    checked = t  # the last time at which a fixed-step state was found finite
+    # Fixed steps have no error estimate to catch a blow-up. Reading a device value at each step
+    # (or output) would make the host wait for the device each time, so whether every state with
+    # an output is finite is gathered on the device and read once, at the end.
+    finite = None
+    output_steps = [0]  # accepted steps by each output: for the error message only
     while True:
         t1, jump = controller.next_time(t, h, t_end)
         step_size = t1 - t
@@ -106,12 +110,9 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
             if "callback_accept_step" in callbacks:
                 callbacks["callback_accept_step"](t, y, step_size)
             y1 = step.y1
-            # Fixed steps have no error estimate to catch a blow-up; checking every step would
-            # cost a device sync each, so the check runs where an output (or the event) is due.
-            if not controller.adaptive and (t1 >= t_end or (i_out < len(times) and times[i_out] <= t1)
-                                            or event_fn is not None) and _nonfinite(y1):
+            if not controller.adaptive and event_fn is not None and _nonfinite(y1):  # the event reads anyway
                 raise NonFiniteStateError(
-                    f"the state became non-finite (NaN/inf) between {where(checked)} and {where(t1)} (by step "
+                    f"the state became non-finite (NaN/inf) between {where(t)} and {where(t1)} (by step "
                     f"{stats.n_accepted}, method {method}); try a smaller step_size, or check func for values "
                     "that blow up")
             record = AcceptedStep(t, t1, start, jump or perturb)
@@ -142,9 +143,14 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 if inside:  # all of this step's outputs in one product
                     ys.extend(outputs_at(interpolate, [s for _, s in inside], t1, y1))
                     record.outputs.extend(inside)
-                    checked = t1
+                    output_steps.extend([stats.n_accepted] * len(inside))
+                    if not controller.adaptive:
+                        ok = torch.isfinite(y1).all()
+                        finite = ok if finite is None else finite & ok
                 done = i_out == len(times)
             if done:
+                if finite is not None and not bool(finite):
+                    raise _nonfinite_outputs(ys, output_steps, problem, method)
                 stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
                 if hasattr(solver, "count_into"):  # implicit methods count Jacobians and LU factorisations
                     solver.count_into(stats)
@@ -162,6 +168,16 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 f"reached max_num_steps={max_num_steps} at {where(t)} of [{where(times[0])}, "
                 f"{where(t_end) if math.isfinite(t_end) else 'the event'}] with step {h:.3g} (method {method}); "
                 "raise options['max_num_steps'], loosen the tolerances, or check whether the dynamics are stiff")
+
+
+def _nonfinite_outputs(ys: list[torch.Tensor], output_steps: list[int], problem: Problem,
+                       method: str) -> NonFiniteStateError:
+    """The error for a fixed-step solve whose outputs hold NaN/inf, naming the first such output."""
+    bad = next(i for i, y in enumerate(ys) if _nonfinite(y))
+    before, at = (problem.user_time(problem.times[j]) for j in (bad - 1, bad))
+    return NonFiniteStateError(
+        f"the state became non-finite (NaN/inf) between t={before:.6g} and t={at:.6g} (by step "
+        f"{output_steps[bad]}, method {method}); try a smaller step_size, or check func for values that blow up")
 
 
 def outputs_at(interpolate: Callable, times: list[float], t1: float, y1: torch.Tensor) -> list[torch.Tensor]:
