@@ -52,7 +52,7 @@ from neuralode.train.config import (
     check_optimizer,
     check_trainer_settings,
 )
-from neuralode.train.divergence import TrainingError, checked_loss, solver_failure_is_divergence  # noqa: F401 (TrainingError: part of this module's API)
+from neuralode.train.divergence import checked_loss, solver_failure_is_divergence
 from neuralode.train.evaluation import evaluate, move_to_device
 from neuralode.train.loggers import RunLoggers, write_json
 from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
