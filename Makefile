@@ -43,11 +43,12 @@ test-fast: install  ## the suite without tests marked slow (subprocesses, end-to
 
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 
-bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode; gradient strategies; adams vs dopri5; radau5 vs scipy on stiff problems -> outputs/bench/{ode,gradient_strategies,adams,stiff}.md
+bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode; gradient strategies; adams vs dopri5; radau5 vs scipy on stiff problems; per-sample steps -> outputs/bench/{ode,gradient_strategies,adams,stiff,per_sample}.md
 	$(PY) scripts/bench_ode.py $(ARGS)
 	$(PY) scripts/bench_gradient_strategies.py
 	$(PY) scripts/bench_adams.py
 	$(PY) scripts/bench_stiff.py
+	$(PY) scripts/bench_per_sample.py
 
 bench-mnist: install  ## steps/s, NFE and peak memory of the four MNIST models on CPU
 	$(PY) scripts/bench_mnist.py $(ARGS)

@@ -14,6 +14,7 @@ from torch import nn
 
 from neuralode.ode import stats as _stats
 from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
+from neuralode.ode.device_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device
 from neuralode.ode.errors import AdjointParamsError, InvalidOptionError
 from neuralode.ode.loop import DEFAULT_MAX_NUM_STEPS, Solution, integrate
 from neuralode.ode.methods import make_solver
@@ -29,7 +30,7 @@ from neuralode.ode.settings import GRADIENTS
 
 # Options of each kind of method (torchdiffeq's names; min_factor/max_factor are its dfactor/ifactor).
 ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "norm", "safety", "min_factor",
-                    "max_factor", "dfactor", "ifactor", "icoeff", "pcoeff", "dcoeff", "step_t", "jump_t", "dtype")
+                    "max_factor", "dfactor", "ifactor", "icoeff", "pcoeff", "dcoeff", "step_t", "jump_t", "dtype") + DEVICE_LOOP_OPTIONS
 FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_steps", "norm", "dtype")
 GRADIENT_OPTIONS = ("checkpoint_every",)  # gradient="checkpoint" only
 
@@ -93,6 +94,7 @@ def check_options(solver, options: dict | None, prefix: str = "") -> dict:
             options[key] = values
     if set(options.get("step_t") or ()) & set(options.get("jump_t") or ()):
         raise InvalidOptionError(f"{prefix}options 'step_t' and 'jump_t' must not share a time")
+    check_device_loop(solver, options, prefix)
     solver.configure({k: options[k] for k in solver.extra_options if k in options}, prefix)
     return options
 
@@ -117,6 +119,11 @@ class Setup:
     def interp(self) -> str:
         """Outputs between fixed steps: "linear" (torchdiffeq's default) or "cubic"."""
         return self.options.get("interp", "linear")
+
+    @property
+    def on_device(self) -> bool:
+        """Whether solves run in ``device_loop.py`` (per-sample steps, or fewer host reads)."""
+        return bool(self.options.get("per_sample")) or self.options.get("sync_every") is not None
 
     def controller(self, problem: Problem, t: torch.Tensor | None, event: bool):
         o = self.options
@@ -147,6 +154,13 @@ class Setup:
 
     def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
         o = self.options
+        if self.on_device:
+            if event_fn is not None or on_accept is not None:
+                raise InvalidOptionError("options 'per_sample'/'sync_every' do not support event_fn or "
+                                         "gradient='checkpoint'; drop them or use the default loop")
+            rtol, atol = (flat_tolerance(tol, problem, problem.y0) for tol in (self.rtol, self.atol))
+            norm = o.get("_norm") or make_norm(o.get("norm"), problem)
+            return Solution(integrate_on_device(problem, self.solver, rtol, atol, norm, o, stats))
         controller = self.controller(problem, t, event_fn is not None)
         if hasattr(self.solver, "prepare"):  # a solver that needs the tolerances, or steps its own way
             controller = self.solver.prepare(controller, flat_tolerance(self.rtol, problem, problem.y0),
@@ -226,7 +240,8 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
             raise InvalidOptionError(f"with event_fn, t must hold 2 times (the start, and any later time for the "
                                      f"direction), got {len(problem.times)}")
         event = solver_event_fn(event_fn, problem)
-    attach_callbacks(problem, func, supported=setup.solver.callbacks, method=setup.solver.name)
+    attach_callbacks(problem, func, supported=() if setup.on_device else setup.solver.callbacks,
+                     method=setup.solver.name)
 
     if gradient == "adjoint":
         from neuralode.ode.adjoint import solve_adjoint
@@ -293,11 +308,15 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
     if options is None:
         # Inherit the forward's options when they fit the backward method; a forward norm,
         # step_t/jump_t or grid are for the forward state and times, so they are not inherited.
-        skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every")
+        # per_sample: the backward state [z, a, a_theta] has no batch rows (a_theta sums over them).
+        skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every", "per_sample")
         # ... nor the forward method's own options (newton_tol, ...) when the backward method lacks them.
         skip += tuple(k for k in setup.solver.extra_options if k not in solver.extra_options)
         options = {k: v for k, v in setup.options.items() if k not in skip} if solver.adaptive == setup.solver.adaptive else {}
     options = dict(options)
+    if options.get("per_sample"):
+        raise InvalidOptionError("adjoint_options 'per_sample' cannot apply: the adjoint state [z, a, a_theta] has no "
+                                 "batch rows (a_theta sums over the batch); per_sample applies to the forward solve")
     seminorm = options.get("norm") == "seminorm"
     if seminorm:
         if not solver.adaptive:

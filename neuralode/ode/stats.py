@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -26,6 +27,7 @@ class SolveStats:
     n_jacobian: int = 0  # implicit methods: Jacobians of func, and LU factorisations
     n_lu: int = 0
     next_step: float | None = None  # adaptive solves: the step the controller would take next
+    nfe_per_sample: Any = None  # options["per_sample"]: a (batch,) tensor, each sample's evaluations
 
 
 @dataclass

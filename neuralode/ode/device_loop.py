@@ -1,0 +1,288 @@
+"""The loop on the device: an adaptive explicit Runge-Kutta solve whose times, step sizes and
+accept/reject decisions stay tensors, so the host reads the device only every ``sync_every``
+attempted steps (``loop.py`` reads the error norm at every attempt, and on CUDA each read makes
+the host wait for the device).
+
+It steps the state in rows, each with its own time, step size, error estimate and acceptance:
+  - ``per_sample=True``: one row per entry of the state's first dimension (the batch). A sample
+    takes the steps it needs, so one hard sample no longer shrinks every other sample's steps,
+    and its result does not depend on its batch-mates. ``func(t, y)`` receives ``t`` of shape
+    ``(batch,)``, each sample's own time.
+  - otherwise one row, the whole state: the same steps as ``loop.py`` takes.
+Rows that have reached the last output time stop advancing, but ``func`` still sees them
+(the batch is evaluated as a whole); ``SolveStats.nfe_per_sample`` counts each row's evaluations
+while it was still moving.
+
+What it leaves to ``loop.py``: events, step callbacks, ``step_t``/``jump_t``, checkpointed
+gradients, fixed-step, multistep and implicit methods.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from neuralode.ode.problem import Problem, check_derivative
+from neuralode.ode.runge_kutta import _coefficients
+from neuralode.ode.stats import SolveStats
+
+#: Options that route an adaptive explicit Runge-Kutta solve here.
+DEVICE_LOOP_OPTIONS = ("per_sample", "sync_every")
+#: A step ends at the latest at the OUTPUTS_PER_STEP-th output time after its start, so that the
+#: outputs inside a step are a fixed number of dense-output evaluations, with no host read to
+#: count them. Solves with more outputs than that per natural step take a few more steps.
+OUTPUTS_PER_STEP = 8
+_EPS = 2.0 ** -52
+
+
+def default_sync_every(device: torch.device) -> int:
+    """Host reads every attempted step on CPU (a read costs nothing there), every 8 on an
+    accelerator, where each read stalls the host until the device catches up and up to 7
+    steps are computed past the end."""
+    return 1 if device.type == "cpu" else 8
+
+
+def check_device_loop(solver, options: dict, prefix: str = "") -> None:
+    """Refuse the device loop's options where it cannot run, naming what to use instead."""
+    per_sample, sync_every = options.get("per_sample", False), options.get("sync_every")
+    if not isinstance(per_sample, bool):
+        raise InvalidOptionError(f"{prefix}option 'per_sample' must be True or False, got {per_sample!r}")
+    if sync_every is not None and not (isinstance(sync_every, int) and not isinstance(sync_every, bool)
+                                       and sync_every > 0):
+        raise InvalidOptionError(f"{prefix}option 'sync_every' must be a positive integer, got {sync_every!r}")
+    if not per_sample and sync_every is None:
+        return
+    tableau = getattr(solver, "tableau", None)
+    if tableau is None or not solver.adaptive or tableau.dense_stages:
+        raise InvalidOptionError(
+            f"{prefix}options 'per_sample'/'sync_every' run adaptive explicit Runge-Kutta methods without extra "
+            f"dense-output stages (dopri5, tsit5, bosh3, fehlberg2, adaptive_heun), not {solver.name!r}")
+    for key in ("step_t", "jump_t"):
+        if options.get(key):
+            raise InvalidOptionError(f"{prefix}option {key!r} is not supported with 'per_sample'/'sync_every'")
+    if per_sample and callable(options.get("norm")):
+        raise InvalidOptionError(f"{prefix}option 'per_sample' measures each sample's error by RMS; a custom "
+                                 "'norm' cannot be applied per sample: drop one of them")
+
+
+def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dict,
+                        stats: SolveStats) -> list[torch.Tensor]:
+    """Solve ``problem`` (see the module's docstring); the state at each output time."""
+    tab = solver.tableau
+    per_sample = bool(options.get("per_sample", False))
+    y0 = problem.y0
+    if per_sample and (problem.shapes is not None or y0.dim() == 0):
+        raise InvalidOptionError("option 'per_sample' needs y0 to be one tensor whose first dimension is the "
+                                 f"batch, got {'a tuple state' if problem.shapes is not None else 'a 0-dim tensor'}")
+    n_out = len(problem.times)
+    if n_out == 1:
+        return [y0]
+    n_rows = y0.shape[0] if per_sample else 1
+    dtype, device = y0.dtype, y0.device
+    row_shape = (n_rows,) + (1,) * (y0.dim() - 1) if per_sample else ()
+
+    def per_row(v: torch.Tensor) -> torch.Tensor:
+        """A (rows,) tensor as a factor that broadcasts against the state."""
+        return v.to(dtype).view(row_shape) if per_sample else v.to(dtype).reshape(())
+
+    def row_norm(x: torch.Tensor) -> torch.Tensor:
+        if per_sample:
+            return x.reshape(n_rows, -1).pow(2).mean(1).sqrt().double()
+        return norm(x).double().reshape(1)
+
+    def field(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        problem.nfe += 1
+        t = (problem.direction * s).to(dtype)
+        dy = problem.user_field(t if per_sample else t[0], y)
+        return dy if problem.direction > 0 else -dy
+
+    times = torch.tensor(problem.times, dtype=torch.float64, device=device)
+    t_end, span = times[-1], problem.times[-1] - problem.times[0]
+    s = times[0].expand(n_rows).clone()
+    nfe_start = problem.nfe
+    f0 = field(s, y0)
+    check_derivative(f0, y0, " at the initial time")
+    if not bool(torch.isfinite(y0).all() & torch.isfinite(f0).all()):  # one read of the device
+        raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
+                                  f"t={problem.user_time(problem.times[0]):.6g}")
+    controller = _RowController(rtol, atol, tab.error_order, options, row_norm)
+    with torch.no_grad():
+        h = controller.initial_step(field, s, y0, f0, per_row)
+    nfe_rows = torch.full((n_rows,), problem.nfe - nfe_start, device=device)
+    evals_per_attempt = tab.num_stages - 1 + (0 if tab.fsal else 1)
+    a_rows, b, b_err, _ = _coefficients(tab, dtype, device)
+
+    n_ahead = min(OUTPUTS_PER_STEP, n_out - 1)
+    ahead_offsets = torch.arange(n_ahead, device=device)[:, None]
+    row_index = torch.arange(n_rows, device=device)
+    next_out = torch.ones(n_rows, dtype=torch.long, device=device)  # each row's next output to fill
+    width = y0[0].numel() if per_sample else y0.numel()
+    # Row j * n_rows + r holds output j of row r; writes that miss go to the extra last row.
+    table = y0.new_zeros(n_out * n_rows + 1, width)
+    graph_index, graph_values = [], []  # with autograd: gathered once at the end
+    n_accepted = torch.zeros(n_rows, dtype=torch.long, device=device)
+    n_attempts = torch.zeros(n_rows, dtype=torch.long, device=device)
+    underflow = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    nonfinite = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    sync_every = options.get("sync_every") or default_sync_every(device)
+    max_num_steps = options.get("max_num_steps", 10_000)
+    y, iterations = y0, 0
+
+    while True:
+        for _ in range(sync_every):
+            with torch.no_grad():
+                active = s < t_end
+                # End the step at the n_ahead-th output ahead at the latest (so never past t_end).
+                cap = times[(next_out + n_ahead - 1).clamp(max=n_out - 1)]
+                s1 = torch.where(active, torch.minimum(s + h, cap), s)
+                h_step = s1 - s
+            hb = per_row(h_step)
+            ks = [f0]
+            for i in range(1, tab.num_stages):
+                y_i = y + hb * (torch.stack(ks).reshape(i, -1).t() @ a_rows[i]).view(y.shape)
+                ks.append(field(s + tab.c[i] * h_step, y_i))
+            stages = torch.stack(ks)
+            flat = stages.reshape(tab.num_stages, -1).t()
+            y1 = y + hb * (flat @ b).view(y.shape)
+            f1 = stages[-1] if tab.fsal else field(s1, y1)
+
+            with torch.no_grad():
+                err = hb * (flat @ b_err).view(y.shape)
+                accept, h_next, finite = controller.adapt(err, y, y1, h_step, active)
+                stuck = active & ~accept & (h_next < 4 * _EPS * torch.clamp(s.abs(), min=span))
+                underflow |= stuck
+                nonfinite |= stuck & ~finite
+                n_attempts += active
+                n_accepted += accept
+                nfe_rows += active * evals_per_attempt
+                h = torch.where(active, h_next, h)
+                # The outputs inside this step, if it is accepted.
+                ahead = next_out + ahead_offsets  # (n_ahead, rows)
+                t_ahead = times[ahead.clamp(max=n_out - 1)]
+                hit = accept & (ahead < n_out) & (t_ahead <= s1)
+                theta = torch.where(h_step > 0, (t_ahead - s) / torch.where(h_step > 0, h_step, 1.0), 1.0)
+                index = torch.where(hit, ahead * n_rows + row_index, n_out * n_rows).reshape(-1)
+                next_out = next_out + hit.sum(0)
+            values = _dense(tab, theta, y, y1, f0, f1, stages, hb, per_sample).reshape(-1, width)
+            if values.requires_grad:
+                graph_index.append(index)
+                graph_values.append(values)
+            else:
+                table.index_add_(0, index, values)
+
+            keep = accept.view(row_shape) if per_sample else accept[0]
+            s = torch.where(accept, s1, s)
+            y = torch.where(keep, y1, y)
+            f0 = torch.where(keep, f1, f0)
+            iterations += 1
+        done, stalled = torch.stack([(s >= t_end).all(), underflow.any()]).tolist()  # the one read
+        if stalled:
+            raise _stalled_error(problem, s, h, underflow, nonfinite, n_accepted, solver.name, per_sample)
+        if done:
+            break
+        if iterations >= max_num_steps:
+            raise MaxStepsExceededError(
+                f"reached max_num_steps={max_num_steps} attempted steps with {int((s < t_end).sum())} of {n_rows} "
+                f"{'samples' if per_sample else 'rows'} short of t={problem.user_time(problem.times[-1]):.6g} "
+                f"(method {solver.name}); raise options['max_num_steps'], loosen the tolerances, or check whether "
+                "the dynamics are stiff")
+
+    if graph_values:  # every (output, row) was written by exactly one accepted step
+        table = table.index_add(0, torch.cat(graph_index), torch.cat(graph_values))
+    ys = table[: n_out * n_rows].view(n_out, *y0.shape)
+    stats.n_accepted, stats.n_rejected = torch.stack([n_accepted.sum(), (n_attempts - n_accepted).sum()]).tolist()
+    stats.nfe_per_sample = nfe_rows if per_sample else None
+    return [y0, *ys[1:].unbind(0)]
+
+
+class _RowController:
+    """``controllers.PIDController``'s rule, applied to every row at once on the device."""
+
+    def __init__(self, rtol, atol, error_order: int, options: dict, row_norm):
+        self.rtol, self.atol, self.k, self.row_norm = rtol, atol, error_order, row_norm
+        self.first_step = options.get("first_step")
+        self.min_step, self.max_step = options.get("min_step") or 0.0, options.get("max_step") or math.inf
+        self.safety = options.get("safety", 0.9)
+        self.min_factor, self.max_factor = options.get("min_factor", 0.2), options.get("max_factor", 10.0)
+        i, p, d = (options.get(key, default) for key, default in (("icoeff", 1.0), ("pcoeff", 0.0), ("dcoeff", 0.0)))
+        self.b1, self.b2, self.b3 = i + p + d, -(p + 2 * d), d
+        self.history = None  # (r_{n-1}, r_{n-2}) per row
+
+    def scale(self, y: torch.Tensor, y1: torch.Tensor | None = None) -> torch.Tensor:
+        size = y.abs() if y1 is None else torch.maximum(y.abs(), y1.abs())
+        return size.mul(self.rtol).add(self.atol)
+
+    def initial_step(self, field, s, y0, f0, per_row) -> torch.Tensor:
+        """Hairer, Norsett and Wanner's starting step for each row (``controllers.initial_step``)."""
+        if self.first_step is not None:
+            h = torch.full_like(s, float(self.first_step))
+        else:
+            scale = self.scale(y0)
+            d0, d1 = self.row_norm(y0 / scale), self.row_norm(f0 / scale)
+            h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+            d2 = self.row_norm((field(s + h0, y0 + per_row(h0) * f0) - f0) / scale) / h0
+            d = torch.maximum(d1, d2)
+            h1 = torch.where(d <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / d) ** (1.0 / self.k))
+            h = torch.minimum(100 * h0, h1)
+            h = torch.where(torch.isfinite(h), h, h0)
+        return h.clamp(self.min_step, self.max_step)
+
+    def adapt(self, err, y, y1, h, active):
+        """Per row: accepted?, the next step size, and whether the error was finite."""
+        ratio = self.row_norm(err / self.scale(y, y1))
+        finite = torch.isfinite(ratio)
+        accept = active & finite & ((ratio <= 1.0) | (h <= self.min_step))
+        positive = torch.where(finite & (ratio > 0), ratio, 1.0)
+        factor = self.safety * positive ** (-self.b1 / self.k)
+        if self.history is None:
+            self.history = (torch.ones_like(ratio), torch.ones_like(ratio))
+        r1, r2 = self.history
+        if self.b2:
+            factor = factor * r1 ** (-self.b2 / self.k)
+        if self.b3:
+            factor = factor * r2 ** (-self.b3 / self.k)
+        factor = torch.where(ratio == 0, self.max_factor, factor)
+        factor = torch.where(finite, factor, self.min_factor).clamp(self.min_factor, self.max_factor)
+        factor = torch.where(accept, factor, factor.clamp(max=1.0))
+        self.history = (torch.where(accept, ratio.clamp(min=1e-10), r1), torch.where(accept, r1, r2))
+        return accept, (h * factor).clamp(self.min_step, self.max_step), finite
+
+
+def _dense(tab, theta, y0, y1, f0, f1, stages, hb, per_sample) -> torch.Tensor:
+    """The state at ``theta`` (K, rows) inside each row's step, shape (K, *state shape): the
+    method's own dense output, else a cubic Hermite polynomial through both ends and slopes."""
+    if tab.dense is not None:
+        weights = torch.stack([w if torch.is_tensor(w) else torch.full_like(theta, w) for w in tab.dense(theta)])
+        parts, base = stages, y0
+    else:
+        t2 = theta * theta
+        t3 = t2 * theta
+        weights = torch.stack([t3 - 2 * t2 + theta, t3 - t2])
+        parts = torch.stack([f0, f1])
+        h01 = (3 * t2 - 2 * t3).to(y0.dtype)
+        h01 = h01.view(*h01.shape, *(1,) * (y0.dim() - 1)) if per_sample else h01[:, 0].view(-1, *(1,) * y0.dim())
+        base = y0 + h01 * (y1 - y0)
+    weights = weights.to(y0.dtype)  # (P, K, rows)
+    if per_sample:  # for each row r: (K, P) @ (P, N)
+        flat = parts.reshape(parts.shape[0], y0.shape[0], -1).transpose(0, 1)  # (rows, P, N)
+        mixed = torch.bmm(weights.permute(2, 1, 0), flat).transpose(0, 1)  # (K, rows, N)
+    else:
+        mixed = weights[:, :, 0].t() @ parts.reshape(parts.shape[0], -1)
+    return base + hb * mixed.view(theta.shape[0], *y0.shape)
+
+
+def _stalled_error(problem, s, h, underflow, nonfinite, n_accepted, method, per_sample) -> Exception:
+    row = int(underflow.nonzero()[0])
+    where = f"t={problem.user_time(float(s[row])):.6g}" + (f" in sample {row}" if per_sample else "")
+    steps = int(n_accepted[row])
+    if bool(nonfinite[row]):
+        return NonFiniteStateError(
+            f"the state or its derivative became non-finite (NaN/inf) at {where} after {steps} accepted steps, "
+            f"for every step size down to {float(h[row]):.3g}; check func for values that blow up (e.g. exploding "
+            "activations) or lower the learning rate")
+    return StepSizeUnderflowError(
+        f"step size {float(h[row]):.3g} underflowed at {where} after {steps} accepted steps (method {method}); the "
+        "problem may be stiff or have a singularity here: loosen rtol/atol, set options['min_step'], or shorten "
+        "the time span")
