@@ -153,3 +153,13 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def progress_postfix(scalars: dict[str, float]) -> dict[str, str]:
+    """What the progress bar shows after a training step: loss, accuracy, NFE forward/backward."""
+    postfix = {"loss": f"{scalars['loss']:.4f}"}
+    if "accuracy" in scalars:
+        postfix["acc"] = f"{scalars['accuracy']:.3f}"
+    if scalars["n_solves"]:
+        postfix["nfe"] = f"{scalars['nfe_forward']}/{scalars['nfe_backward']}"
+    return postfix

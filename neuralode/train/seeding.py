@@ -92,3 +92,28 @@ def preserved_rng_state() -> Iterator[None]:
         yield
     finally:
         set_rng_state(state)
+
+
+class PendingRngState:
+    """The random states read from a checkpoint, applied once training reaches the point where
+    they were saved (the start of the next epoch, or the next batch of a resumed one)."""
+
+    def __init__(self):
+        self.state: dict[str, Any] | None = None
+        self.fresh = False  # this rank draws new streams after restoring rank 0's
+
+    def take(self, checkpoint: dict[str, Any], rank: int, world_size: int) -> None:
+        per_rank = checkpoint.get("rng_per_rank")
+        if world_size > 1 and per_rank is not None and len(per_rank) == world_size:
+            self.state, self.fresh = per_rank[rank], False
+        else:  # written by a single process or another world size: rank 0's stream, fresh ones elsewhere
+            self.state, self.fresh = checkpoint["rng"], rank > 0
+
+    def apply(self, loader_generator: torch.Generator | None, fresh_seed: int) -> None:
+        """Restore the states (the loader's shuffle too, if given); a no-op when none is pending."""
+        if self.state is None:
+            return
+        set_rng_state(self.state, loader_generator)
+        if self.fresh:  # the shuffle (loader_generator) stays shared between the ranks
+            seed_everything(fresh_seed)
+        self.state, self.fresh = None, False

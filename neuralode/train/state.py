@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,33 @@ class Progress:
         self.batch_in_epoch, self.epoch_loader_state = 0, loader_state
         self.train_sums, self.train_time_s, self.peak_saved_bytes = {}, 0.0, 0
         self.nfe_forward = self.nfe_backward = self.n_solves = 0
+
+    def add_step(self, scalars: dict[str, float], solves: Any, saved_bytes: int | None) -> None:
+        """Count one training step's scalars, solver statistics (a ``StatsCollector``) and memory."""
+        for key, value in scalars.items():
+            self.train_sums[key] = self.train_sums.get(key, 0.0) + value
+        self.nfe_forward += solves.nfe_forward
+        self.nfe_backward += solves.nfe_backward
+        self.n_solves += solves.n_solves
+        if saved_bytes is not None:
+            self.peak_saved_bytes = max(self.peak_saved_bytes, saved_bytes)
+
+    def epoch_means(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The epoch's training scalars and NFE per step so far (empty before its first step)."""
+        n = self.batch_in_epoch
+        if not n:
+            return {}, {}
+        nfe = {"forward": self.nfe_forward / n, "backward": self.nfe_backward / n} if self.n_solves else {}
+        return {key: total / n for key, total in self.train_sums.items()}, nfe
+
+    def improved(self, value: float | None, mode: str) -> bool:
+        """Whether ``value`` of the monitored metric beats the best so far (it becomes the best)."""
+        if value is None or not math.isfinite(value):
+            return False
+        if self.best is None or (value < self.best if mode == "min" else value > self.best):
+            self.best = value
+            return True
+        return False
 
 
 def qualified_name(obj: Any) -> str:

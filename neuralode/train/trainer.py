@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import signal
 import time
 from contextlib import nullcontext
@@ -54,10 +53,10 @@ from neuralode.train.config import (
 )
 from neuralode.train.divergence import checked_loss, solver_failure_is_divergence
 from neuralode.train.evaluation import evaluate, move_to_device
-from neuralode.train.loggers import RunLoggers, write_json
+from neuralode.train.loggers import RunLoggers, progress_postfix, write_json
 from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
 from neuralode.train.records import Record
-from neuralode.train.seeding import get_rng_state, preserved_rng_state, seed_everything, set_rng_state
+from neuralode.train.seeding import PendingRngState, get_rng_state, preserved_rng_state, seed_everything
 from neuralode.train.signals import Interrupted, StopOnSignal
 from neuralode.train.state import Progress, qualified_name
 
@@ -121,8 +120,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # every record of metrics.jsonl
         self.monitor = f"test_{task.monitor}"
         self.saved_tensors = SavedTensorsMeter() if self.settings.measure_saved_tensors else None
-        self._rng_to_restore: dict[str, Any] | None = None
-        self._reseed_rank_after_restore = False
+        self._pending_rng = PendingRngState()  # a checkpoint's random states, until training reaches them
         self._log: RunLoggers | None = None  # rank 0's metrics.jsonl, TensorBoard and log lines
         self._figure_loader: Iterable | None = None  # figures come from the whole (unsharded) test set
 
@@ -213,7 +211,7 @@ class Trainer:
             if self.scheduler is not None and self.scheduler_interval == "step":
                 self.scheduler.step()
             bar.update(1)
-            bar.set_postfix(self._postfix(scalars), refresh=False)
+            bar.set_postfix(progress_postfix(scalars), refresh=False)
             if self._log is not None:
                 self._log.step_loss(scalars["loss"], p.step)
             if self._finished():
@@ -246,24 +244,9 @@ class Trainer:
         self.optimizer.step()
 
         scalars = {key: float(value.detach()) if torch.is_tensor(value) else float(value) for key, value in out.items()}
-        for key, value in scalars.items():
-            p.train_sums[key] = p.train_sums.get(key, 0.0) + value
-        p.nfe_forward += stats.nfe_forward
-        p.nfe_backward += stats.nfe_backward
-        p.n_solves += stats.n_solves
+        p.add_step(scalars, stats, self.saved_tensors.last_bytes if self.saved_tensors is not None else None)
         scalars["nfe_forward"], scalars["nfe_backward"], scalars["n_solves"] = stats.nfe_forward, stats.nfe_backward, stats.n_solves
-        if self.saved_tensors is not None:
-            p.peak_saved_bytes = max(p.peak_saved_bytes, self.saved_tensors.last_bytes)
         return scalars
-
-    @staticmethod
-    def _postfix(scalars: dict[str, float]) -> dict[str, str]:
-        postfix = {"loss": f"{scalars['loss']:.4f}"}
-        if "accuracy" in scalars:
-            postfix["acc"] = f"{scalars['accuracy']:.3f}"
-        if scalars["n_solves"]:
-            postfix["nfe"] = f"{scalars['nfe_forward']}/{scalars['nfe_backward']}"
-        return postfix
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -281,11 +264,9 @@ class Trainer:
             metrics = evaluate(self.task, eval_loader, self.device)
         else:
             metrics = self.evaluate(eval_loader)
-        record = Record(epoch=p.epoch + 1, step=p.step, test=metrics, lr=self.optimizer.param_groups[0]["lr"])
-        if p.batch_in_epoch:
-            record.train = {key: total / p.batch_in_epoch for key, total in p.train_sums.items()}
-            if p.n_solves:
-                record.nfe = {"forward": p.nfe_forward / p.batch_in_epoch, "backward": p.nfe_backward / p.batch_in_epoch}
+        train, nfe = p.epoch_means()
+        record = Record(epoch=p.epoch + 1, step=p.step, train=train, nfe=nfe, test=metrics,
+                        lr=self.optimizer.param_groups[0]["lr"])
         record.time_s = {"epoch": p.train_time_s, "eval": time.perf_counter() - started}
         if self.saved_tensors is not None:
             record.memory_mb["peak_saved_tensors"] = p.peak_saved_bytes / MB
@@ -305,7 +286,7 @@ class Trainer:
         # best.pt first, with progress.best already updated: an interruption between the two
         # writes leaves last.pt one evaluation behind, and the resume redoes that evaluation
         # (to the same numbers), so best.pt and summary.json never point to a worse step.
-        if self._improved(line):
+        if p.improved(line.get(self.monitor), self.task.monitor_mode):
             self._save("best.pt", "last.pt")
         else:
             self._save("last.pt")
@@ -316,16 +297,6 @@ class Trainer:
             batch = move_to_device(next(iter(self._figure_loader)), self.device)
             self.task.eval()
             return self.task.figures(batch)
-
-    def _improved(self, record: dict[str, Any]) -> bool:
-        value = record.get(self.monitor)
-        if value is None or not math.isfinite(value):
-            return False
-        best = self.progress.best
-        if best is None or (value < best if self.task.monitor_mode == "min" else value > best):
-            self.progress.best = value
-            return True
-        return False
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -362,20 +333,11 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
         self.history = list(state["history"])
-        per_rank = state.get("rng_per_rank")
-        if self.world_size > 1 and per_rank is not None and len(per_rank) == self.world_size:
-            self._rng_to_restore = per_rank[self.rank]
-        else:  # written by a single process or another world size: rank 0's stream, fresh ones elsewhere
-            self._rng_to_restore = state["rng"]
-            self._reseed_rank_after_restore = self.rank > 0
+        self._pending_rng.take(state, self.rank, self.world_size)
 
     def _restore_rng(self, loader_too: bool) -> None:
-        if self._rng_to_restore is not None:
-            set_rng_state(self._rng_to_restore, self.generator if loader_too else None)
-            self._rng_to_restore = None
-            if self._reseed_rank_after_restore:  # the shuffle (self.generator) stays shared
-                seed_everything(self.seed + distributed.RANK_SEED_STRIDE * self.rank + self.progress.step)
-                self._reseed_rank_after_restore = False
+        fresh_seed = self.seed + distributed.RANK_SEED_STRIDE * self.rank + self.progress.step
+        self._pending_rng.apply(self.generator if loader_too else None, fresh_seed)
 
     def _save(self, *names: str) -> None:
         """Write the state to each file, in order (best.pt before last.pt: see _evaluate_and_log)."""
