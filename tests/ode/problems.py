@@ -1,10 +1,12 @@
 """Test problems with exact solutions, shared by the ODE-core tests."""
 
 
+import pytest
 import torch
 from torch import nn
 
 from neuralode.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS
+from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
 
 # Every method in the registry: a method added there is tested here without editing this file.
 ALL_METHODS = list(METHODS)
@@ -19,6 +21,14 @@ METHOD_OPTIONS = {"explicit_adams": {"max_order": 6}}
 MULTISTEP = [m for m, make in METHODS.items() if getattr(make(), "multistep", False)]
 # scipy_solver's solve_ivp chooses its own steps within one of the loop's: no per-step order.
 EXTERNAL = ["scipy_solver"]
+# Fixed-step implicit methods solve a Newton system at each of the thousands of small steps the
+# shared accuracy tests take (1-3 s a test): `make test-fast` checks them on one case each.
+IMPLICIT_FIXED = [m for m in FIXED if m in IMPLICIT_TABLEAUX]
+
+
+def slow_when(costly: bool, *values, id: str | None = None):
+    """A parametrize case, marked slow when ``costly``."""
+    return pytest.param(*values, marks=[pytest.mark.slow] if costly else [], id=id)
 
 
 class Linear:
