@@ -430,8 +430,8 @@ def _precheck_train(args: list[str]) -> list[str]:
 
     try:
         cfg = compose("train", args, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException):
-        return []  # Hydra reports these itself, with its own wording, before creating anything
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(override_error_line(error)) from None
     name = run_name(str(cfg.name), args)
     extra = [f"name={name}"] if name else []
     if extra:
@@ -443,6 +443,26 @@ def _precheck_train(args: list[str]) -> list[str]:
     check_train_config(plain)
     resume_point(plain, run_dir)  # before Hydra writes its .hydra/ and train.log into the folder
     return extra
+
+
+def override_error_line(error: Exception) -> str:
+    """Hydra's and OmegaConf's refusal of an override (several lines, with types and search
+    paths) as one line in their own words: the override, what is wrong, what to do."""
+    text = str(error)
+    if text.startswith("Error merging override ") and error.__cause__ is not None:  # a value of the wrong type
+        return f"{text.removeprefix('Error merging override ')}: {str(error.__cause__).splitlines()[0]}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[1].startswith("Available options in"):  # an unknown group option
+        options = []
+        for line in lines[2:]:
+            if line.startswith("Config search path"):
+                break
+            options.append(line)
+        what = lines[0].removeprefix("In 'train': ")
+        return f"{what}; {lines[1][0].lower()}{lines[1][1:]} {', '.join(options)}"
+    if type(error).__name__ == "OverrideParseException":
+        return f"cannot parse the overrides: {' '.join(lines)}"
+    return " ".join(lines)
 
 
 def eval_cli() -> None:
