@@ -192,7 +192,11 @@ def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dic
     if graph_values:  # every (output, row) was written by exactly one accepted step
         table = table.index_add(0, torch.cat(graph_index), torch.cat(graph_values))
     ys = table[: n_out * n_rows].view(n_out, *y0.shape)
-    stats.n_accepted, stats.n_rejected = torch.stack([n_accepted.sum(), (n_attempts - n_accepted).sum()]).tolist()
+    accepted, rejected, h_next = torch.stack([n_accepted.sum().double(), (n_attempts - n_accepted).sum().double(),
+                                              h[0]]).tolist()
+    stats.n_accepted += int(accepted)  # += : the adjoint's backward segments share one stats
+    stats.n_rejected += int(rejected)
+    stats.next_step = None if per_sample else h_next  # a warm start for a follow-on solve
     stats.nfe_per_sample = nfe_rows if per_sample else None
     return [y0, *ys[1:].unbind(0)]
 

@@ -241,3 +241,19 @@ def test_per_sample_on_cuda_equals_cpu():
     mu = torch.linspace(0.1, 30.0, 8, dtype=D, device="cuda")
     cuda = odeint(van_der_pol(mu), y0.cuda(), t.cuda(), rtol=1e-6, atol=1e-6, options={"per_sample": True})
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-9)
+
+
+def test_the_adjoint_backward_on_the_device_loop_takes_the_default_loops_steps():
+    func = MLPField()
+    y0 = torch.randn(4, 2, dtype=D, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    t = torch.linspace(0, 2, 5, dtype=D)
+    grads, steps = [], []
+    for options in (None, {"sync_every": 2}):
+        func.zero_grad()
+        odeint(func, y0, t, rtol=1e-8, atol=1e-8, gradient="adjoint", options=options).sum().backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in func.parameters()]))
+        backward = last_stats(backward=True)
+        steps.append((backward.n_accepted, backward.n_rejected))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+    # Summed over the 4 backward segments, each warm-started from the step the last one proposed.
+    assert steps[1] == steps[0]
