@@ -229,3 +229,16 @@ def test_tasks_evaluate_and_draw():
     metrics = task.evaluation_step(events)
     assert {"loss", "log_likelihood", "rate_rmse", "n"} <= set(metrics) and metrics["n"] == 3
     assert isinstance(task.figures(events)["intensity"], Figure)
+
+
+def test_latent_dynamics_depth():
+    from neuralode.models.latent_ode import LatentODE
+
+    linear_layers = lambda model: [m for m in model.dynamics.net if isinstance(m, torch.nn.Linear)]  # noqa: E731
+    assert [tuple(m.weight.shape) for m in linear_layers(LatentODE())] == [(20, 4), (4, 20)]
+    # The authors' example: fc1, fc2, fc3 with ELU between them.
+    deep = LatentODE(dynamics_layers=2)
+    assert [tuple(m.weight.shape) for m in linear_layers(deep)] == [(20, 4), (20, 20), (4, 20)]
+    assert sum(isinstance(m, torch.nn.ELU) for m in deep.dynamics.net) == 2
+    with pytest.raises(ValueError, match="dynamics_layers must be a positive integer, got 0"):
+        LatentODE(dynamics_layers=0)
