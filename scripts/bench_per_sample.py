@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from neuralode.ode import odeint
-from neuralode.ode.stats import last_stats
+from neuralode.ode.stats import count_host_reads, last_stats
 
 try:
     import torchdiffeq
@@ -55,25 +55,6 @@ class VanDerPol(torch.nn.Module):
         self.calls += 1
         x, v = y[..., 0], y[..., 1]
         return torch.stack([v, self.mu * (1 - x * x) * v - x], -1)
-
-
-class HostReads:
-    """Counts reads of tensor values by the host (item, tolist, bool, float, int) in a block."""
-
-    NAMES = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
-
-    def __enter__(self):
-        self.count, self.saved = 0, {name: getattr(torch.Tensor, name) for name in self.NAMES}
-        for name, original in self.saved.items():
-            def counted(tensor, *args, _original=original, **kwargs):
-                self.count += 1
-                return _original(tensor, *args, **kwargs)
-            setattr(torch.Tensor, name, counted)
-        return self
-
-    def __exit__(self, *exc):
-        for name, original in self.saved.items():
-            setattr(torch.Tensor, name, original)
 
 
 def solve_neuralode(f, y0, t, options):
@@ -138,7 +119,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                with HostReads() as reads:
+                with count_host_reads() as reads:
                     y, per_sample = solve(f, y0, t, options)
                 if device.type == "cuda":
                     torch.cuda.synchronize()

@@ -39,7 +39,7 @@ _HOME = {
     "events": ("odeint_event",),
     "sde": ("sdeint", "BrownianGrid", "SDE_METHODS"),
     "settings": ("GRADIENTS", "SolverSettings"),
-    "stats": ("SolveStats", "StatsCollector", "collect_stats", "last_stats"),
+    "stats": ("SolveStats", "StatsCollector", "collect_stats", "count_host_reads", "last_stats"),
     "methods": ("ADAPTIVE_METHODS", "ALIASES", "FIXED_METHODS", "METHODS", "make_solver"),
     "tableaux": ("TABLEAUX", "ButcherTableau"),
     "implicit": ("NewtonError",),

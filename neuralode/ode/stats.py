@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -79,3 +80,32 @@ def collect_stats():
         yield collector
     finally:
         _active.remove(collector)
+
+
+#: The tensor methods by which the host reads a value; on an accelerator each waits for the device.
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+@contextmanager
+def count_host_reads():
+    """Count the reads of tensor values by the host inside the block (``counter.count``), by
+    wrapping :data:`HOST_READS` on ``torch.Tensor`` for its duration. For tests and benchmarks
+    of host synchronisation; not thread-safe."""
+    import torch
+
+    counter = SimpleNamespace(count=0)
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def counted(original):
+        def read(tensor, *args, **kwargs):
+            counter.count += 1
+            return original(tensor, *args, **kwargs)
+        return read
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counted(original))
+    try:
+        yield counter
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)

@@ -13,7 +13,7 @@ from neuralode.ode.errors import (
     NonFiniteStateError,
     StepSizeUnderflowError,
 )
-from neuralode.ode.stats import last_stats
+from neuralode.ode.stats import count_host_reads, last_stats
 
 D = torch.float64
 
@@ -110,43 +110,20 @@ def test_the_device_loop_on_one_row_takes_the_host_loops_steps(sync_every):
     assert device_steps == host_steps
 
 
-class _HostReads:
-    """Counts every read of a tensor's value by the host during a block."""
-
-    NAMES = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
-
-    def __enter__(self):
-        self.count, self._saved = 0, {}
-        for name in self.NAMES:
-            original = getattr(torch.Tensor, name)
-            self._saved[name] = original
-
-            def counted(tensor, *args, _original=original, **kwargs):
-                self.count += 1
-                return _original(tensor, *args, **kwargs)
-
-            setattr(torch.Tensor, name, counted)
-        return self
-
-    def __exit__(self, *exc):
-        for name, original in self._saved.items():
-            setattr(torch.Tensor, name, original)
-
-
 def test_an_adaptive_solve_on_the_device_reads_the_host_once_every_k_attempts():
     f, y0 = vdp_batch(8)
     t = torch.linspace(0, 3, 4, dtype=D)
-    with _HostReads() as default_loop:
+    with count_host_reads() as default_loop:
         odeint(f, y0, t, rtol=1e-6, atol=1e-6)
     attempts = last_stats().n_accepted + last_stats().n_rejected
     assert default_loop.count >= attempts  # the default loop reads the error norm at every attempt
     for k in (1, 4, 16):
-        with _HostReads() as reads:
+        with count_host_reads() as reads:
             odeint(f, y0, t, rtol=1e-6, atol=1e-6, options={"sync_every": k})
         attempts = last_stats().n_accepted + last_stats().n_rejected
         # the initial check, one read per k attempts (plus the last, partly idle, round), and the counts
         assert reads.count <= 1 + math.ceil(attempts / k) + 1 + 1, (k, reads.count, attempts)
-    with _HostReads() as reads:
+    with count_host_reads() as reads:
         odeint(f, y0, t, rtol=1e-6, atol=1e-6, options={"per_sample": True, "sync_every": 8})
     rounds = max(last_stats().nfe_per_sample).item() // 6 // 8 + 2
     assert reads.count <= 2 + rounds
