@@ -14,7 +14,7 @@ from torch import nn
 
 from neuralode.ode import stats as _stats
 from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
-from neuralode.ode.device_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device
+from neuralode.ode.device_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device, uses_device_loop
 from neuralode.ode.errors import AdjointParamsError, InvalidOptionError
 from neuralode.ode.loop import DEFAULT_MAX_NUM_STEPS, Solution, integrate
 from neuralode.ode.methods import make_solver
@@ -123,7 +123,7 @@ class Setup:
     @property
     def on_device(self) -> bool:
         """Whether solves run in ``device_loop.py`` (per-sample steps, or fewer host reads)."""
-        return bool(self.options.get("per_sample")) or self.options.get("sync_every") is not None
+        return uses_device_loop(self.options)
 
     def controller(self, problem: Problem, t: torch.Tensor | None, event: bool):
         o = self.options

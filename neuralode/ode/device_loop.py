@@ -44,6 +44,11 @@ def default_sync_every(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
+def uses_device_loop(options: dict) -> bool:
+    """Whether ``options`` send a solve here."""
+    return bool(options.get("per_sample")) or options.get("sync_every") is not None
+
+
 def check_device_loop(solver, options: dict, prefix: str = "") -> None:
     """Refuse the device loop's options where it cannot run, naming what to use instead."""
     per_sample, sync_every = options.get("per_sample", False), options.get("sync_every")
@@ -52,7 +57,7 @@ def check_device_loop(solver, options: dict, prefix: str = "") -> None:
     if sync_every is not None and not (isinstance(sync_every, int) and not isinstance(sync_every, bool)
                                        and sync_every > 0):
         raise InvalidOptionError(f"{prefix}option 'sync_every' must be a positive integer, got {sync_every!r}")
-    if not per_sample and sync_every is None:
+    if not uses_device_loop(options):
         return
     tableau = getattr(solver, "tableau", None)
     if tableau is None or not solver.adaptive or tableau.dense_stages:
