@@ -130,6 +130,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def load_weights(module: torch.nn.Module, state: dict[str, Any], mismatch: str) -> None:
+    """A checkpoint's ``state["model"]`` into ``module``; weights of another shape or name are a
+    CheckpointError that says ``mismatch`` and the first difference torch found."""
+    try:
+        module.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{mismatch} ({str(error).splitlines()[0]})") from error
+
+
 def clean_stale_temp_files(run_dir: str | Path) -> list[Path]:
     """Remove the temporary files (``.<name>.<random>.tmp``) that saves interrupted by a crash
     or a kill left in ``run_dir``; returns those removed. Call it only while no other process

@@ -19,6 +19,7 @@ when :func:`world_size` is above one; with one process none of this runs.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from neuralode.train.config import ConfigError
+from neuralode.train.seeding import seed_everything
+
+log = logging.getLogger(__name__)
 
 #: Rank r > 0 draws its dropout and augmentation from seed + RANK_SEED_STRIDE * r (rank 0 keeps
 #: the run's seed), so that replicas see different random masks for their different examples.
@@ -223,6 +227,18 @@ def shard_train_loader(loader: DataLoader, generator: torch.Generator) -> DataLo
     return _with_sampler(loader, sampler, batch_size, generator)
 
 
+def shard_loaders(train: DataLoader, evaluation: DataLoader, generator: torch.Generator,
+                  limit_eval_batches: int | None) -> tuple[DataLoader, DataLoader]:
+    """The DataModule's training and evaluation loaders, split across ranks (unchanged with one
+    process)."""
+    if world_size() == 1:
+        return train, evaluation
+    train, evaluation = shard_train_loader(train, generator), shard_eval_loader(evaluation, limit_eval_batches)
+    log.info("data-parallel over %d processes: %d training and %d evaluation examples a batch per process",
+             world_size(), train.batch_size, evaluation.batch_size)
+    return train, evaluation
+
+
 def shard_eval_loader(loader: DataLoader, limit_batches: int | None) -> DataLoader:
     """The examples a single process would evaluate (its first ``limit_batches`` batches, or
     all), split across ranks without repetition; the per-rank batch is 1/N of the global one,
@@ -265,6 +281,17 @@ class TrainingStep(nn.Module):
 
     def forward(self, batch: Any) -> dict[str, Any]:
         return self.task.training_step(batch)
+
+
+def replica(task: nn.Module, device: torch.device, seed: int, find_unused_parameters: bool = False) -> nn.Module | None:
+    """Under torchrun, the task's training step as this rank's DDP replica (see
+    :func:`data_parallel`), with this rank's own dropout and augmentation draws (rank 0 keeps
+    the run's seed); None with one process."""
+    if world_size() == 1:
+        return None
+    if rank() > 0:
+        seed_everything(seed + RANK_SEED_STRIDE * rank())
+    return data_parallel(task, device, find_unused_parameters)
 
 
 def data_parallel(task: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:

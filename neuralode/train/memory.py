@@ -82,3 +82,13 @@ def reset_cuda_peak(device: torch.device) -> None:
 
 def cuda_max_allocated_mb(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / MB
+
+
+def memory_peaks_mb(device: torch.device, peak_saved_bytes: int | None) -> dict[str, float]:
+    """An evaluation record's memory columns: the largest forward pass's saved tensors (when
+    measured), the process's peak RSS, and on CUDA the device's peak allocation."""
+    peaks = {} if peak_saved_bytes is None else {"peak_saved_tensors": peak_saved_bytes / MB}
+    peaks["peak_rss"] = peak_rss_mb()
+    if device.type == "cuda":
+        peaks["cuda_max_allocated"] = cuda_max_allocated_mb(device)
+    return peaks

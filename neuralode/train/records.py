@@ -49,3 +49,10 @@ class Record:
         shown += [f"{k} {v:.4g}" for k, v in self.as_json().items() if k.startswith(("train_", "test_", "nfe_"))]
         shown.append(f"{self.time_s.get('epoch', 0.0):.1f}s")
         return " | ".join(shown)
+
+
+def run_summary(history: list[dict[str, Any]], monitor: str, best: float | None, **run: Any) -> dict[str, Any]:
+    """summary.json: what trained and how far (``run``: name, run_dir, task, ..., in that order),
+    then the metrics.jsonl line with the best value of ``monitor`` and the last line."""
+    best_line = next((line for line in history if line.get(monitor) == best), None)
+    return {**run, "monitor": monitor, "best": best_line, "final": history[-1]}

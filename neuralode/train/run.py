@@ -106,7 +106,7 @@ def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | N
     config describes, with its trained weights, and the checkpoint. The file's digest is checked
     and every ``_target_`` in its config must be one of neuralode's own classes: a shared
     checkpoint may name any callable, and nothing is built from it unchecked."""
-    from neuralode.train.checkpoint import CheckpointError, load_checkpoint
+    from neuralode.train.checkpoint import load_checkpoint, load_weights
     from neuralode.train.targets import check_targets
 
     path = Path(path)
@@ -115,11 +115,7 @@ def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | N
     check_targets(config, f"checkpoint {path}")
     stored = OmegaConf.create(config)
     task, data = build_task_and_data(stored.model, OmegaConf.merge(stored.data, data_overrides or {}))
-    try:
-        task.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: the stored model does not match the stored config "
-                              f"({str(error).splitlines()[0]})") from error
+    load_weights(task, state, f"{path}: the stored model does not match the stored config")
     return task.to(device).eval(), data, state
 
 

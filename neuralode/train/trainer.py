@@ -1,28 +1,15 @@
-"""The training loop every experiment shares.
+"""The training loop every experiment shares, readable top to bottom.
 
 It knows a :class:`~neuralode.tasks.Task` (loss and metrics) and a
 :class:`~neuralode.data.DataModule` (batches), never a particular model. Per optimiser step it
-counts the ODE solver's function evaluations (``neuralode.ode.collect_stats``) and the bytes
-saved for backward; after every epoch (and every ``eval_every_n_steps`` steps) it evaluates,
-appends a record to ``metrics.jsonl``, writes TensorBoard scalars and saves ``last.pt``
-(``best.pt`` too when the task's monitored metric improved).
-
-Each evaluation is a :class:`~neuralode.train.records.Record` (train scalars, NFE per training
-step, test metrics, lr, times, memory), from which the ``metrics.jsonl`` line (``train_loss``,
-``nfe_forward``, ``test_error``, ``epoch_time_s``, ``peak_rss_mb``, ...) and the TensorBoard
-tags are derived. Beside this loop: evaluation (``evaluation.py``), where a run stands
-(``state.py``), stopping on a signal (``signals.py``), the settings' checks (``config.py``),
-checkpoint files (``checkpoint.py``), meters (``memory.py``) and writers (``loggers.py``).
-
-A checkpoint holds everything the rest of the run depends on, including the position inside
-an epoch and every random state, so that a run stopped and resumed gives exactly the metrics
-of an uninterrupted one (on CPU, or on GPU with ``deterministic=true``).
-
-Started by ``torchrun`` (a process group is initialised, see :mod:`neuralode.train.distributed`),
-every rank runs this same loop on its share of each batch through DistributedDataParallel.
-Training scalars and NFE are averaged over the ranks, evaluation metrics are computed over the
-union of the ranks' examples, and rank 0 alone writes metrics.jsonl, TensorBoard events,
-checkpoints, summary.json and the progress bar.
+counts the ODE solver's function evaluations and the bytes saved for backward; after every
+epoch (and every ``eval_every_n_steps`` steps) it evaluates and hands a
+:class:`~neuralode.train.records.Record` to the loggers (metrics.jsonl, TensorBoard), then saves
+``last.pt`` (and ``best.pt`` when the monitored metric improved). A checkpoint holds the
+position inside an epoch and every random state, so a resumed run gives exactly the metrics of
+an uninterrupted one. Beside this loop: evaluation.py, state.py (where a run stands),
+signals.py, config.py (the settings' checks), checkpoint.py, memory.py, loggers.py, and
+distributed.py (the same loop on every rank under torchrun; rank 0 alone writes files).
 """
 
 from __future__ import annotations
@@ -43,7 +30,7 @@ from neuralode.data.base import DataModule
 from neuralode.ode import collect_stats
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
-from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from neuralode.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from neuralode.train.config import (
     LoggerConfig,
     TrainerConfig,
@@ -54,9 +41,9 @@ from neuralode.train.config import (
 from neuralode.train.divergence import checked_loss, solver_failure_is_divergence
 from neuralode.train.evaluation import evaluate, move_to_device
 from neuralode.train.loggers import RunLoggers, progress_postfix, write_json
-from neuralode.train.memory import MB, SavedTensorsMeter, cuda_max_allocated_mb, peak_rss_mb, reset_cuda_peak
-from neuralode.train.records import Record
-from neuralode.train.seeding import PendingRngState, get_rng_state, preserved_rng_state, seed_everything
+from neuralode.train.memory import SavedTensorsMeter, memory_peaks_mb, reset_cuda_peak
+from neuralode.train.records import Record, run_summary
+from neuralode.train.seeding import PendingRngState, get_rng_state, preserved_rng_state
 from neuralode.train.signals import Interrupted, StopOnSignal
 from neuralode.train.state import Progress, qualified_name
 
@@ -106,11 +93,7 @@ class Trainer:
         self.optimizer = optimizer(self.task.parameter_groups())  # parameters, or groups with settings of their own
         check_optimizer(self.optimizer)
         # Under torchrun the training step runs through DDP, which all-reduces the gradients.
-        self.ddp = None
-        if self.world_size > 1:
-            self.ddp = distributed.data_parallel(self.task, self.device, self.settings.ddp_find_unused_parameters)
-            if self.rank > 0:  # its own dropout and augmentation draws (rank 0 keeps the run's seed)
-                seed_everything(seed + distributed.RANK_SEED_STRIDE * self.rank)
+        self.ddp = distributed.replica(self.task, self.device, seed, self.settings.ddp_find_unused_parameters)
         self.scheduler = scheduler(self.optimizer) if scheduler is not None else None
         self.scheduler_interval = scheduler_interval
         self.config = config or {}
@@ -144,11 +127,8 @@ class Trainer:
         with distributed.local_rank_zero_first():  # one download per machine, not one per process
             train_loader = self.data.train_dataloader(generator=self.generator)
             eval_loader = self._figure_loader = self.data.eval_dataloader()
-        if self.world_size > 1:
-            train_loader = distributed.shard_train_loader(train_loader, self.generator)
-            eval_loader = distributed.shard_eval_loader(eval_loader, self.settings.limit_eval_batches)
-            log.info("data-parallel over %d processes: %d training and %d evaluation examples a batch per process",
-                     self.world_size, train_loader.batch_size, eval_loader.batch_size)
+        train_loader, eval_loader = distributed.shard_loaders(train_loader, eval_loader, self.generator,
+                                                             self.settings.limit_eval_batches)
         started = time.perf_counter()
         try:
             # Under torchrun, Ctrl-C reaches every process and torchrun forwards it again: the
@@ -166,7 +146,11 @@ class Trainer:
                 if not self.history or self.history[-1]["step"] != self.progress.step:
                     self._restore_rng(loader_too=True)  # a resume at the last step evaluates first
                     self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=True)
-            summary = self._summary(time.perf_counter() - started)
+            summary = run_summary(  # elapsed_s: this fit() call's wall time (since the resume, if resumed)
+                self.history, self.monitor, self.progress.best, name=self.config.get("name"), run_dir=str(self.run_dir),
+                task=qualified_name(self.task), num_parameters=self.num_parameters, device=str(self.device),
+                world_size=self.world_size, epochs=self.progress.epoch, steps=self.progress.step,
+                elapsed_s=time.perf_counter() - started)
             if self.is_main:
                 write_json(self.run_dir / "summary.json", summary)
                 self._log.finish(self.config, self.num_parameters, self.history[-1])
@@ -266,14 +250,9 @@ class Trainer:
             metrics = self.evaluate(eval_loader)
         train, nfe = p.epoch_means()
         record = Record(epoch=p.epoch + 1, step=p.step, train=train, nfe=nfe, test=metrics,
-                        lr=self.optimizer.param_groups[0]["lr"])
-        record.time_s = {"epoch": p.train_time_s, "eval": time.perf_counter() - started}
-        if self.saved_tensors is not None:
-            record.memory_mb["peak_saved_tensors"] = p.peak_saved_bytes / MB
-        record.memory_mb["peak_rss"] = peak_rss_mb()
-        if self.device.type == "cuda":
-            record.memory_mb["cuda_max_allocated"] = cuda_max_allocated_mb(self.device)
-
+                        lr=self.optimizer.param_groups[0]["lr"],
+                        time_s={"epoch": p.train_time_s, "eval": time.perf_counter() - started},
+                        memory_mb=memory_peaks_mb(self.device, p.peak_saved_bytes if self.saved_tensors else None))
         line = record.as_json()
         self.history.append(line)
         if self._log is not None:
@@ -321,13 +300,8 @@ class Trainer:
         """Take over a checkpoint's model, optimiser, scheduler, position and random states."""
         if state.get("task", qualified_name(self.task)) != qualified_name(self.task):
             raise CheckpointError(f"{source} was written for {state['task']}, but this run trains {qualified_name(self.task)}")
-        try:
-            self.task.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{source} holds a different model from the configured one: {str(error).splitlines()[0]} "
-                "Resume with the experiment and model settings the run was started with."
-            ) from error
+        load_weights(self.task, state, f"{source} holds a different model from the configured one; resume with "
+                                       "the experiment and model settings the run was started with")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -345,20 +319,3 @@ class Trainer:
         if self.is_main:
             for name in names:
                 save_checkpoint(self.run_dir / name, state)
-
-    def _summary(self, elapsed_s: float) -> dict[str, Any]:
-        best = [r for r in self.history if r.get(self.monitor) == self.progress.best]
-        return {
-            "name": self.config.get("name"),
-            "run_dir": str(self.run_dir),
-            "task": qualified_name(self.task),
-            "num_parameters": self.num_parameters,
-            "device": str(self.device),
-            "world_size": self.world_size,
-            "epochs": self.progress.epoch,
-            "steps": self.progress.step,
-            "elapsed_s": elapsed_s,  # wall time of this fit() call (since the resume, if resumed)
-            "monitor": self.monitor,
-            "best": best[0] if best else None,
-            "final": self.history[-1],
-        }
