@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Callable
 
+import pytest
 import torch
+
+
+def slow_when(costly: bool, *values, id: str | None = None):
+    """A parametrize case, marked slow (left to the full suite, not `make test-fast`) when ``costly``."""
+    return pytest.param(*values, marks=[pytest.mark.slow] if costly else [], id=id)
 
 
 def train_steps(task: torch.nn.Module, batches: Callable[[int], object], steps: int, lr: float,

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from neuralode.paper.common import SCALES, scale_settings
 from neuralode.train.config import CONFIG_DIR, compose
+from tests.helpers import slow_when
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -93,11 +94,13 @@ GRADIENT = {
 
 
 @pytest.mark.parametrize("experiment, gradient", GRADIENT.items())
-def test_each_family_defaults_to_its_gradient(experiment, gradient):
-    for scale in SCALES:
-        assert composed(experiment, scale).solver.gradient == gradient
+# `make test-fast`: the paper scale (the experiment as configured); each composes anew (0.3 s).
+@pytest.mark.parametrize("scale", [slow_when(scale != "paper", scale, id=scale) for scale in SCALES])
+def test_each_family_defaults_to_its_gradient(experiment, gradient, scale):
+    assert composed(experiment, scale).solver.gradient == gradient
 
 
+@pytest.mark.slow  # composes every experiment
 def test_every_ode_experiment_states_its_gradient():
     def solves_an_ode(model) -> bool:
         return "solver" in (model.get("net") or {}) or "solver" in (model.get("flow") or {})

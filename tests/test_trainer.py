@@ -18,6 +18,7 @@ from neuralode.train.seeding import resolve_device
 from neuralode.train.signals import Interrupted
 from neuralode.train.divergence import TrainingError
 from tests.conftest import make_trainer, tiny_mnist
+from tests.helpers import slow_when
 
 #: Differ between two identical runs: wall time and the process's memory high-water mark.
 UNREPRODUCIBLE = ("epoch_time_s", "eval_time_s", "peak_rss_mb")
@@ -204,7 +205,8 @@ def test_bad_settings_and_devices_are_rejected(tmp_path):
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.parametrize("experiment", ["mnist_odenet", "mnist_rknet", "mnist_resnet", "mnist_mlp"])
+@pytest.mark.parametrize("experiment", [slow_when(e != "mnist_odenet", e, id=e)  # `make test-fast`: the ODE-Net
+                                        for e in ("mnist_odenet", "mnist_rknet", "mnist_resnet", "mnist_mlp")])
 def test_every_mnist_experiment_trains_two_steps(tmp_path, experiment):
     cfg = compose("train", tiny_mnist(experiment, "trainer.max_steps=2", "trainer.limit_eval_batches=1"))
     summary = train(cfg, tmp_path)

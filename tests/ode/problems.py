@@ -1,7 +1,6 @@
 """Test problems with exact solutions, shared by the ODE-core tests."""
 
 
-import pytest
 import torch
 from torch import nn
 
@@ -24,11 +23,6 @@ EXTERNAL = ["scipy_solver"]
 # Fixed-step implicit methods solve a Newton system at each of the thousands of small steps the
 # shared accuracy tests take (1-3 s a test): `make test-fast` checks them on one case each.
 IMPLICIT_FIXED = [m for m in FIXED if m in IMPLICIT_TABLEAUX]
-
-
-def slow_when(costly: bool, *values, id: str | None = None):
-    """A parametrize case, marked slow when ``costly``."""
-    return pytest.param(*values, marks=[pytest.mark.slow] if costly else [], id=id)
 
 
 class Linear:
