@@ -241,9 +241,24 @@ def test_the_table_from_synthetic_runs(tmp_path, capsys):
     assert "| SDE-Net (authors' code, SVHN) | max prob. | - | - | 0.73% | 99.4 | 99.8 | 98.7 | 99.5 | 99.9 |" in md
     assert "| SDE-Net | max prob. (10 passes) | 70.0 | 71.0 | 72.0 | 73.0 | 74.0 |" in md
     assert "| SDE-Net tells OOD images apart better than ResNet (AUROC) | 81.0 vs 51.0 |" in md and "| yes |" in md
+    assert "| SDE-Net's test error no worse than ResNet's (by at most 0.2 points or a quarter) | 3.00% vs 2.00% |" in md
+    assert "| 3.00% vs 2.00% | 0.73% vs 0.55% (authors' code) | no |" in md
     csv = (tmp_path / "out" / "sdenet.csv").read_text().splitlines()
     assert csv[0].startswith("model,score,epochs,step_ms,test_error,ood,ood_tnr_at_tpr95") and len(csv) == 4
     assert "skipped" in capsys.readouterr().err
+
+
+def test_a_lower_test_error_than_resnets_keeps_it():
+    def run(model, error):
+        return table.Run(path=None, model=model, summary={}, records=[], settings={}, scores={"test_error": error})
+
+    def verdict(sde, resnet):
+        row = [r for r in table.claims([run("ResNet", resnet), run("SDE-Net", sde)]) if "test error" in r[0]][0]
+        return row[-1]
+
+    assert verdict(0.0087, 0.0136) == "yes"  # better
+    assert verdict(0.0150, 0.0136) == "yes"  # within 0.2 points
+    assert verdict(0.0200, 0.0136) == "no"
 
 
 @pytest.mark.slow

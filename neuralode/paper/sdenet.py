@@ -276,8 +276,10 @@ def claims(runs: list[Run]) -> list[list[str]]:
     error = {m: s.get("test_error") for m, s in final.items()}
     if error.get("SDE-Net") is not None and error.get("ResNet") is not None:
         sde, res = 100 * error["SDE-Net"], 100 * error["ResNet"]
-        rows.append(["SDE-Net keeps ResNet's test error (within 0.2 points or a quarter)", f"{sde:.2f}% vs {res:.2f}%",
-                     "0.73% vs 0.55% (authors' code)", verdict(abs(sde - res) <= max(0.2, 0.25 * res))])
+        # The paper's point: the uncertainty costs no accuracy. A lower error than ResNet's keeps it too.
+        rows.append(["SDE-Net's test error no worse than ResNet's (by at most 0.2 points or a quarter)",
+                     f"{sde:.2f}% vs {res:.2f}%", "0.73% vs 0.55% (authors' code)",
+                     verdict(sde - res <= max(0.2, 0.25 * res))])
     return rows
 
 
