@@ -8,11 +8,12 @@ from tests.helpers import slow_when
 from tests.ode.problems import ALL_METHODS, FIXED, IMPLICIT_FIXED, LOW_ORDER, ORDER, PROBLEMS, expected_error, solver_kwargs
 
 # `make test-fast`: these on every problem and dtype, and every other method on the float64 linear
-# problem except the methods of order 1 and 2 (thousands of steps at these tolerances; an implicit
-# one with a Newton solve per step: 1-3 s), of which euler and implicit_midpoint stand for the rest.
+# problem except the low-order ones (thousands of steps at these tolerances; an implicit one with a
+# Newton solve per step: 1-3 s), of which euler and implicit_midpoint stand for the rest.
 EVERYWHERE_IN_FAST = ("dopri5", "tsit5", "rk4", "dopri8")
 LOW_ORDER_SAMPLE = ("euler", "implicit_midpoint")
-COSTLY_LOW_ORDER = {m for m in FIXED if ORDER[m] <= 2 and m not in LOW_ORDER_SAMPLE} | set(LOW_ORDER)
+COSTLY_LOW_ORDER = {m for m in FIXED if (ORDER[m] <= 2 or m in IMPLICIT_FIXED and ORDER[m] <= 3)
+                    and m not in LOW_ORDER_SAMPLE} | set(LOW_ORDER)
 EXACT_CASES = [
     slow_when(method not in EVERYWHERE_IN_FAST and (dtype != torch.float64 or problem != "linear" or method in COSTLY_LOW_ORDER),
               method, problem, dtype, id=f"{str(dtype)[6:]}-{problem}-{method}")
@@ -32,7 +33,7 @@ def test_exact_solutions(method, problem, dtype):
     assert err < expected_error(method, dtype), f"{method} on {problem}: max error {err:.3g}"
 
 
-@pytest.mark.parametrize("method", [slow_when(m in IMPLICIT_FIXED, m, id=m) for m in ALL_METHODS])
+@pytest.mark.parametrize("method", [slow_when(m in IMPLICIT_FIXED or m in COSTLY_LOW_ORDER, m, id=m) for m in ALL_METHODS])
 def test_decreasing_time(method):
     prob = PROBLEMS["linear"]()
     t = torch.linspace(1.5, -0.5, 4, dtype=torch.float64)
