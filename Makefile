@@ -35,10 +35,10 @@ run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); overr
 	$(PY) -m neuralode train $(RUN_ARGS) $(ARGS)
 
 # One test process per core (pytest-xdist): tests write only to their own temporary folders.
-test: install  ## run the test suite (CPU, one process per core: about 6 minutes on 2 cores)
+test: install  ## run the test suite (CPU, one process per core: about 5 minutes on 2 cores)
 	$(PY) -m pytest -q -n auto $(ARGS)
 
-test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs)
+test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs, sampled repeats): under a minute on 2 cores
 	$(PY) -m pytest -q -n auto -m "not slow" $(ARGS)
 
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
