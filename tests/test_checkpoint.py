@@ -10,7 +10,7 @@ import torch
 
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from neuralode.train.seeding import get_rng_state, set_rng_state
-from tests.conftest import make_trainer
+from tests.blobs import make_trainer
 
 
 def draws(generator: torch.Generator) -> tuple:

@@ -21,7 +21,7 @@ from neuralode.train.checkpoint import (
     payload_digest,
     save_checkpoint,
 )
-from tests.conftest import make_trainer
+from tests.blobs import make_trainer
 
 
 def state(weight: float = 1.0) -> dict:

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from neuralode.train.checkpoint import save_checkpoint
 from neuralode.train.config import CONFIG_DIR, ConfigError, compose
 from neuralode.train.targets import check_targets, is_allowed_target
-from tests.conftest import tiny_mnist
+from tests.blobs import tiny_mnist
 from tests.helpers import slow_when
 
 TOY_DATA = {"_target_": "neuralode.data.toy2d.Toy2DDataModule"}

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from neuralode.train.loggers import read_metrics
-from tests.conftest import tiny_mnist
+from tests.blobs import tiny_mnist
 
 
 def neuralode(*args: str, cwd) -> subprocess.CompletedProcess:

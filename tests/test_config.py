@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from neuralode.ode.settings import SolverSettings
 from neuralode.train.config import CONFIG_DIR, ConfigError, check_override_keys, compose, upgrade_stored_config
 from neuralode.train.run import train
-from tests.conftest import TINY_MNIST, tiny_mnist
+from tests.blobs import TINY_MNIST, tiny_mnist
 
 EXPERIMENTS = {
     "mnist_odenet": "neuralode.models.odenet.ODENet",

@@ -19,7 +19,7 @@ from neuralode.train.checkpoint import load_checkpoint
 from neuralode.train.config import ConfigError, compose
 from neuralode.train.distributed import ShardedShuffle, StridedShard, device_for_rank, per_rank_batch_size
 from neuralode.train.loggers import read_metrics
-from tests.conftest import tiny_mnist
+from tests.blobs import tiny_mnist
 
 #: torchrun's variables: a test run from inside a distributed job must not inherit them.
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")

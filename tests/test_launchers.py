@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from neuralode.train.checkpoint import load_checkpoint
 from neuralode.train.config import compose
-from tests.conftest import tiny_mnist
+from tests.blobs import tiny_mnist
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from neuralode.models.sdenet import SDENet
 from neuralode.paper import sdenet as table
 from neuralode.tasks.sdenet import GroupMultiStepLR, SDENetTask
 from neuralode.train.config import compose
-from tests.conftest import tiny_mnist
+from tests.blobs import tiny_mnist
 
 
 def num_params(module: nn.Module) -> int:

@@ -17,7 +17,7 @@ from neuralode.train.run import lock_run_dir, train
 from neuralode.train.seeding import resolve_device
 from neuralode.train.signals import Interrupted
 from neuralode.train.divergence import TrainingError
-from tests.conftest import make_trainer, tiny_mnist
+from tests.blobs import make_trainer, tiny_mnist
 from tests.helpers import slow_when
 
 #: Differ between two identical runs: wall time and the process's memory high-water mark.
