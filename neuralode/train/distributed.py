@@ -12,6 +12,10 @@ the step sizes each rank picks for its part of the batch; see docs/distributed.m
 (``scale_lr`` of ``data.batch_size``) needs no change, and checkpoints move freely between a
 DDP run and a single process.
 
+The trainer's training scalars and NFE are averaged over the ranks, its evaluation metrics
+computed over the union of the ranks' examples; rank 0 alone writes metrics.jsonl, TensorBoard
+events, checkpoints, summary.json and the progress bar.
+
 This module holds the pieces: the process group, the samplers that split batches across
 ranks, the DDP wrapper of a task, and small collectives for logging. The trainer uses them
 when :func:`world_size` is above one; with one process none of this runs.

@@ -7,7 +7,7 @@ epoch (and every ``eval_every_n_steps`` steps) it evaluates and hands a
 :class:`~neuralode.train.records.Record` to the loggers (metrics.jsonl, TensorBoard), then saves
 ``last.pt`` (and ``best.pt`` when the monitored metric improved). A checkpoint holds the
 position inside an epoch and every random state, so a resumed run gives exactly the metrics of
-an uninterrupted one. Beside this loop: evaluation.py, state.py (where a run stands),
+an uninterrupted one (on CPU, or on GPU with ``deterministic=true``). Beside this loop: evaluation.py, state.py (where a run stands),
 signals.py, config.py (the settings' checks), checkpoint.py, memory.py, loggers.py, and
 distributed.py (the same loop on every rank under torchrun; rank 0 alone writes files).
 """
