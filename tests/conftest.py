@@ -12,27 +12,25 @@ import pytest
 # per core (make test), two torch threads each would oversubscribe the cores, and OpenMP's
 # spinning threads then slow every process many times over (measured: 25x on a CNF step).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")  # figures without a display
+os.environ["MPLBACKEND"] = "Agg"  # figures without a display, whatever the environment sets
 
 
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The suite's tensors are tiny and CI has two cores: one torch thread is several times
-    faster than two threads fighting over them (and over other processes). Also registers the
-    structured configs that Hydra composition checks against."""
+    faster than two threads fighting over them (and over other processes)."""
     import torch
 
-    from neuralode.train.config import register_configs
-
-    register_configs()
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
 
 
-@pytest.fixture
-def trainer_factory():
-    from tests.blobs import make_trainer
+@pytest.fixture(autouse=True, scope="session")
+def registered_configs():
+    """The structured configs and resolvers the YAML files use, for code that reads them
+    without going through ``compose`` (which registers them itself)."""
+    from neuralode.train.config import register_configs
 
-    return make_trainer
+    register_configs()
