@@ -7,9 +7,10 @@ epoch (and every ``eval_every_n_steps`` steps) it evaluates and hands a
 :class:`~neuralode.train.records.Record` to the loggers (metrics.jsonl, TensorBoard), then saves
 ``last.pt`` (and ``best.pt`` when the monitored metric improved). A checkpoint holds the
 position inside an epoch and every random state, so a resumed run gives exactly the metrics of
-an uninterrupted one (on CPU, or on GPU with ``deterministic=true``). Beside this loop: evaluation.py, state.py (where a run stands),
-signals.py, config.py (the settings' checks), checkpoint.py, memory.py, loggers.py, and
-distributed.py (the same loop on every rank under torchrun; rank 0 alone writes files).
+an uninterrupted one (on CPU, or on GPU with ``deterministic=true``). Beside this loop:
+evaluation.py, state.py (where a run stands), signals.py, config.py (the settings' checks),
+checkpoint.py, memory.py, loggers.py, and distributed.py (the same loop on every rank under
+torchrun; rank 0 alone writes files).
 """
 
 from __future__ import annotations
@@ -249,10 +250,11 @@ class Trainer:
         else:
             metrics = self.evaluate(eval_loader)
         train, nfe = p.epoch_means()
+        saved_bytes = p.peak_saved_bytes if self.saved_tensors is not None else None
         record = Record(epoch=p.epoch + 1, step=p.step, train=train, nfe=nfe, test=metrics,
                         lr=self.optimizer.param_groups[0]["lr"],
                         time_s={"epoch": p.train_time_s, "eval": time.perf_counter() - started},
-                        memory_mb=memory_peaks_mb(self.device, p.peak_saved_bytes if self.saved_tensors else None))
+                        memory_mb=memory_peaks_mb(self.device, saved_bytes))
         line = record.as_json()
         self.history.append(line)
         if self._log is not None:
