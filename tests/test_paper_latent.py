@@ -244,9 +244,23 @@ def test_constant_rate_baseline_by_hand():
     torch.testing.assert_close(baseline["log_likelihood"], torch.tensor([2 * torch.log(torch.tensor(0.5)).item() - 2.0, 0.0]))
 
 
-def test_rmse_by_horizon_ends_at_the_logged_extrapolation_rmse(runs):
+def test_extrapolation_ends_at_the_logged_rmse_and_splits_by_the_observed_curve(runs):
     run = table2.load_run(runs["latent_ode_spiral"])
-    by_h = table2.rmse_by_horizon(run)
-    assert list(by_h) == [10]  # TINY_SPIRALS extrapolate 10 points: only the horizons that fit
+    ex = table2.extrapolation(run)
     # Over all the extrapolated points it is the RMSE the run logged at its last evaluation.
-    assert by_h[10] == pytest.approx(run.records[-1]["test_rmse_extrap"], rel=1e-5)
+    assert ex.rmse() == pytest.approx(run.records[-1]["test_rmse_extrap"], rel=1e-5)
+    # TINY_SPIRALS extrapolate 10 points: the longer horizons are not measured.
+    rows = table2.horizon_rows([run], {run.path: ex})
+    assert rows[0][3] == f"{ex.rmse(10):.4f}" and rows[0][4:] == ["-", "-", "-"]
+    # By hand: a test spiral is unseen when its last extrapolated point lies past the furthest
+    # observed point of any training window (tiny data: windows of 20 points, 10 more past them).
+    _, data, _ = common.load_trained(run.path)
+    train, test = data.train_dataset().tensors, data.eval_dataset().tensors
+    observed_end = float((train["curve_start"] + 19 * 0.1).max())
+    by_hand = [float(z) + 29 * 0.1 > observed_end for z in test["curve_start"]]
+    assert ex.unseen.tolist() == by_hand
+    per_spiral = ex.squared_error.mean(1).sqrt()
+    seen = [e for e, u in zip(per_spiral.tolist(), by_hand) if not u]
+    assert ex.rmse(spirals=~ex.unseen) == pytest.approx(sum(seen) / len(seen) if seen else None)
+    row = table2.coverage_rows([run], {run.path: ex})[0]
+    assert row[-1] == f"{ex.rmse():.4f}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from neuralode.data.events import EventsDataModule, make_events
-from neuralode.data.spirals import SpiralDataModule, make_spirals
+from neuralode.data.spirals import CURVE_LENGTH, SpiralDataModule, make_spirals, spiral_points
 
 SMALL = dict(n_spirals=40, n_points=20, n_extrap=10, dt=0.1)
 
@@ -48,6 +48,18 @@ def test_seed_determines_everything():
         assert torch.equal(a[name], b[name]), name
     c = make_spirals(n_obs=10, seed=4, **SMALL)
     assert not torch.equal(a["times"], c["times"]) and not torch.equal(a["values"], c["values"])
+
+
+def test_curve_start_places_each_window_on_its_curve():
+    d = make_spirals(n_obs=20, noise_std=0.0, **SMALL)
+    grid = torch.arange(30, dtype=torch.float64) * 0.1
+    clean = spiral_points(d["curve_start"].double(), grid, d["direction"] < 0).float()
+    torch.testing.assert_close(clean[:, :20], d["interp_values"])
+    torch.testing.assert_close(clean[:, 20:], d["extrap_values"])
+    # The window and its extrapolated points always fit on the curve, so the curve's last
+    # n_extrap points lie past every observed window.
+    assert d["curve_start"].min() >= 0 and (d["curve_start"] + 29 * 0.1).max() <= CURVE_LENGTH
+    assert (d["curve_start"] + 19 * 0.1).max() <= CURVE_LENGTH - 10 * 0.1
 
 
 def test_half_clockwise_and_direction_label_matches_rotation():
