@@ -104,7 +104,8 @@ class BlobTask(Task):
 
 
 def make_trainer(run_dir, *, ode: bool = False, seed: int = 0, interrupt_at_step: int | None = None,
-                 interrupt_signal: int = signal.SIGINT, logging: LoggerConfig | None = None, **settings) -> Trainer:
+                 interrupt_signal: int = signal.SIGINT, logging: LoggerConfig | None = None, device: str = "cpu",
+                 **settings) -> Trainer:
     """A Trainer on BlobTask/BlobData: 4 batches an epoch, SGD with a per-epoch schedule."""
     torch.manual_seed(seed)
     settings = {"max_epochs": 3, "progress_bar": False, **settings}
@@ -116,6 +117,7 @@ def make_trainer(run_dir, *, ode: bool = False, seed: int = 0, interrupt_at_step
         scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
         settings=TrainerConfig(**settings),
         logging=logging,
+        device=device,
         seed=seed,
         config={"name": "blobs", "seed": seed, "model": {"ode": ode}},
     )

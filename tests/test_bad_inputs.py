@@ -140,6 +140,8 @@ CASES = [
     pytest.param(Case(("trainer.grad_clip_norm=-1",), r"trainer.grad_clip_norm must be a positive number \(or null: no clipping\), got -1"), id="grad-clip-negative"),
     pytest.param(Case(("trainer.grad_clip_norm=0",), r"trainer.grad_clip_norm must be a positive number.*got 0"), id="grad-clip-zero"),
     pytest.param(Case(("trainer.grad_clip_norm=nan",), r"trainer.grad_clip_norm must be a positive number.*got nan"), id="grad-clip-nan"),
+    pytest.param(Case(("trainer.precision=half",), r"trainer.precision must be fp32, bf16 or fp16, got 'half'"), id="precision-unknown"),
+    pytest.param(Case(("trainer.precision=fp16", "device=cpu"), r"trainer.precision=fp16 needs a CUDA device \(this run uses cpu\); use trainer.precision=bf16 on CPU"), id="precision-fp16-on-cpu"),
     pytest.param(Case(("logger.log_every_n_steps=0",), r"logger.log_every_n_steps must be a positive integer, got 0"), id="log-every-zero"),
     pytest.param(Case(("logger.log_every_n_steps=-1",), r"logger.log_every_n_steps must be a positive integer, got -1"), id="log-every-negative"),
     pytest.param(Case(("optim.optimizer.lr=0",), r"optim.optimizer.lr must be a positive number, got 0"), id="lr-zero"),

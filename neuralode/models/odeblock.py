@@ -24,4 +24,6 @@ class ODEBlock(nn.Module):
         self.register_buffer("t", torch.tensor([0.0, float(t1)]), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # mixed precision: func computes in half, the solver's state stays fp32
         return solve(self.solver, self.func, x, self.t.to(x.dtype))[-1]

@@ -40,11 +40,21 @@ class _AdjointSolve(torch.autograd.Function):
                                  dtype=torch.float64)
         ctx.problem, ctx.adjoint_setup, ctx.func, ctx.times = problem, adjoint_setup, func, times
         ctx.event_s = problem.event_s = solution.event_t
+        # Autograd runs backward outside the caller's autocast: the adjoint solve re-enters it,
+        # so that func computes as it did in the forward solve.
+        device_type = y0.device.type
+        ctx.autocast = (device_type, torch.get_autocast_dtype(device_type), torch.is_autocast_enabled(device_type))
         ctx.save_for_backward(t, ys, *params)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
+        device_type, autocast_dtype, autocast_on = ctx.autocast
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_on):
+            return _AdjointSolve._backward(ctx, grad_ys)
+
+    @staticmethod
+    def _backward(ctx, grad_ys: torch.Tensor):
         t, ys, *params = ctx.saved_tensors
         problem, setup, times = ctx.problem, ctx.adjoint_setup, ctx.times
         user_field = problem.user_field

@@ -137,7 +137,19 @@ def make_problem(func: Callable, y0, t: torch.Tensor) -> Problem:
                     raise StateMismatchError(f"func returned {got} for state component {i} of shape {tuple(shape)}")
             return torch.cat([dy.reshape(-1) for dy in dys])
 
+    if torch.is_autocast_enabled(flat_y0.device.type):
+        user_field = _state_dtype(user_field)
     return Problem(user_field, flat_y0, [direction * x for x in times], direction, sizes, shapes)
+
+
+def _state_dtype(user_field: Callable) -> Callable:
+    """Under ``torch.autocast`` func's layers compute in half precision: their result is cast to
+    the state's dtype, so the solver (and its error control) keeps the precision of ``y0``."""
+    def field(tt, y):
+        dy = user_field(tt, y)
+        return dy.to(y.dtype) if isinstance(dy, torch.Tensor) and dy.is_floating_point() else dy
+
+    return field
 
 
 def attach_callbacks(problem: Problem, func: Any, names: Sequence[str] = CALLBACKS,

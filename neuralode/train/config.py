@@ -68,6 +68,10 @@ class TrainerConfig:
     # Under torchrun: let DDP tolerate parameters that a training step leaves without gradient
     # (slower: it walks the autograd graph every step). Only tasks with such parameters need it.
     ddp_find_unused_parameters: bool = False
+    # The device's arithmetic (neuralode/train/precision.py); all off by default.
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only, with loss scaling)
+    tf32: Optional[bool] = None  # CUDA matrix products and convolutions in TF32 (null: PyTorch's defaults)
+    channels_last: bool = False  # NHWC weights and image batches
 
 
 @dataclass
@@ -120,8 +124,9 @@ class EvalConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-def check_trainer_settings(s: TrainerConfig, scheduler_interval: str) -> None:
-    """The trainer's settings, checked before anything is built or written."""
+def check_trainer_settings(s: TrainerConfig, scheduler_interval: str, device: Any = None) -> None:
+    """The trainer's settings, checked before anything is built or written (those that depend
+    on the device only when it is given)."""
     positive = {
         "max_epochs": s.max_epochs, "max_steps": s.max_steps, "limit_train_batches": s.limit_train_batches,
         "limit_eval_batches": s.limit_eval_batches, "eval_every_n_steps": s.eval_every_n_steps,
@@ -133,6 +138,11 @@ def check_trainer_settings(s: TrainerConfig, scheduler_interval: str) -> None:
         raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {s.grad_clip_norm}")
     if scheduler_interval not in ("epoch", "step"):
         raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    if s.precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got {s.precision!r}")
+    if s.precision == "fp16" and device is not None and getattr(device, "type", str(device)) != "cuda":
+        raise ConfigError(f"trainer.precision=fp16 needs a CUDA device (this run uses {device}); "
+                          "use trainer.precision=bf16 on CPU")
 
 
 def check_logger_settings(s: LoggerConfig) -> None:

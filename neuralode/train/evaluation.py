@@ -13,9 +13,11 @@ from neuralode.train import distributed
 from neuralode.train.seeding import preserved_rng_state
 
 
-def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: int | None = None) -> dict[str, float]:
+def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: int | None = None,
+             precision: Any = None) -> dict[str, float]:
     """The task's evaluation metrics averaged per example over ``loader`` (at most
     ``limit_batches`` batches), plus ``nfe_forward`` (mean per batch) when it solved ODEs.
+    ``precision`` (a :class:`~neuralode.train.precision.Precision`) runs each batch as training does.
 
     Leaves every random state as it found it, so evaluating does not change training.
     Each task picks its own grad mode (a CNF needs autograd for its divergence). Under DDP each
@@ -28,7 +30,12 @@ def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: 
         for batch in loader:
             if limit_batches is not None and batches >= limit_batches:
                 break
-            out = dict(task.evaluation_step(move_to_device(batch, device)))
+            batch = move_to_device(batch, device)
+            if precision is None:
+                out = dict(task.evaluation_step(batch))
+            else:  # the trainer's autocast and memory layout (neuralode/train/precision.py)
+                with precision.autocast():
+                    out = dict(task.evaluation_step(precision.batch(batch)))
             n = int(out.pop("n"))
             for key, value in out.items():
                 totals[key] = totals.get(key, 0.0) + float(value) * n

@@ -166,14 +166,15 @@ def check_train_config(cfg: DictConfig) -> None:
     if not str(cfg.name).strip():
         raise ConfigError("name='' is empty; runs go to outputs/<name>/..., give a name (name=my_run) or leave it out")
     _check_solver(cfg.solver)
-    check_trainer_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval)
+    device = resolve_device(cfg.device)
+    check_trainer_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval,
+                           device)
     check_logger_settings(LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)))
     _check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
     lr = OmegaConf.select(cfg, "optim.optimizer.lr")
     if lr is not None:
         check_lr(lr)
-    resolve_device(cfg.device)
 
     def check_arguments(node: Any, key: str) -> None:
         """Keys of a ``_target_`` node that its class does not take, named with those it does."""

@@ -43,6 +43,7 @@ from neuralode.train.divergence import checked_loss, solver_failure_is_divergenc
 from neuralode.train.evaluation import evaluate, move_to_device
 from neuralode.train.loggers import RunLoggers, progress_postfix, write_json
 from neuralode.train.memory import SavedTensorsMeter, memory_peaks_mb, reset_cuda_peak
+from neuralode.train.precision import Precision
 from neuralode.train.records import Record, run_summary
 from neuralode.train.seeding import PendingRngState, get_rng_state, preserved_rng_state
 from neuralode.train.signals import Interrupted, StopOnSignal
@@ -82,9 +83,11 @@ class Trainer:
     ):
         self.settings = settings or TrainerConfig()
         self.logging = logging or LoggerConfig()
-        check_trainer_settings(self.settings, scheduler_interval)
         self.device = torch.device(device)
-        self.task = task.to(self.device)
+        check_trainer_settings(self.settings, scheduler_interval, self.device)
+        s = self.settings
+        self.precision = Precision(s.precision, s.tf32, s.channels_last, self.device)
+        self.task = self.precision.prepare(task.to(self.device))
         self.data = data
         self.run_dir = Path(run_dir)
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
@@ -215,18 +218,17 @@ class Trainer:
     def _training_step(self, batch: Any) -> dict[str, float]:
         p = self.progress
         self.task.train()
-        batch = move_to_device(batch, self.device)
+        batch = self.precision.batch(move_to_device(batch, self.device))
         last_loss = self.history[-1].get("train_loss") if self.history else None
         diverged = solver_failure_is_divergence(p.step + 1, p.epoch + 1, last_loss)
         with collect_stats() as stats, diverged:
-            with self.saved_tensors if self.saved_tensors is not None else nullcontext():
+            with self.saved_tensors if self.saved_tensors is not None else nullcontext(), self.precision.autocast():
                 out = self.ddp(batch) if self.ddp is not None else self.task.training_step(batch)
             loss = checked_loss(out, type(self.task).__name__, p.step + 1, p.epoch + 1)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        if self.settings.grad_clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.settings.grad_clip_norm)
-        self.optimizer.step()
+            self.precision.backward(loss)
+        clip = self.settings.grad_clip_norm
+        self.precision.step(self.optimizer, clip and (lambda: torch.nn.utils.clip_grad_norm_(self.task.parameters(), clip)))
 
         scalars = {key: float(value.detach()) if torch.is_tensor(value) else float(value) for key, value in out.items()}
         p.add_step(scalars, stats, self.saved_tensors.last_bytes if self.saved_tensors is not None else None)
@@ -238,7 +240,7 @@ class Trainer:
     def evaluate(self, loader: Iterable | None = None) -> dict[str, float]:
         """Test metrics (see :func:`evaluate`) over at most ``limit_eval_batches`` batches."""
         loader = self.data.eval_dataloader() if loader is None else loader
-        return evaluate(self.task, loader, self.device, self.settings.limit_eval_batches)
+        return evaluate(self.task, loader, self.device, self.settings.limit_eval_batches, self.precision)
 
     def _evaluate_and_log(self, eval_loader, end_of_epoch: bool, figures: bool) -> dict[str, Any]:
         p = self.progress
@@ -246,7 +248,7 @@ class Trainer:
         if self.world_size > 1:
             distributed.average_progress(p)
             # The sharded loader holds exactly the examples to evaluate (the limit is applied).
-            metrics = evaluate(self.task, eval_loader, self.device)
+            metrics = evaluate(self.task, eval_loader, self.device, precision=self.precision)
         else:
             metrics = self.evaluate(eval_loader)
         train, nfe = p.epoch_means()
@@ -275,7 +277,7 @@ class Trainer:
 
     def _figures(self) -> dict[str, Any]:
         with preserved_rng_state():  # like evaluation, figures must not change training
-            batch = move_to_device(next(iter(self._figure_loader)), self.device)
+            batch = self.precision.batch(move_to_device(next(iter(self._figure_loader)), self.device))
             self.task.eval()
             return self.task.figures(batch)
 
@@ -289,6 +291,7 @@ class Trainer:
             "model": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "grad_scaler": self.precision.state_dict(),  # fp16 only: the loss scale reached
             "progress": dataclasses.asdict(self.progress),
             "rng": get_rng_state(self.generator),
             "history": self.history,
@@ -307,6 +310,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("grad_scaler"))
         self.progress = Progress(**state["progress"])
         self.history = list(state["history"])
         self._pending_rng.take(state, self.rank, self.world_size)
