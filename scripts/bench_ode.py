@@ -13,7 +13,11 @@ torchdiffeq's. Every library gets the same vector field wrapped in the same call
 so NFE are counted identically. The peers are benchmark-only: a missing one is reported as
 "not installed" and skipped.
 
-    python scripts/bench_ode.py [--quick] [--threads 1] [--device cpu|cuda]
+    python scripts/bench_ode.py [--quick] [--threads 1] [--device cpu|cuda] [--compile]
+
+``--compile`` adds a row "neuralode compiled": the adaptive solves with ``options={"compile":
+True}`` (the attempted step through ``torch.compile``; its compilation happens in the counted,
+untimed first run).
 
 Writes the table to outputs/bench/ode.md and prints it.
 """
@@ -178,6 +182,18 @@ def solve_neuralode(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torc
         return None  # a seminorm needs step size control
     adjoint_options = {"norm": "seminorm"} if mode == "seminorm" else None
     return odeint_adjoint(f, y0, times_for(y0), adjoint_options=adjoint_options, **kwargs)[-1]
+
+
+def solve_neuralode_compiled(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch.Tensor | None:
+    if not p.adaptive:
+        return None  # the compiled step is the adaptive one of the device loop
+    options = {"compile": True}
+    if mode in ("forward", "direct"):
+        return odeint(f, y0, times_for(y0), method=p.method, rtol=p.rtol, atol=p.atol, options=options)[-1]
+    if mode == "seminorm":
+        return None
+    return odeint_adjoint(f, y0, times_for(y0), method=p.method, rtol=p.rtol, atol=p.atol, options=options,
+                          adjoint_options=options)[-1]
 
 
 def solve_torchdiffeq(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch.Tensor | None:
@@ -494,10 +510,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0, help="untimed runs before timing, besides the counted run")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 0.3 to 10 s per measurement")
     parser.add_argument("--problems", choices=("all", "tiny", "conv"), default="all", help="which problems to run")
+    parser.add_argument("--compile", action="store_true",
+                        help="also neuralode with options={'compile': True} (compiles for a minute or more)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "outputs/bench/ode.md")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.compile:
+        LIBRARIES["neuralode compiled"] = solve_neuralode_compiled
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda asked for, but torch sees no CUDA device; run with --device cpu")
     torch.set_num_threads(args.threads)

@@ -309,7 +309,8 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
         # Inherit the forward's options when they fit the backward method; a forward norm,
         # step_t/jump_t or grid are for the forward state and times, so they are not inherited.
         # per_sample: the backward state [z, a, a_theta] has no batch rows (a_theta sums over them).
-        skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every", "per_sample")
+        # compile: the backward field calls torch.autograd.grad, which torch.compile cannot trace.
+        skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every", "per_sample", "compile")
         # ... nor the forward method's own options (newton_tol, ...) when the backward method lacks them.
         skip += tuple(k for k in setup.solver.extra_options if k not in solver.extra_options)
         options = {k: v for k, v in setup.options.items() if k not in skip} if solver.adaptive == setup.solver.adaptive else {}
@@ -317,6 +318,9 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
     if options.get("per_sample"):
         raise InvalidOptionError("adjoint_options 'per_sample' cannot apply: the adjoint state [z, a, a_theta] has no "
                                  "batch rows (a_theta sums over the batch); per_sample applies to the forward solve")
+    if options.get("compile"):
+        raise InvalidOptionError("adjoint_options 'compile' cannot apply: the adjoint's field calls torch.autograd.grad, "
+                                 "which torch.compile cannot trace; 'compile' applies to the forward solve")
     seminorm = options.get("norm") == "seminorm"
     if seminorm:
         if not solver.adaptive:

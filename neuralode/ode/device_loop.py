@@ -13,6 +13,12 @@ Rows that have reached the last output time stop advancing, but ``func`` still s
 (the batch is evaluated as a whole); ``SolveStats.nfe_per_sample`` counts each row's evaluations
 while it was still moving.
 
+``compile=True`` (or a dict of ``torch.compile`` arguments) compiles the attempted step (stages,
+error estimate, controller and dense output: :class:`_Attempt`) with ``torch.compile``, with
+``fullgraph=True`` unless ``func`` breaks the graph. It pays where launching kernels costs more
+than running them (small states on a GPU); the first solve compiles (tens of seconds), and later
+solves with the same ``func``, shapes and settings reuse it.
+
 What it leaves to ``loop.py``: events, step callbacks, ``step_t``/``jump_t``, checkpointed
 gradients, fixed-step, multistep and implicit methods.
 """
@@ -20,6 +26,7 @@ gradients, fixed-step, multistep and implicit methods.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -29,7 +36,7 @@ from neuralode.ode.runge_kutta import _coefficients
 from neuralode.ode.stats import SolveStats
 
 #: Options that route an adaptive explicit Runge-Kutta solve here.
-DEVICE_LOOP_OPTIONS = ("per_sample", "sync_every")
+DEVICE_LOOP_OPTIONS = ("per_sample", "sync_every", "compile")
 #: A step ends at the latest at the OUTPUTS_PER_STEP-th output time after its start, so that the
 #: outputs inside a step are a fixed number of dense-output evaluations, with no host read to
 #: count them. Solves with more outputs than that per natural step take a few more steps.
@@ -46,7 +53,7 @@ def default_sync_every(device: torch.device) -> int:
 
 def uses_device_loop(options: dict) -> bool:
     """Whether ``options`` send a solve here."""
-    return bool(options.get("per_sample")) or options.get("sync_every") is not None
+    return bool(options.get("per_sample")) or options.get("sync_every") is not None or bool(options.get("compile"))
 
 
 def check_device_loop(solver, options: dict, prefix: str = "") -> None:
@@ -57,13 +64,17 @@ def check_device_loop(solver, options: dict, prefix: str = "") -> None:
     if sync_every is not None and not (isinstance(sync_every, int) and not isinstance(sync_every, bool)
                                        and sync_every > 0):
         raise InvalidOptionError(f"{prefix}option 'sync_every' must be a positive integer, got {sync_every!r}")
+    compile_option = options.get("compile", False)
+    if not isinstance(compile_option, (bool, dict)):
+        raise InvalidOptionError(f"{prefix}option 'compile' must be True, False or a dict of torch.compile "
+                                 f"arguments (e.g. {{'mode': 'max-autotune'}}), got {compile_option!r}")
     if not uses_device_loop(options):
         return
     tableau = getattr(solver, "tableau", None)
     if tableau is None or not solver.adaptive or tableau.dense_stages:
         raise InvalidOptionError(
-            f"{prefix}options 'per_sample'/'sync_every' run adaptive explicit Runge-Kutta methods without extra "
-            f"dense-output stages (dopri5, tsit5, bosh3, fehlberg2, adaptive_heun), not {solver.name!r}")
+            f"{prefix}options 'per_sample'/'sync_every'/'compile' run adaptive explicit Runge-Kutta methods without "
+            f"extra dense-output stages (dopri5, tsit5, bosh3, fehlberg2, adaptive_heun), not {solver.name!r}")
     for key in ("step_t", "jump_t"):
         if options.get(key):
             raise InvalidOptionError(f"{prefix}option {key!r} is not supported with 'per_sample'/'sync_every'")
@@ -85,102 +96,57 @@ def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dic
     if n_out == 1:
         return [y0]
     n_rows = y0.shape[0] if per_sample else 1
-    dtype, device = y0.dtype, y0.device
-    row_shape = (n_rows,) + (1,) * (y0.dim() - 1) if per_sample else ()
-
-    def per_row(v: torch.Tensor) -> torch.Tensor:
-        """A (rows,) tensor as a factor that broadcasts against the state."""
-        return v.to(dtype).view(row_shape) if per_sample else v.to(dtype).reshape(())
-
-    def row_norm(x: torch.Tensor) -> torch.Tensor:
-        if per_sample:
-            return x.reshape(n_rows, -1).pow(2).mean(1).sqrt().double()
-        return norm(x).double().reshape(1)
-
-    def field(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        problem.nfe += 1
-        t = (problem.direction * s).to(dtype)
-        dy = problem.user_field(t if per_sample else t[0], y)
-        return dy if problem.direction > 0 else -dy
-
+    device = y0.device
     times = torch.tensor(problem.times, dtype=torch.float64, device=device)
     t_end, span = times[-1], problem.times[-1] - problem.times[0]
+    controller = _RowController(rtol, atol, tab.error_order, options)
+    attempt = _Attempt(problem.user_field, problem.direction, tab, controller, norm, times, n_rows, per_sample, y0)
+
     s = times[0].expand(n_rows).clone()
-    nfe_start = problem.nfe
-    f0 = field(s, y0)
+    f0 = attempt.field(s, y0)
+    problem.nfe += 1
     check_derivative(f0, y0, " at the initial time")
     if not bool(torch.isfinite(y0).all() & torch.isfinite(f0).all()):  # one read of the device
         raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
                                   f"t={problem.user_time(problem.times[0]):.6g}")
-    controller = _RowController(rtol, atol, tab.error_order, options, row_norm)
     with torch.no_grad():
-        h = controller.initial_step(field, s, y0, f0, per_row)
-    nfe_rows = torch.full((n_rows,), problem.nfe - nfe_start, device=device)
+        h = controller.initial_step(attempt, s, y0, f0)
+    problem.nfe += 0 if controller.first_step is not None else 1
+    nfe_rows = torch.full((n_rows,), 1 if controller.first_step is not None else 2, device=device)
     evals_per_attempt = tab.num_stages - 1 + (0 if tab.fsal else 1)
-    a_rows, b, b_err, _ = _coefficients(tab, dtype, device)
+    step = _compiled(attempt, options["compile"]) if options.get("compile") else attempt
 
-    n_ahead = min(OUTPUTS_PER_STEP, n_out - 1)
-    ahead_offsets = torch.arange(n_ahead, device=device)[:, None]
-    row_index = torch.arange(n_rows, device=device)
     next_out = torch.ones(n_rows, dtype=torch.long, device=device)  # each row's next output to fill
-    width = y0[0].numel() if per_sample else y0.numel()
     # Row j * n_rows + r holds output j of row r; writes that miss go to the extra last row.
-    table = y0.new_zeros(n_out * n_rows + 1, width)
+    table = y0.new_zeros(n_out * n_rows + 1, attempt.width)
     graph_index, graph_values = [], []  # with autograd: gathered once at the end
     n_accepted = torch.zeros(n_rows, dtype=torch.long, device=device)
     n_attempts = torch.zeros(n_rows, dtype=torch.long, device=device)
     underflow = torch.zeros(n_rows, dtype=torch.bool, device=device)
     nonfinite = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    history = (torch.ones(n_rows, dtype=torch.float64, device=device),) * 2  # the controller's last two ratios
     sync_every = options.get("sync_every") or default_sync_every(device)
     max_num_steps = options.get("max_num_steps", 10_000)
     y, iterations = y0, 0
 
     while True:
         for _ in range(sync_every):
+            (s_next, h_next, y, f0, next_out, history, active, accept, finite, index, values) = step(
+                s, h, y, f0, next_out, history)
+            problem.nfe += evals_per_attempt
             with torch.no_grad():
-                active = s < t_end
-                # End the step at the n_ahead-th output ahead at the latest (so never past t_end).
-                cap = times[(next_out + n_ahead - 1).clamp(max=n_out - 1)]
-                s1 = torch.where(active, torch.minimum(s + h, cap), s)
-                h_step = s1 - s
-            hb = per_row(h_step)
-            ks = [f0]
-            for i in range(1, tab.num_stages):
-                y_i = y + hb * (torch.stack(ks).reshape(i, -1).t() @ a_rows[i]).view(y.shape)
-                ks.append(field(s + tab.c[i] * h_step, y_i))
-            stages = torch.stack(ks)
-            flat = stages.reshape(tab.num_stages, -1).t()
-            y1 = y + hb * (flat @ b).view(y.shape)
-            f1 = stages[-1] if tab.fsal else field(s1, y1)
-
-            with torch.no_grad():
-                err = hb * (flat @ b_err).view(y.shape)
-                accept, h_next, finite = controller.adapt(err, y, y1, h_step, active)
                 stuck = active & ~accept & (h_next < 4 * _EPS * torch.clamp(s.abs(), min=span))
                 underflow |= stuck
                 nonfinite |= stuck & ~finite
                 n_attempts += active
                 n_accepted += accept
                 nfe_rows += active * evals_per_attempt
-                h = torch.where(active, h_next, h)
-                # The outputs inside this step, if it is accepted.
-                ahead = next_out + ahead_offsets  # (n_ahead, rows)
-                t_ahead = times[ahead.clamp(max=n_out - 1)]
-                hit = accept & (ahead < n_out) & (t_ahead <= s1)
-                theta = torch.where(h_step > 0, (t_ahead - s) / torch.where(h_step > 0, h_step, 1.0), 1.0)
-                index = torch.where(hit, ahead * n_rows + row_index, n_out * n_rows).reshape(-1)
-                next_out = next_out + hit.sum(0)
-            values = _dense(tab, theta, y, y1, f0, f1, stages, hb, per_sample).reshape(-1, width)
             if values.requires_grad:
                 graph_index.append(index)
                 graph_values.append(values)
             else:
                 table.index_add_(0, index, values)
-
-            keep = accept.view(row_shape) if per_sample else accept[0]
-            s = torch.where(accept, s1, s)
-            y = torch.where(keep, y1, y)
-            f0 = torch.where(keep, f1, f0)
+            s, h = s_next, h_next
             iterations += 1
         done, stalled = torch.stack([(s >= t_end).all(), underflow.any()]).tolist()  # the one read
         if stalled:
@@ -206,48 +172,137 @@ def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dic
     return [y0, *ys[1:].unbind(0)]
 
 
+class _Attempt:
+    """One attempted step of every row: stages, error estimate, the controller's decision, and
+    the dense outputs that fall inside the step. A function of tensors alone (its settings are
+    fixed per solve), so that ``torch.compile`` can trace it whole."""
+
+    def __init__(self, user_field, direction: int, tab, controller, norm, times, n_rows: int, per_sample: bool,
+                 y0: torch.Tensor):
+        self.user_field, self.direction, self.tab, self.controller, self.norm = user_field, direction, tab, controller, norm
+        self.times, self.n_out, self.n_rows, self.per_sample = times, len(times), n_rows, per_sample
+        self.dtype = y0.dtype
+        self.row_shape = (n_rows,) + (1,) * (y0.dim() - 1) if per_sample else ()
+        self.width = y0[0].numel() if per_sample else y0.numel()
+        self.a_rows, self.b, self.b_err, _ = _coefficients(tab, y0.dtype, y0.device)
+        # A step ends at the n_ahead-th output ahead at the latest (so never past the last time).
+        self.n_ahead = min(OUTPUTS_PER_STEP, self.n_out - 1)
+        self.ahead_offsets = torch.arange(self.n_ahead, device=y0.device)[:, None]
+        self.row_index = torch.arange(n_rows, device=y0.device)
+
+    def per_row(self, v: torch.Tensor) -> torch.Tensor:
+        """A (rows,) tensor as a factor that broadcasts against the state."""
+        return v.to(self.dtype).view(self.row_shape) if self.per_sample else v.to(self.dtype).reshape(())
+
+    def row_norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_sample:
+            return x.reshape(self.n_rows, -1).pow(2).mean(1).sqrt().double()
+        return self.norm(x).double().reshape(1)
+
+    def field(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``func`` at solver times ``s`` (rows,), in the solver's direction (uncounted: the loop counts)."""
+        t = (self.direction * s).to(self.dtype)
+        dy = self.user_field(t if self.per_sample else t[0], y)
+        return dy if self.direction > 0 else -dy
+
+    def __call__(self, s, h, y, f0, next_out, history):
+        tab, times, n_out, n_rows = self.tab, self.times, self.n_out, self.n_rows
+        with torch.no_grad():
+            active = s < times[-1]
+            cap = times[(next_out + self.n_ahead - 1).clamp(max=n_out - 1)]
+            s1 = torch.where(active, torch.minimum(s + h, cap), s)
+            h_step = s1 - s
+        hb = self.per_row(h_step)
+        ks = [f0]
+        for i in range(1, tab.num_stages):
+            y_i = y + hb * (torch.stack(ks).reshape(i, -1).t() @ self.a_rows[i]).view(y.shape)
+            ks.append(self.field(s + tab.c[i] * h_step, y_i))
+        stages = torch.stack(ks)
+        flat = stages.reshape(tab.num_stages, -1).t()
+        y1 = y + hb * (flat @ self.b).view(y.shape)
+        f1 = stages[-1] if tab.fsal else self.field(s1, y1)
+
+        with torch.no_grad():
+            err = hb * (flat @ self.b_err).view(y.shape)
+            accept, h_next, finite, history = self.controller.adapt(self, err, y, y1, h_step, active, history)
+            h_next = torch.where(active, h_next, h)
+            # The outputs inside this step, if it is accepted.
+            ahead = next_out + self.ahead_offsets  # (n_ahead, rows)
+            t_ahead = times[ahead.clamp(max=n_out - 1)]
+            hit = accept & (ahead < n_out) & (t_ahead <= s1)
+            theta = torch.where(h_step > 0, (t_ahead - s) / torch.where(h_step > 0, h_step, 1.0), 1.0)
+            index = torch.where(hit, ahead * n_rows + self.row_index, n_out * n_rows).reshape(-1)
+            next_out = next_out + hit.sum(0)
+        values = _dense(tab, theta, y, y1, f0, f1, stages, hb, self.per_sample).reshape(-1, self.width)
+        keep = accept.view(self.row_shape) if self.per_sample else accept[0]
+        s = torch.where(accept, s1, s)
+        y = torch.where(keep, y1, y)
+        f0 = torch.where(keep, f1, f0)
+        return s, h_next, y, f0, next_out, history, active, accept, finite, index, values
+
+
+def _compiled(attempt: _Attempt, settings: bool | dict):
+    """``attempt`` through ``torch.compile`` (``settings``: True, or its keyword arguments);
+    ``fullgraph=True`` unless given, falling back to a graph with breaks (and saying so) when
+    ``func`` cannot be traced whole."""
+    kwargs = dict(settings) if isinstance(settings, dict) else {}
+    if "fullgraph" in kwargs:
+        return torch.compile(attempt.__call__, **kwargs)
+    whole = torch.compile(attempt.__call__, fullgraph=True, **kwargs)
+
+    def step(*args):
+        nonlocal whole
+        try:
+            return whole(*args)
+        except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as error:  # a graph break
+            warnings.warn(f"option 'compile': func cannot be traced as one graph ({str(error).splitlines()[0]}); "
+                          "compiling it with graph breaks", stacklevel=2)
+            whole = torch.compile(attempt.__call__, fullgraph=False, **kwargs)
+            return whole(*args)
+
+    return step
+
+
 class _RowController:
     """``controllers.PIDController``'s rule, applied to every row at once on the device."""
 
-    def __init__(self, rtol, atol, error_order: int, options: dict, row_norm):
-        self.rtol, self.atol, self.k, self.row_norm = rtol, atol, error_order, row_norm
+    def __init__(self, rtol, atol, error_order: int, options: dict):
+        self.rtol, self.atol, self.k = rtol, atol, error_order
         self.first_step = options.get("first_step")
         self.min_step, self.max_step = options.get("min_step") or 0.0, options.get("max_step") or math.inf
         self.safety = options.get("safety", 0.9)
         self.min_factor, self.max_factor = options.get("min_factor", 0.2), options.get("max_factor", 10.0)
         i, p, d = (options.get(key, default) for key, default in (("icoeff", 1.0), ("pcoeff", 0.0), ("dcoeff", 0.0)))
         self.b1, self.b2, self.b3 = i + p + d, -(p + 2 * d), d
-        self.history = None  # (r_{n-1}, r_{n-2}) per row
 
     def scale(self, y: torch.Tensor, y1: torch.Tensor | None = None) -> torch.Tensor:
         size = y.abs() if y1 is None else torch.maximum(y.abs(), y1.abs())
         return size.mul(self.rtol).add(self.atol)
 
-    def initial_step(self, field, s, y0, f0, per_row) -> torch.Tensor:
+    def initial_step(self, attempt: _Attempt, s, y0, f0) -> torch.Tensor:
         """Hairer, Norsett and Wanner's starting step for each row (``controllers.initial_step``)."""
         if self.first_step is not None:
             h = torch.full_like(s, float(self.first_step))
         else:
             scale = self.scale(y0)
-            d0, d1 = self.row_norm(y0 / scale), self.row_norm(f0 / scale)
+            d0, d1 = attempt.row_norm(y0 / scale), attempt.row_norm(f0 / scale)
             h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-            d2 = self.row_norm((field(s + h0, y0 + per_row(h0) * f0) - f0) / scale) / h0
+            d2 = attempt.row_norm((attempt.field(s + h0, y0 + attempt.per_row(h0) * f0) - f0) / scale) / h0
             d = torch.maximum(d1, d2)
             h1 = torch.where(d <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / d) ** (1.0 / self.k))
             h = torch.minimum(100 * h0, h1)
             h = torch.where(torch.isfinite(h), h, h0)
         return h.clamp(self.min_step, self.max_step)
 
-    def adapt(self, err, y, y1, h, active):
-        """Per row: accepted?, the next step size, and whether the error was finite."""
-        ratio = self.row_norm(err / self.scale(y, y1))
+    def adapt(self, attempt: _Attempt, err, y, y1, h, active, history):
+        """Per row: accepted?, the next step size, whether the error was finite, and the
+        history of error ratios (r_{n-1}, r_{n-2}) after this attempt."""
+        ratio = attempt.row_norm(err / self.scale(y, y1))
         finite = torch.isfinite(ratio)
         accept = active & finite & ((ratio <= 1.0) | (h <= self.min_step))
         positive = torch.where(finite & (ratio > 0), ratio, 1.0)
         factor = self.safety * positive ** (-self.b1 / self.k)
-        if self.history is None:
-            self.history = (torch.ones_like(ratio), torch.ones_like(ratio))
-        r1, r2 = self.history
+        r1, r2 = history
         if self.b2:
             factor = factor * r1 ** (-self.b2 / self.k)
         if self.b3:
@@ -255,8 +310,8 @@ class _RowController:
         factor = torch.where(ratio == 0, self.max_factor, factor)
         factor = torch.where(finite, factor, self.min_factor).clamp(self.min_factor, self.max_factor)
         factor = torch.where(accept, factor, factor.clamp(max=1.0))
-        self.history = (torch.where(accept, ratio.clamp(min=1e-10), r1), torch.where(accept, r1, r2))
-        return accept, (h * factor).clamp(self.min_step, self.max_step), finite
+        history = (torch.where(accept, ratio.clamp(min=1e-10), r1), torch.where(accept, r1, r2))
+        return accept, (h * factor).clamp(self.min_step, self.max_step), finite, history
 
 
 def _dense(tab, theta, y0, y1, f0, f1, stages, hb, per_sample) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The loop on the device (``options={"per_sample": True}`` / ``{"sync_every": k}``): per-sample
-step control, agreement with the host loop, host reads, gradients and bad input."""
+"""The loop on the device (``options={"per_sample": True}`` / ``{"sync_every": k}`` /
+``{"compile": ...}``): per-sample step control, agreement with the host loop, host reads,
+gradients, the compiled step, and bad input."""
 
 import math
 
@@ -179,10 +180,13 @@ def test_decreasing_times_and_tuple_states():
     (dict(method="adams", options={"sync_every": 2}), "not 'adams'"),
     (dict(options={"per_sample": "yes"}), "must be True or False"),
     (dict(options={"sync_every": 0}), "positive integer"),
+    (dict(options={"compile": "yes"}), "option 'compile' must be True, False or a dict of torch.compile arguments"),
+    (dict(method="rk4", options={"compile": True}), "unknown option"),
     (dict(options={"per_sample": True, "norm": lambda x: x.abs().max()}), "custom 'norm'"),
     (dict(options={"sync_every": 2, "step_t": [0.5]}), "'step_t' is not supported"),
     (dict(options={"per_sample": True}, gradient="checkpoint"), "gradient='checkpoint'"),
     (dict(options={"per_sample": True}, gradient="adjoint", adjoint_options={"per_sample": True}), "no batch rows"),
+    (dict(gradient="adjoint", adjoint_options={"compile": True}), "adjoint_options 'compile' cannot apply"),
 ])
 def test_bad_device_loop_options_are_named(kwargs, message):
     with pytest.raises(InvalidOptionError, match=message):
@@ -234,3 +238,58 @@ def test_the_adjoint_backward_on_the_device_loop_takes_the_default_loops_steps()
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)
     # Summed over the 4 backward segments, each warm-started from the step the last one proposed.
     assert steps[1] == steps[0]
+
+
+# ``aot_eager`` traces and runs the same graphs as the default backend without generating C++;
+# the default (inductor) compiles for a minute on 2 cores, so it is left to `make bench-ode`.
+COMPILE = {"compile": {"backend": "aot_eager"}}
+
+
+@pytest.mark.slow
+def test_the_compiled_step_takes_the_same_steps_and_gradients_and_compiles_once():
+    from torch._dynamo.utils import counters
+
+    func = MLPField()
+    t = torch.linspace(0, 2, 4, dtype=D)
+    y0 = torch.randn(5, 2, dtype=D, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    eager = odeint(func, y0, t, rtol=1e-7, atol=1e-9, options={"sync_every": 1})
+    eager_steps = last_stats().n_accepted, last_stats().n_rejected
+    eager_grad, = torch.autograd.grad(eager.square().sum(), y0)
+    compiled = odeint(func, y0, t, rtol=1e-7, atol=1e-9, options={"sync_every": 1, **COMPILE})
+    assert (last_stats().n_accepted, last_stats().n_rejected) == eager_steps
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-12)
+    compiled_grad, = torch.autograd.grad(compiled.square().sum(), y0)
+    torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-10, atol=1e-12)
+    # Later solves with new values (same func, shapes and settings) reuse the compiled graphs.
+    graphs = counters["stats"]["unique_graphs"]
+    for seed in (2, 3):
+        y = torch.randn(5, 2, dtype=D, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+        odeint(func, y, t, rtol=1e-7, atol=1e-9, options={"sync_every": 1, **COMPILE}).sum().backward()
+    assert counters["stats"]["unique_graphs"] == graphs
+    # With the adjoint, the forward solve compiles and the backward one (which calls
+    # torch.autograd.grad inside its field) runs eagerly: the same gradient as without compile.
+    adjoint_grads = []
+    for options in ({"sync_every": 1}, {"sync_every": 1, **COMPILE}):
+        func.zero_grad()
+        odeint(func, y0, t, rtol=1e-7, atol=1e-9, gradient="adjoint", options=options).square().sum().backward()
+        adjoint_grads.append(torch.cat([p.grad.reshape(-1) for p in func.parameters()]))
+    torch.testing.assert_close(adjoint_grads[1], adjoint_grads[0], rtol=1e-10, atol=1e-12)
+    # Per-sample steps compile too.
+    f, y0 = vdp_batch(4)
+    per_sample = odeint(f, y0, t, rtol=1e-6, atol=1e-6, options={"per_sample": True, **COMPILE})
+    torch.testing.assert_close(per_sample, odeint(f, y0, t, rtol=1e-6, atol=1e-6, options={"per_sample": True}),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_a_func_that_breaks_the_graph_compiles_with_breaks_and_says_so():
+    def reads_the_host(t, y):
+        if float(y.abs().max()) > 1e6:  # a host read: Dynamo cannot keep it in one graph
+            raise RuntimeError("blew up")
+        return -y
+
+    y0 = torch.ones(3, 2, dtype=D)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    with pytest.warns(UserWarning, match="cannot be traced as one graph.*compiling it with graph breaks"):
+        ys = odeint(reads_the_host, y0, t, rtol=1e-8, atol=1e-10, options=COMPILE)
+    torch.testing.assert_close(ys[-1], y0 * math.exp(-1), rtol=1e-6, atol=0)
