@@ -57,8 +57,8 @@ def render(runs: dict[str, FlowRun | None], scale: str, root: Path | None = None
                         verdict(min(nfe) >= 70 and max(nfe) <= 100)]] if nfe else []),
         "NFE per solve: one solve per training step (forward: with Hutchinson's estimate; backward: the "
         "adjoint solve; both averaged over the last epoch) and per evaluation batch (exact trace). "
-        "FFJORD reports about 70-100 on these toys after training; NFE grows as the field is trained, "
-        "so short runs show fewer.",
+        "FFJORD reports about 70-100 on these toys after its 10,000 iterations; NFE changes as the field "
+        "trains, up on some toys and down on others, so runs of another length differ.",
     ]
     if root is not None:
         lines += ["", f"Runs: `{root}/<toy>`."]
