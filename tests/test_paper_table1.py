@@ -127,3 +127,11 @@ def test_table_subcommand_dispatches_to_the_builder(sweep: Path, tmp_path: Path,
     with pytest.raises(SystemExit):
         cli.table_cli()
     assert "unknown table 'table9'" in capsys.readouterr().err
+
+
+def test_runs_are_trained_costliest_first():
+    # Two at a time, the ODE-Net then trains on one core while the others follow on the other.
+    specs = table1.run_specs("cpu")
+    assert [s.experiment for s in specs] == ["mnist_odenet", "mnist_rknet", "mnist_resnet", "mnist_mlp"]
+    assert all(s.run_dir.parent.name == "cpu" for s in specs)
+    assert [s.experiment for s in table1.run_specs("cpu", ["mnist_mlp", "mnist_odenet"])] == ["mnist_odenet", "mnist_mlp"]

@@ -9,8 +9,8 @@ epoch (and every ``eval_every_n_steps`` steps) it evaluates and hands a
 position inside an epoch and every random state, so a resumed run gives exactly the metrics of
 an uninterrupted one (on CPU, or on GPU with ``deterministic=true``). Beside this loop:
 evaluation.py, state.py (where a run stands), signals.py, config.py (the settings' checks),
-checkpoint.py, memory.py, loggers.py, and distributed.py (the same loop on every rank under
-torchrun; rank 0 alone writes files).
+checkpoint.py, memory.py, precision.py (autocast, loss scaling, memory layout), loggers.py, and
+distributed.py (the same loop on every rank under torchrun; rank 0 alone writes files).
 """
 
 from __future__ import annotations
