@@ -104,15 +104,15 @@ def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dic
 
     s = times[0].expand(n_rows).clone()
     f0 = attempt.field(s, y0)
-    problem.nfe += 1
     check_derivative(f0, y0, " at the initial time")
     if not bool(torch.isfinite(y0).all() & torch.isfinite(f0).all()):  # one read of the device
         raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
                                   f"t={problem.user_time(problem.times[0]):.6g}")
     with torch.no_grad():
         h = controller.initial_step(attempt, s, y0, f0)
-    problem.nfe += 0 if controller.first_step is not None else 1
-    nfe_rows = torch.full((n_rows,), 1 if controller.first_step is not None else 2, device=device)
+    start_evals = 1 + (controller.first_step is None)  # f0, and the initial step's trial evaluation
+    problem.nfe += start_evals
+    nfe_rows = torch.full((n_rows,), start_evals, device=device)
     evals_per_attempt = tab.num_stages - 1 + (0 if tab.fsal else 1)
     step = _compiled(attempt, options["compile"]) if options.get("compile") else attempt
 
