@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -56,14 +56,19 @@ def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: 
     return metrics
 
 
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``batch`` with ``fn`` applied to every tensor in it (a nested tuple, list or dict)."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(map_tensors(item, fn) for item in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(map_tensors(item, fn) for item in batch)
+    if isinstance(batch, dict):
+        return {key: map_tensors(value, fn) for key, value in batch.items()}
+    return batch
+
+
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor in a (nested) tuple, list or dict to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
-        return type(batch)(*(move_to_device(item, device) for item in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return {key: move_to_device(value, device) for key, value in batch.items()}
-    return batch
+    return map_tensors(batch, lambda tensor: tensor.to(device, non_blocking=True))

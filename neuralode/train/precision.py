@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from neuralode.train.evaluation import map_tensors
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -43,15 +45,8 @@ class Precision:
         """``batch`` (moved to the device) with its 4-D floating tensors in channels-last layout."""
         if not self.channels_last:
             return batch
-        if isinstance(batch, torch.Tensor):
-            return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 and batch.is_floating_point() else batch
-        if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-            return type(batch)(*(self.batch(item) for item in batch))
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self.batch(item) for item in batch)
-        if isinstance(batch, dict):
-            return {key: self.batch(value) for key, value in batch.items()}
-        return batch
+        return map_tensors(batch, lambda t: t.contiguous(memory_format=torch.channels_last)
+                           if t.dim() == 4 and t.is_floating_point() else t)
 
     def autocast(self):
         if self.dtype is None:
