@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
 from omegaconf import MISSING, OmegaConf
 
 from neuralode.errors import UserError  # noqa: F401  (re-exported: the trainer's errors derive from it)
@@ -51,6 +52,10 @@ class OptimConfig:
     optimizer: Any = MISSING
     scheduler: Any = None
     scheduler_interval: str = "epoch"  # "epoch" or "step"
+
+
+#: trainer.precision: each setting's autocast dtype (None: no autocast). See neuralode/train/precision.py.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -138,8 +143,9 @@ def check_trainer_settings(s: TrainerConfig, scheduler_interval: str, device: An
         raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {s.grad_clip_norm}")
     if scheduler_interval not in ("epoch", "step"):
         raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-    if s.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got {s.precision!r}")
+    if s.precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision must be {', '.join(list(PRECISIONS)[:-1])} or {list(PRECISIONS)[-1]}, "
+                          f"got {s.precision!r}")
     if s.precision == "fp16" and device is not None and getattr(device, "type", str(device)) != "cuda":
         raise ConfigError(f"trainer.precision=fp16 needs a CUDA device (this run uses {device}); "
                           "use trainer.precision=bf16 on CPU")

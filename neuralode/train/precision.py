@@ -20,9 +20,8 @@ from typing import Any, Callable
 
 import torch
 
+from neuralode.train.config import PRECISIONS
 from neuralode.train.evaluation import map_tensors
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Precision:
