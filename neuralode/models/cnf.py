@@ -69,7 +69,8 @@ class CNFDynamics(nn.Module):
     """d/dt (z, log p) = (f(t, z), -trace(df/dz)) for one solve.
 
     ``noise`` None means the exact trace, a tensor shaped like z means Hutchinson's estimate
-    with that fixed noise.
+    with that fixed noise. A field with ``forward_with_trace(t, z) -> (dz, trace)`` gives its
+    exact trace in closed form, used instead of the vector-Jacobian products.
     """
 
     def __init__(self, field: nn.Module, noise: torch.Tensor | None = None):
@@ -85,10 +86,13 @@ class CNFDynamics(nn.Module):
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
-            dz = self.field(t, z)
-            if self.noise is None:
+            if self.noise is None and hasattr(self.field, "forward_with_trace"):
+                dz, trace = self.field.forward_with_trace(t, z)
+            elif self.noise is None:
+                dz = self.field(t, z)
                 trace = trace_exact(dz, z, create_graph)
             else:
+                dz = self.field(t, z)
                 trace = trace_hutchinson(dz, z, self.noise, create_graph)
         if not create_graph:
             dz, trace = dz.detach(), trace.detach()
@@ -188,12 +192,23 @@ class PlanarField(nn.Module):
             nn.Linear(hidden, units * (2 * dim + 2)),
         )
 
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _units(self, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         params = self.hypernet(t.reshape(1, 1).to(z.dtype)).reshape(self.units, 2 * self.dim + 2)
         u, w = params[:, : self.dim], params[:, self.dim : 2 * self.dim]
         b, gate = params[:, 2 * self.dim], torch.sigmoid(params[:, 2 * self.dim + 1])
-        h = torch.tanh(z @ w.T + b)  # (B, M)
+        return u, w, gate, torch.tanh(z @ w.T + b)  # h: (B, M)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        u, _, gate, h = self._units(t, z)
         return (h * gate) @ u
+
+    def forward_with_trace(self, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f(t, z) and trace(df/dz) in closed form: df/dz = sum_m gate_m (1 - h_m^2) u_m w_m^T, so
+        the trace is sum_m gate_m (1 - h_m^2) (u_m . w_m). The same value as the autograd trace
+        without its vector-Jacobian products, whose double-backward graph made a training step
+        about twice as slow."""
+        u, w, gate, h = self._units(t, z)
+        return (h * gate) @ u, ((1 - h**2) * gate) @ (u * w).sum(1)
 
 
 class ConcatLinear(nn.Module):
