@@ -158,6 +158,30 @@ def test_a_failed_run_does_not_stop_the_others_and_is_named(tmp_path: Path, monk
         table2.ensure_runs("smoke", [30], experiments=["rnn_spiral"], root=tmp_path, jobs=1)
 
 
+def test_a_threaded_run_training_alone_takes_the_spare_cores(tmp_path: Path, monkeypatch):
+    threads = {}
+
+    def run(command, env, **kwargs):
+        threads[command[-1].split("/")[-1]] = env["OMP_NUM_THREADS"]
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(common.subprocess, "run", run)
+    monkeypatch.setattr(common.os, "cpu_count", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    alone = [common.RunSpec("sdenet_mnist", tmp_path / "conv", threaded=True)]
+    small = [common.RunSpec("latent_ode_spiral", tmp_path / "small")]
+    pair = [common.RunSpec("mnist_odenet", tmp_path / "conv_a", threaded=True),
+            common.RunSpec("mnist_rknet", tmp_path / "conv_b", threaded=True)]
+    for specs in (alone, small, pair):
+        assert common.ensure_runs(specs, "cpu", jobs=2) == []
+    assert threads == {"conv": "2", "small": "1", "conv_a": "1", "conv_b": "1"}
+    common.ensure_runs([common.RunSpec("latent_ode_spiral", tmp_path / "big")], "paper", jobs=2)
+    assert threads["big"] == "2"  # at paper scale every run shares out the cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    common.ensure_runs([common.RunSpec("sdenet_mnist", tmp_path / "set", threaded=True)], "cpu", jobs=2)
+    assert threads["set"] == "3"
+
+
 # --------------------------------------------------------------------------- Figures 7-9
 TINY_SPIRALS = ["data.n_spirals=16", "data.n_eval=8", "data.n_points=20", "data.n_extrap=10", "data.dt=0.1",
                 "data.n_obs=6", "data.batch_size=8"]

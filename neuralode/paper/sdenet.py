@@ -334,7 +334,7 @@ def csv_rows(runs: list[Run]) -> list[list]:
 def run_specs(scale: str) -> list[RunSpec]:
     """The table's runs at ``scale``: ``outputs/paper/runs/<scale>/<experiment>`` (the baselines'
     are Table 1's)."""
-    return [RunSpec(name, runs_root(scale) / name) for name in EXPERIMENTS]
+    return [RunSpec(name, runs_root(scale) / name, threaded=True) for name in EXPERIMENTS]
 
 
 def main(argv: list[str] | None = None) -> None:
