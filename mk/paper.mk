@@ -4,10 +4,12 @@
 PAPER_TARGETS += table1 memory fig1 fig2 fig3
 
 # $(call timed,command): run a paper target's command and record its wall time and status in
-# outputs/paper/timings/<target>-<scale>.json (REPORT.md's wall-time table); fails as it failed.
-timed = @mkdir -p outputs/paper/timings; start=$$EPOCHREALTIME; status=ok; $(1) || status=failed; \
+# outputs/paper/timings/<target>-<scale>.json under $NEURALODE_ROOT or here (REPORT.md's wall-time
+# table); fails as it failed.
+timed = @timings=$${NEURALODE_ROOT:-.}/outputs/paper/timings; mkdir -p $$timings; start=$$EPOCHREALTIME; status=ok; \
+	$(1) || status=failed; \
 	printf '{"target": "%s", "scale": "%s", "start": %s, "end": %s, "status": "%s"}\n' \
-	  $@ $(SCALE) $$start $$EPOCHREALTIME $$status > outputs/paper/timings/$@-$(SCALE).json; [ $$status = ok ]
+	  $@ $(SCALE) $$start $$EPOCHREALTIME $$status > $$timings/$@-$(SCALE).json; [ $$status = ok ]
 .PHONY: table1 memory fig1 fig2 fig3 paper report results
 
 table1: install  ## Table 1 (MNIST: MLP, ResNet, RK-Net, ODE-Net) at SCALE, training what is missing -> outputs/paper/table1.md
