@@ -8,7 +8,8 @@ state [z, log p] is integrated together in one solve:
 - log-density (t1 -> t0): start from (x, 0); end at (z0, a) with a = int_t0^t1 trace dt, and
   log q(x) = log N(z0) - a.
 
-The trace is exact (one vector-Jacobian product per dimension, cheap in 2-D) or Hutchinson's
+The trace is exact (one vector-Jacobian product per dimension, cheap in 2-D; in closed form for a
+field that gives it, as the planar field does) or Hutchinson's
 estimate e^T (df/dz) e with one product, the noise e drawn once per solve (it must be the
 same function of t in the forward and the adjoint solve, which is why every solve gets its
 own :class:`CNFDynamics` holding its noise). Evaluation (``model.eval()``) always uses the
