@@ -158,6 +158,16 @@ def test_a_failed_run_does_not_stop_the_others_and_is_named(tmp_path: Path, monk
         table2.ensure_runs("smoke", [30], experiments=["rnn_spiral"], root=tmp_path, jobs=1)
 
 
+def test_ensure_runs_logs_what_it_trained_and_reused_for_the_timing_record(tmp_path: Path, monkeypatch):
+    fake_training(monkeypatch)
+    make_run(tmp_path / "rnn_spiral_n30_s0", "rnn_spiral", 30, [1.0])  # finished
+    log = tmp_path / "fig.runs"
+    monkeypatch.setenv("NEURALODE_RUN_LOG", str(log))
+    table2.ensure_runs("smoke", [30], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path, jobs=1)
+    assert sorted(log.read_text().splitlines()) == [f"reused {tmp_path / 'rnn_spiral_n30_s0'}",
+                                                    f"trained {tmp_path / 'latent_ode_spiral_n30_s0'}"]
+
+
 def test_a_threaded_run_training_alone_takes_the_spare_cores(tmp_path: Path, monkeypatch):
     threads = {}
 

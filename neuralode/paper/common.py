@@ -297,6 +297,17 @@ def default_jobs() -> int:
     return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
 
 
+def record_runs(trained: Sequence[RunSpec], reused: Sequence[RunSpec]) -> None:
+    """Append ``trained <run_dir>`` / ``reused <run_dir>`` lines to ``$NEURALODE_RUN_LOG`` when
+    set: ``make``'s timing record counts them, so that REPORT.md can tell a target's wall time
+    that trained its runs from one that only reused them."""
+    path = os.environ.get("NEURALODE_RUN_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.writelines(f"{kind} {spec.run_dir}\n" for kind, group in (("trained", trained), ("reused", reused))
+                           for spec in group)
+
+
 def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (), jobs: int | None = None) -> list[RunSpec]:
     """Make every run of ``specs`` a finished run at ``scale``: reuse it when it has
     ``summary.json``, resume it from ``last.pt``, else train it; ``extra`` overrides go to every
@@ -304,12 +315,11 @@ def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (),
     ``<run_dir>.log`` when more than one); one that fails does not stop the others.
     Returns the specs that failed."""
     jobs = default_jobs() if jobs is None else max(1, jobs)
-    todo = []
+    todo = [spec for spec in specs if not (spec.run_dir / "summary.json").is_file()]
     for spec in specs:
-        if (spec.run_dir / "summary.json").is_file():
+        if spec not in todo:
             print(f"reusing {spec.run_dir}", flush=True)
-        else:
-            todo.append(spec)
+    record_runs(trained=todo, reused=[spec for spec in specs if spec not in todo])
     if not todo:
         return []
     parallel = min(jobs, len(todo))

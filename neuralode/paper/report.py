@@ -105,6 +105,14 @@ def wall_s(record: dict) -> float | None:
         return None
 
 
+def runs_cell(record: dict) -> str:
+    """How many training runs the target trained and reused ("-" in records from before they were counted)."""
+    trained, reused = record.get("runs_trained"), record.get("runs_reused")
+    if trained is None or reused is None:
+        return "-"
+    return ", ".join([f"{trained} trained"] + ([f"{reused} reused"] if reused else [])) if trained or reused else "none"
+
+
 def read_claims(text: str) -> list[list[str]]:
     """The rows of every claims table in an artefact's markdown."""
     header = "| " + " | ".join(CLAIM_HEADERS) + " |"
@@ -182,7 +190,7 @@ def render(folder: Path, scale: str, commit: str, now: str | None = None) -> str
             continue
         seconds = wall_s(record)
         rows.append([f"`make {target}`", record.get("scale", "-"), "-" if seconds is None else f"{seconds:.0f} s",
-                     record.get("status", "-")])
+                     runs_cell(record), record.get("status", "-")])
     claims = claims_summary(folder)
     lines = [
         "# Neural Ordinary Differential Equations: our reproduction beside the paper",
@@ -198,7 +206,10 @@ def render(folder: Path, scale: str, commit: str, now: str | None = None) -> str
         if claims else "No claims judged yet.\n",
         "Wall time of each target (from `make paper`):",
         "",
-        markdown_table(["target", "scale", "wall time", "status"], rows) if rows else "No timings recorded (run `make paper`).\n",
+        markdown_table(["target", "scale", "wall time", "training runs", "status"], rows) if rows
+        else "No timings recorded (run `make paper`).\n",
+        "A target's wall time includes training only for the runs it trained; one that reused "
+        "finished runs took less than a fresh `make paper` would.\n" if rows else "",
     ]
     for artefact in ARTEFACTS:
         lines.append(artefact_section(artefact, folder))
