@@ -168,6 +168,14 @@ def test_ensure_runs_logs_what_it_trained_and_reused_for_the_timing_record(tmp_p
                                                     f"trained {tmp_path / 'latent_ode_spiral_n30_s0'}"]
 
 
+def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
+    commands = fake_training(monkeypatch)
+    table2.ensure_runs("cpu", [30, 100], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path, jobs=1)
+    trained = [c[-1].split("/")[-1] for c in commands]
+    assert trained == ["latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_n100_s0",
+                       "rnn_spiral_n30_s0"]
+
+
 def test_a_threaded_run_training_alone_takes_the_spare_cores(tmp_path: Path, monkeypatch):
     threads = {}
 
