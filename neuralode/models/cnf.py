@@ -207,7 +207,7 @@ class PlanarField(nn.Module):
         """f(t, z) and trace(df/dz) in closed form: df/dz = sum_m gate_m (1 - h_m^2) u_m w_m^T, so
         the trace is sum_m gate_m (1 - h_m^2) (u_m . w_m). The same value as the autograd trace
         without its vector-Jacobian products, whose double-backward graph made a training step
-        about twice as slow."""
+        1.1-1.5x slower (measured at 40 and 300 evaluations per solve)."""
         u, w, gate, h = self._units(t, z)
         return (h * gate) @ u, ((1 - h**2) * gate) @ (u * w).sum(1)
 

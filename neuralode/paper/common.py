@@ -315,11 +315,11 @@ def ensure_runs(specs: Sequence[RunSpec], scale: str, extra: Sequence[str] = (),
     ``<run_dir>.log`` when more than one); one that fails does not stop the others.
     Returns the specs that failed."""
     jobs = default_jobs() if jobs is None else max(1, jobs)
-    todo = [spec for spec in specs if not (spec.run_dir / "summary.json").is_file()]
-    for spec in specs:
-        if spec not in todo:
-            print(f"reusing {spec.run_dir}", flush=True)
-    record_runs(trained=todo, reused=[spec for spec in specs if spec not in todo])
+    reused = [spec for spec in specs if (spec.run_dir / "summary.json").is_file()]
+    todo = [spec for spec in specs if spec not in reused]
+    for spec in reused:
+        print(f"reusing {spec.run_dir}", flush=True)
+    record_runs(trained=todo, reused=reused)
     if not todo:
         return []
     parallel = min(jobs, len(todo))
