@@ -176,6 +176,21 @@ def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
                        "rnn_spiral_n30_s0"]
 
 
+def test_the_cpu_scale_trains_the_better_rnn_only_and_the_table_says_why(tmp_path: Path, monkeypatch):
+    commands = fake_training(monkeypatch)
+    table2.ensure_runs("cpu", [30], root=tmp_path, jobs=1)
+    assert sorted(c[-1].split("/")[-1] for c in commands) == ["latent_ode_spiral_n30_s0", "rnn_spiral_residual_n30_s0"]
+    assert set(table2.run_specs("smoke", [30], root=tmp_path)) == {(e, 30, 0) for e in table2.EXPERIMENTS}
+    runs = table2.find_runs([make_run(tmp_path / "r", "rnn_spiral_residual", 30, [0.8]),
+                             make_run(tmp_path / "l", "latent_ode_spiral", 30, [0.5])])
+    text = table2.render(runs, "cpu", found={})
+    assert "| RNN |" not in text and "| RNN (change from last value) | 0.8000 |" in text
+    assert "the next-value RNN is not trained at this scale" in text
+    # A table that has the next-value RNN needs no such note.
+    both = runs + table2.find_runs([make_run(tmp_path / "n", "rnn_spiral", 30, [1.0])])
+    assert "not trained at this scale" not in table2.render(both, "cpu", found={})
+
+
 def test_a_threaded_run_training_alone_takes_the_spare_cores(tmp_path: Path, monkeypatch):
     threads = {}
 

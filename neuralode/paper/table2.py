@@ -4,8 +4,8 @@
     python -m neuralode.paper.table2 --train --scale smoke      # train what is missing, then build
     python -m neuralode table table2 outputs/multirun/<sweep>   # any run folders (or folders of runs)
 
-With ``--train`` the nine runs (three models x three n) are trained at ``--scale`` (their
-recipes: ``configs/recipe/<scale>/*_spiral*.yaml``) into
+With ``--train`` the runs (the scale's models, from configs/paper_scales.yaml, x three n) are
+trained at ``--scale`` (their recipes: ``configs/recipe/<scale>/*_spiral*.yaml``) into
 ``outputs/paper/runs/<scale>/<experiment>_n<n>_s<seed>/``; finished runs (with ``summary.json``)
 are reused and unfinished ones (``last.pt`` but no summary) resumed. Every number comes from a
 run's ``summary.json``, ``metrics.jsonl`` and stored config. Figures 8 and 9 train (or reuse)
@@ -13,7 +13,8 @@ their runs with :func:`ensure_runs` here.
 
 Two RNN baselines, both fair per the paper (25 units, the time gap as an input, Gaussian NLL,
 the same optimiser): ``rnn_spiral`` reads out the next value, ``rnn_spiral_residual`` the
-change from the last observed value. The verdict compares the latent ODE with the better one.
+change from the last observed value. The verdict compares the latent ODE with the better one;
+the cpu scale trains only the better one (the change from the last value), to fit its budget.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, ensure_runs_or_exit,
-                                    epochs_scale, fmt, markdown_table, read_finished_run, run_config, runs_root,
+from neuralode.paper.common import (SCALES, RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, ensure_runs_or_exit,
+                                    epochs_scale, fmt, markdown_table, read_finished_run, run_config, runs_root, scale_settings,
                                     shown_path, table_main, table_parser, write_table_files)
 
 RNN, RNN_RESIDUAL, LATENT = "RNN", "RNN (change from last value)", "latent ODE"
@@ -154,7 +155,7 @@ def distinct(values: Iterable[Any]) -> str:
 # --------------------------------------------------------------------------- the table
 def table_rows(runs: list[Run], n_obs: Iterable[int] = N_OBS) -> list[list[str]]:
     rows = []
-    for model in MODELS:
+    for model in [m for m in MODELS if any(r.model == m for r in runs)]:
         row = [model]
         for n in n_obs:
             row += [rmse_cell([run_numbers(r)["rmse_extrap"] for r in runs if r.model == model and r.n_obs == n]),
@@ -304,6 +305,14 @@ def spiral_definition(runs: list[Run]) -> str:
             f"the {d('n_extrap')} noise-free grid points after the window are the extrapolation targets.")
 
 
+def baseline_note(runs: list[Run], scale: str) -> str:
+    """Why only one RNN baseline, when the scale trains one (its ``note`` in
+    configs/paper_scales.yaml) and the table has only that one."""
+    if scale not in SCALES or any(run.model == RNN for run in runs):
+        return ""
+    return scale_settings("table2", scale).get("note", "")
+
+
 def render(runs: list[Run], scale: str, base: Path | None = None,
            found: dict[Path, Extrapolation | None] | None = None) -> str:
     """Table 2 as markdown: RMSE beside the paper's, the claims with verdicts, the error by
@@ -328,6 +337,7 @@ def render(runs: list[Run], scale: str, base: Path | None = None,
            markdown_table(["model", "n", "seed", *(f"h = {h}" for h in HORIZONS)], horizons), ""]
           if (horizons := horizon_rows(runs, found)) else []),
         *coverage_section(runs, found),
+        *([note, ""] if (note := baseline_note(runs, scale)) else []),
         spiral_definition(runs) + f" Training seeds: {distinct(run.seed for run in runs)}. "
         f"Devices: {distinct(run.summary.get('device') for run in runs)}.",
         "",
@@ -369,17 +379,25 @@ def run_name(experiment: str, n_obs: int, seed: int) -> str:
     return f"{experiment}_n{n_obs}_s{seed}"
 
 
+def scale_experiments(scale: str) -> tuple[str, ...]:
+    """The experiments Table 2 trains at ``scale`` (configs/paper_scales.yaml: the cpu scale
+    trains only the better RNN baseline)."""
+    return tuple(scale_settings("table2", scale)["experiments"])
+
+
 def run_specs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
-              experiments: Iterable[str] = tuple(EXPERIMENTS), root: Path | None = None) -> dict[tuple, RunSpec]:
+              experiments: Iterable[str] | None = None, root: Path | None = None) -> dict[tuple, RunSpec]:
     """Table 2's runs at ``scale``, keyed by (experiment, n, seed):
-    ``<root>/<experiment>_n<n>_s<seed>`` with ``root`` = ``outputs/paper/runs/<scale>``."""
+    ``<root>/<experiment>_n<n>_s<seed>`` with ``root`` = ``outputs/paper/runs/<scale>``;
+    ``experiments`` defaults to the scale's."""
     root = runs_root(scale) if root is None else Path(root)
+    experiments = scale_experiments(scale) if experiments is None else experiments
     return {(e, n, s): RunSpec(e, root / run_name(e, n, s), (f"data.n_obs={n}", f"seed={s}"))
             for e in experiments for n in n_obs for s in seeds}
 
 
 def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
-                experiments: Iterable[str] = tuple(EXPERIMENTS), overrides: Iterable[str] = (),
+                experiments: Iterable[str] | None = None, overrides: Iterable[str] = (),
                 jobs: int | None = None, root: Path | None = None) -> dict[tuple[str, int, int], Path]:
     """Finished run folders of Table 2 at ``scale`` (trained, resumed or reused), keyed by
     (experiment, n, seed); stops with an error when one fails to train."""
