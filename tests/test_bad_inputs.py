@@ -143,6 +143,7 @@ CASES = [
     pytest.param(Case(("trainer.precision=half",), r"trainer.precision must be fp32, bf16 or fp16, got 'half'"), id="precision-unknown"),
     pytest.param(Case(("trainer.precision=fp16", "device=cpu"), r"trainer.precision=fp16 needs a CUDA device \(this run uses cpu\); use trainer.precision=bf16 on CPU"), id="precision-fp16-on-cpu"),
     pytest.param(Case(("logger.log_every_n_steps=0",), r"logger.log_every_n_steps must be a positive integer, got 0"), id="log-every-zero"),
+    pytest.param(Case(("logger.figures_every_n_evals=0",), r"logger.figures_every_n_evals must be a positive integer, got 0"), id="figures-every-zero"),
     pytest.param(Case(("logger.log_every_n_steps=-1",), r"logger.log_every_n_steps must be a positive integer, got -1"), id="log-every-negative"),
     pytest.param(Case(("optim.optimizer.lr=0",), r"optim.optimizer.lr must be a positive number, got 0"), id="lr-zero"),
     pytest.param(Case(("optim.optimizer.lr=-0.1",), r"optim.optimizer.lr must be a positive number, got -0.1"), id="lr-negative"),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from neuralode.train.config import ConfigError, compose
+from neuralode.train.config import ConfigError, LoggerConfig, compose
 from neuralode.train.loggers import read_metrics
 from neuralode.train.run import lock_run_dir, train
 from neuralode.train.seeding import resolve_device
@@ -67,6 +67,12 @@ def test_fit_writes_metrics_events_checkpoints_and_summary(tmp_path):
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["num_parameters"] == summary["num_parameters"] == sum(p.numel() for p in trainer.task.parameters())
     assert saved["final"] == records[-1] and saved["steps"] == 8 and saved["epochs"] == 2
+
+
+def test_figures_are_drawn_at_the_first_evaluation_every_nth_and_the_last(tmp_path):
+    make_trainer(tmp_path, max_epochs=6, logging=LoggerConfig(figures_every_n_evals=4)).fit()
+    drawn = [event.step for event in events(tmp_path).Images("figures/inputs")]
+    assert drawn == [4, 20, 24]  # evaluations 1, 5 and 6 (the last), at 4 steps an epoch
 
 
 def test_no_nfe_keys_for_a_model_without_ode(tmp_path):

@@ -213,7 +213,9 @@ class Trainer:
             tick = time.perf_counter()
         bar.close()
         if p.batch_in_epoch >= n_batches:
-            self._evaluate_and_log(eval_loader, end_of_epoch=True, figures=True)
+            last = p.epoch + 1 >= s.max_epochs or (s.max_steps is not None and p.step >= s.max_steps)
+            due = len(self.history) % self.logging.figures_every_n_evals == 0
+            self._evaluate_and_log(eval_loader, end_of_epoch=True, figures=due or last)
 
     def _training_step(self, batch: Any) -> dict[str, float]:
         p = self.progress
