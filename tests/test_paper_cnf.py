@@ -118,6 +118,15 @@ def test_fig5_along_the_flow_and_figure(tmp_path):
     assert path.read_bytes()[:4] == PNG
 
 
+def test_fig5_trains_each_of_its_four_runs_once(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(fig5, "train_runs", lambda specs, args: trained.extend(s.experiment for s in specs) or [])
+    with pytest.raises(SystemExit):  # the fake training leaves no run to draw
+        fig5.main(["--scale", "smoke", "--runs", str(tmp_path), "--out", str(tmp_path)])
+    assert trained[0] == "cnf_two_circles"  # the costliest first
+    assert sorted(trained) == sorted(fig5.experiment(flow, d) for flow in fig5.FLOWS for d in fig5.DATASETS)
+
+
 def test_fig5_and_ffjord_tables_from_run_folders(tmp_path):
     fake_run(tmp_path / "fig5" / "cnf_two_moons", steps=200, test_nll=2.6, nfe_forward=22.7, nfe_backward=21.4)
     fake_run(tmp_path / "fig5" / "nf_two_moons", steps=500, test_nll=2.5)

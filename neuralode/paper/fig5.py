@@ -29,6 +29,9 @@ from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser
 
 DATASETS = {"two_circles": "Two Circles", "two_moons": "Two Moons"}
 FLOWS = ("CNF", "NF")
+#: Costliest first, so that two cores finish together (cpu scale, one core each: CNF on Two
+#: Circles 860 s, NF on Two Moons 665 s, NF on Two Circles 643 s, CNF on Two Moons 567 s).
+TRAINING_ORDER = (("CNF", "two_circles"), ("NF", "two_moons"), ("NF", "two_circles"), ("CNF", "two_moons"))
 FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
@@ -130,8 +133,7 @@ def csv_rows(runs: dict[tuple[str, str], FlowRun | None]) -> list[list]:
 def main(argv: list[str] | None = None) -> None:
     args, started = parse(flow_parser("python -m neuralode figure fig5", "fig5", __doc__), argv)
     root = args.runs or runs_root(args.scale, "fig5")
-    specs = [RunSpec(experiment(flow, dataset), root / experiment(flow, dataset)) for dataset in DATASETS
-             for flow in FLOWS]
+    specs = [RunSpec(experiment(flow, dataset), root / experiment(flow, dataset)) for flow, dataset in TRAINING_ORDER]
     failed = [] if args.no_train else train_runs(specs, args)
     runs = require_runs(collect(root), root, "Figure 5")
     folder = write_tables(args.out, "fig5", render(runs, args.scale, root), CSV_HEADERS, csv_rows(runs))
