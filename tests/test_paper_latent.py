@@ -174,6 +174,13 @@ def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
     trained = [c[-1].split("/")[-1] for c in commands]
     assert trained == ["latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_n100_s0",
                        "rnn_spiral_n30_s0"]
+    # `make table2` (the --train path) trains in the same order.
+    commands.clear()
+    monkeypatch.setenv("NEURALODE_ROOT", str(tmp_path))
+    with pytest.raises(SystemExit):  # the fake training leaves no run folder to build the table from
+        table2.main(["--train", "--scale", "cpu", "--n", "30", "100", "--jobs", "1", "--out", str(tmp_path)])
+    assert [c[-1].split("/")[-1] for c in commands] == [
+        "latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_residual_n100_s0", "rnn_spiral_residual_n30_s0"]
 
 
 def test_the_cpu_scale_trains_the_better_rnn_only_and_the_table_says_why(tmp_path: Path, monkeypatch):

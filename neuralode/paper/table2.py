@@ -387,13 +387,13 @@ def scale_experiments(scale: str) -> tuple[str, ...]:
 
 def run_specs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
               experiments: Iterable[str] | None = None, root: Path | None = None) -> dict[tuple, RunSpec]:
-    """Table 2's runs at ``scale``, keyed by (experiment, n, seed):
+    """Table 2's runs at ``scale``, keyed by (experiment, n, seed) in the order they train:
     ``<root>/<experiment>_n<n>_s<seed>`` with ``root`` = ``outputs/paper/runs/<scale>``;
     ``experiments`` defaults to the scale's."""
     root = runs_root(scale) if root is None else Path(root)
     experiments = scale_experiments(scale) if experiments is None else experiments
-    return {(e, n, s): RunSpec(e, root / run_name(e, n, s), (f"data.n_obs={n}", f"seed={s}"))
-            for e in experiments for n in n_obs for s in seeds}
+    keys = sorted(((e, n, s) for e in experiments for n in n_obs for s in seeds), key=training_order)
+    return {(e, n, s): RunSpec(e, root / run_name(e, n, s), (f"data.n_obs={n}", f"seed={s}")) for e, n, s in keys}
 
 
 def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
@@ -402,7 +402,7 @@ def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] =
     """Finished run folders of Table 2 at ``scale`` (trained, resumed or reused), keyed by
     (experiment, n, seed); stops with an error when one fails to train."""
     specs = run_specs(scale, n_obs, seeds, experiments, root)
-    ensure_runs_or_exit([specs[key] for key in sorted(specs, key=training_order)], scale, list(overrides), jobs)
+    ensure_runs_or_exit(list(specs.values()), scale, list(overrides), jobs)
     return {key: spec.run_dir for key, spec in specs.items()}
 
 
