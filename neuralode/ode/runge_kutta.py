@@ -77,23 +77,28 @@ class ExplicitRungeKutta:
         """
         tab = self.tableau
         rows, b, _, _ = _coefficients(tab, y.dtype, y.device)
-        s = tab.num_stages
-
-        def stage(i, stages):
-            return field(t + tab.c[i] * h, _combine(y, stages, rows[i], h), -1 if perturb_end and tab.c[i] == 1 else 0)
-
-        if torch.is_grad_enabled():
+        s, shape, y_flat = tab.num_stages, y.shape, y.reshape(-1)
+        grad = torch.is_grad_enabled()
+        if grad:
             ks = [f0]
-            stages = f0.unsqueeze(0)
-            for i in range(1, s):
-                ks.append(stage(i, stages))
-                stages = torch.stack(ks)
         else:
-            stages = torch.empty((s, *y.shape), dtype=y.dtype, device=y.device)
+            stages = torch.empty((s, *shape), dtype=y.dtype, device=y.device)
             stages[0] = f0
-            for i in range(1, s):
-                stages[i] = stage(i, stages[:i])
-        return RKStep(_combine(y, stages, b, h), stages)
+            columns = stages.view(s, -1).t()  # stage j is column j: a stage's input is one matrix-vector product
+        y_i = y
+        for i in range(1, s):
+            past = torch.stack(ks).view(i, -1).t() if grad else columns[:, :i]
+            y_i = torch.addmv(y_flat, past, rows[i], alpha=h).view(shape)
+            k = field(t + tab.c[i] * h, y_i, -1 if perturb_end and tab.c[i] == 1 else 0)
+            if grad:
+                ks.append(k)
+            else:
+                stages[i] = k
+        if grad:
+            stages = torch.stack(ks)
+        # FSAL tableaux evaluate their last stage at y1 itself: no second product for it.
+        y1 = y_i if tab.last_stage_at_y1 else _combine(y, stages, b, h)
+        return RKStep(y1, stages)
 
     def next_init(self, field: Field, t1: float, step: RKStep, perturb: int = 0) -> torch.Tensor:
         """The slope at the end of an accepted step: the last stage of an FSAL method, unless
@@ -108,11 +113,12 @@ class ExplicitRungeKutta:
         _, _, b_err, b_err_low = _coefficients(tab, step.stages.dtype, step.stages.device)
         flat = step.stages.reshape(step.stages.shape[0], -1)
         shape = step.y1.shape
-        err = norm((flat.t() @ b_err).view(shape) * h / scale)
+        # A norm is homogeneous, so the step size multiplies the norm (a float), not the error.
+        err = norm((flat.t() @ b_err).view(shape).div_(scale)) * abs(h)
         if b_err_low is None:
             return err
         # DOP853: blend the 5th- and 3rd-order estimates as Hairer's dop853.f does.
-        err_low = norm((flat.t() @ b_err_low).view(shape) * h / scale)
+        err_low = norm((flat.t() @ b_err_low).view(shape).div_(scale)) * abs(h)
         denom = (err * err + 0.01 * err_low * err_low).sqrt()
         return torch.where(denom > 0, err * err / denom, err)
 

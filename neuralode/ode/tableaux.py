@@ -44,6 +44,11 @@ class ButcherTableau:
     def num_stages(self) -> int:
         return len(self.c)
 
+    @property
+    def last_stage_at_y1(self) -> bool:
+        """Whether the last stage's input is y1 itself (the FSAL tableaux: last row of a = b)."""
+        return self.b[-1] == 0 and tuple(self.a[-1]) == tuple(self.b[:-1]) and self.c[-1] == 1
+
 
 def _floats(xs) -> tuple[float, ...]:
     return tuple(float(x) for x in xs)

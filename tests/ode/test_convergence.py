@@ -79,3 +79,22 @@ def test_error_falls_as_tolerance_tightens(method):
     assert all(b > a for a, b in zip(nfes, nfes[1:])), nfes
     # fehlberg2 controls a first-order estimate: 1e-3 at tol 1e-6 here, as torchdiffeq's does.
     assert errors[-1] < (2e-3 if method in LOW_ORDER else 1e-7)
+
+
+def test_fsal_tableaux_reuse_their_last_stage_input_as_y1():
+    from neuralode.ode.runge_kutta import ExplicitRungeKutta, _combine
+    from neuralode.ode.tableaux import TABLEAUX
+
+    reusing = {name for name, tab in TABLEAUX.items() if tab.last_stage_at_y1}
+    assert {"dopri5", "bosh3", "tsit5"} <= reusing
+    assert reusing == {name for name, tab in TABLEAUX.items() if tab.fsal}
+    f = lambda t, y: torch.stack([y[:, 1], -torch.sin(y[:, 0]) * (1 + t)], 1)  # noqa: E731
+    y = torch.randn(5, 2, dtype=torch.float64)
+    for name in reusing:
+        solver = ExplicitRungeKutta(TABLEAUX[name])
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                step = solver.step(lambda t, y, perturb=0: f(t, y), 0.1, y, 0.3, f(0.1, y))
+            b = torch.tensor(TABLEAUX[name].b, dtype=y.dtype)
+            torch.testing.assert_close(step.y1, _combine(y, step.stages, b, 0.3), rtol=0, atol=1e-14)
+            torch.testing.assert_close(step.stages[-1], f(0.4, step.y1), rtol=0, atol=1e-14)
