@@ -4,7 +4,12 @@ Solves the same problems with the three libraries, side by side in one run:
 
 * a tiny MLP field (2 -> 64 -> 2, tanh), batch 512, dopri5 at rtol = atol = 1e-5 and rk4 with
   a fixed step of 0.05 over [0, 1];
-* the MNIST ODE function of the paper (64 channels on 6x6 maps, batch 128), dopri5 at 1e-3.
+* the MNIST ODE function of the paper (64 channels on 6x6 maps, batch 128), dopri5 at 1e-3;
+* the latent ODE's dynamics on spirals (4 -> 20 -> 20 -> 4, ELU, batch 100), dopri5 at 1e-3 with
+  100 output times over [0, 3], the loss on all of them, as the spiral training step has;
+* FFJORD's 2-D field (3 -> 64 -> 64 -> 64 -> 2, tanh, time as an input) with Hutchinson's trace
+  (one vector-Jacobian product a call), state (z, log p) of 100 samples, dopri5 at 1e-5 over
+  [0, 0.5], as FFJORD's toy training step has.
 
 For each problem and library it measures the forward time (no grad), the forward + backward
 time with direct backprop and with the adjoint (plain and seminorm), the forward and backward
@@ -58,6 +63,11 @@ MODE_NAMES = {
 }
 # Targets of issue 2.
 TINY_OVERHEAD_TARGET = 1.6  # time per solve <= 1.6 x NFE x bare call
+# Issue 14: the tiny dopri5 solve at least 2x faster than torchdiffeq and 1.5x than torchode;
+# a training step of the paper's workloads in at most half torchdiffeq's time.
+TINY_VS_TORCHDIFFEQ_TARGET = 0.5
+TINY_VS_TORCHODE_TARGET = 1 / 1.5
+TRAINING_STEP_TARGET = 0.5
 CONV_TIME_TARGET = 1.05  # <= 1.05 x torchdiffeq's time
 SEMINORM_NFE_TARGET = 0.6  # backward NFE <= 0.6 x torchdiffeq's default adjoint
 
@@ -104,6 +114,44 @@ class ConvField(nn.Module):
         return self.norm3(out)
 
 
+class LatentField(nn.Module):
+    """The latent ODE's dynamics on spirals (configs/model/latent_ode.yaml): autonomous MLP."""
+
+    def __init__(self, dim: int = 4, hidden: int = 20):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(),
+                                 nn.Linear(hidden, dim))
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)
+
+
+class FFJORDField(nn.Module):
+    """FFJORD's 2-D density field on the state (z, log p), shape (batch, 3): dz/dt = g(t, z) and
+    d log p/dt = -e^T (dg/dz) e, Hutchinson's estimate with Rademacher noise fixed for the solve."""
+
+    def __init__(self, batch: int = 100, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(),
+                                 nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 2))
+        generator = torch.Generator().manual_seed(1)
+        self.register_buffer("noise", torch.randint(0, 2, (batch, 2), generator=generator) * 2.0 - 1.0)
+
+    def forward(self, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        differentiable = torch.is_grad_enabled()  # a training step: the trace must be differentiable too
+        with torch.enable_grad():
+            z = state[:, :2]
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            # t is 0-dim for neuralode and torchdiffeq, one time per sample for torchode.
+            tt = t.to(z.dtype).reshape(-1, 1).expand(z.shape[0], 1)
+            dz = self.net(torch.cat([z, tt], 1))
+            e = self.noise.to(z.dtype)
+            (e_jac,) = torch.autograd.grad(dz, z, e, create_graph=differentiable)
+        out = torch.cat([dz, -(e_jac * e).sum(1, keepdim=True)], 1)
+        return out if differentiable else out.detach()
+
+
 class Counted(nn.Module):
     """Counts the calls of a field. Every library solves through one of these, so NFE are
     counted the same way for all of them (the adjoint backward included)."""
@@ -144,6 +192,8 @@ class Problem:
     # samples (samples are independent, so this is their exact solution).
     reference_tol: float = 1e-10
     reference_samples: int | None = None
+    t_end: float = T_END
+    n_times: int = 2  # output times, evenly over [0, t_end]; the loss is on all of them
 
     @property
     def adaptive(self) -> bool:
@@ -151,7 +201,8 @@ class Problem:
 
     def describe(self) -> str:
         solver = f"{self.method} rtol=atol={self.rtol:g}" if self.adaptive else f"{self.method} step {self.step_size:g}"
-        return f"{self.name}, state {tuple(self.state_shape)}, {solver}, t in [0, {T_END:g}]"
+        outputs = f", {self.n_times} output times" if self.n_times > 2 else ""
+        return f"{self.name}, state {tuple(self.state_shape)}, {solver}, t in [0, {self.t_end:g}]{outputs}"
 
     def describe_reference(self) -> str:
         samples = f"the first {self.reference_samples} samples" if self.reference_samples else "all samples"
@@ -165,23 +216,31 @@ PROBLEMS = [
     # for 8 samples); 1e-8 on 8 samples is within ~3e-6 of it, far below the errors at 1e-3.
     Problem("MNIST ODE func (conv)", ConvField, (128, 64, 6, 6), "dopri5", rtol=1e-3, atol=1e-3,
             reference_tol=1e-8, reference_samples=8),
+    Problem("latent ODE dynamics 4-20-20-4", LatentField, (100, 4), "dopri5", rtol=1e-3, atol=1e-3, t_end=3.0,
+            n_times=100),
+    Problem("FFJORD 2-D field, Hutchinson trace", FFJORDField, (100, 3), "dopri5", rtol=1e-5, atol=1e-5,
+            t_end=0.5),
 ]
+#: The paper workloads of issue 14's training-step target, with the gradient each experiment
+#: trains with (configs/experiment/*.yaml): the ODE-Net the adjoint, the small families backprop.
+TRAINING_STEPS = {ConvField: "adjoint", LatentField: "direct", FFJORDField: "direct"}
+PROBLEM_SETS = {"all": None, "tiny": TinyField, "conv": ConvField, "latent": LatentField, "ffjord": FFJORDField}
 
 
 # --------------------------------------------------------------------------- the libraries
-def times_for(y0: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([0.0, T_END], dtype=y0.dtype, device=y0.device)
+def times_for(y0: torch.Tensor, p: Problem) -> torch.Tensor:
+    return torch.linspace(0.0, p.t_end, p.n_times, dtype=y0.dtype, device=y0.device)
 
 
 def solve_neuralode(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch.Tensor | None:
     kwargs = dict(method=p.method, rtol=p.rtol, atol=p.atol,
                   options=None if p.adaptive else {"step_size": p.step_size})
     if mode in ("forward", "direct"):
-        return odeint(f, y0, times_for(y0), **kwargs)[-1]
+        return odeint(f, y0, times_for(y0, p), **kwargs)
     if mode == "seminorm" and not p.adaptive:
         return None  # a seminorm needs step size control
     adjoint_options = {"norm": "seminorm"} if mode == "seminorm" else None
-    return odeint_adjoint(f, y0, times_for(y0), adjoint_options=adjoint_options, **kwargs)[-1]
+    return odeint_adjoint(f, y0, times_for(y0, p), adjoint_options=adjoint_options, **kwargs)
 
 
 def solve_neuralode_compiled(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch.Tensor | None:
@@ -189,22 +248,22 @@ def solve_neuralode_compiled(f: Counted, y0: torch.Tensor, p: Problem, mode: str
         return None  # the compiled step is the adaptive one of the device loop
     options = {"compile": True}
     if mode in ("forward", "direct"):
-        return odeint(f, y0, times_for(y0), method=p.method, rtol=p.rtol, atol=p.atol, options=options)[-1]
+        return odeint(f, y0, times_for(y0, p), method=p.method, rtol=p.rtol, atol=p.atol, options=options)
     if mode == "seminorm":
         return None
     # Only the forward solve compiles: the adjoint's field calls torch.autograd.grad.
-    return odeint_adjoint(f, y0, times_for(y0), method=p.method, rtol=p.rtol, atol=p.atol, options=options)[-1]
+    return odeint_adjoint(f, y0, times_for(y0, p), method=p.method, rtol=p.rtol, atol=p.atol, options=options)
 
 
 def solve_torchdiffeq(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch.Tensor | None:
     kwargs = dict(method=p.method, rtol=p.rtol, atol=p.atol,
                   options=None if p.adaptive else {"step_size": p.step_size})
     if mode in ("forward", "direct"):
-        return torchdiffeq.odeint(f, y0, times_for(y0), **kwargs)[-1]
+        return torchdiffeq.odeint(f, y0, times_for(y0, p), **kwargs)
     if mode == "seminorm" and not p.adaptive:
         return None
     adjoint_options = dict(norm="seminorm") if mode == "seminorm" else None
-    return torchdiffeq.odeint_adjoint(f, y0, times_for(y0), adjoint_options=adjoint_options, **kwargs)[-1]
+    return torchdiffeq.odeint_adjoint(f, y0, times_for(y0, p), adjoint_options=adjoint_options, **kwargs)
 
 
 def _torchode_rk4():
@@ -245,7 +304,7 @@ def solve_torchode(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch
         step = _torchode_rk4()(term=term)
         controller = torchode.FixedStepController()
         dt0 = torch.full((batch,), p.step_size, dtype=y0.dtype, device=y0.device)
-    t_eval = times_for(y0).expand(batch, -1)
+    t_eval = times_for(y0, p).expand(batch, -1)
     problem = torchode.InitialValueProblem(y0.reshape(batch, -1), t_start=t_eval[:, 0], t_end=t_eval[:, -1],
                                            t_eval=t_eval)
     if mode in ("forward", "direct"):
@@ -254,7 +313,7 @@ def solve_torchode(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch
         # The joint adjoint solves the batch as one instance, so one initial step, not one per sample.
         dt0 = None if dt0 is None else dt0[:1]
         solution = torchode.JointBacksolveAdjoint(term, step, controller).solve(problem, dt0=dt0)
-    return solution.ys[:, -1].reshape(y0.shape)
+    return solution.ys.transpose(0, 1).reshape(p.n_times, *y0.shape)
 
 
 LIBRARIES: dict[str, Callable | None] = {
@@ -326,12 +385,12 @@ class Result:
         return next((r for r in self.rows if r.library == library and r.mode == mode and r.seconds), None)
 
 
-def reference_solution(field_: nn.Module, y0: torch.Tensor, tol: float) -> torch.Tensor:
+def reference_solution(field_: nn.Module, y0: torch.Tensor, p: Problem) -> torch.Tensor:
     """The final state in float64, solved tightly with dopri8."""
     f64 = copy.deepcopy(field_).double()
     y0 = y0.double()
     with torch.no_grad():
-        return odeint(f64, y0, times_for(y0), rtol=tol, atol=tol, method="dopri8")[-1]
+        return odeint(f64, y0, times_for(y0, p), rtol=p.reference_tol, atol=p.reference_tol, method="dopri8")[-1]
 
 
 def bench_problem(p: Problem, device: torch.device, repeats: int, warmup: int, min_seconds: float,
@@ -339,9 +398,11 @@ def bench_problem(p: Problem, device: torch.device, repeats: int, warmup: int, m
     torch.manual_seed(0)
     field_ = p.make_field().to(device)
     y0 = torch.randn(p.state_shape, device=device)
-    cotangent = torch.randn(p.state_shape, device=device)  # loss = <y(T), cotangent>
+    cotangent = torch.randn((p.n_times, *p.state_shape), device=device)  # loss = <y(t_1..t_n), cotangent>
     n_ref = p.reference_samples or p.state_shape[0]
-    reference = reference_solution(field_, y0[:n_ref], p.reference_tol)
+    if isinstance(field_, FFJORDField):  # its noise is per sample: the reference solves the whole batch
+        n_ref = p.state_shape[0]
+    reference = reference_solution(field_, y0[:n_ref], p)
     counted = Counted(field_)
     params = list(field_.parameters())
     grad_ref = None  # neuralode's direct backprop, measured first
@@ -356,7 +417,7 @@ def bench_problem(p: Problem, device: torch.device, repeats: int, warmup: int, m
 
     def runner(solve: Callable, mode: str):
         def run():
-            """Solve (and backprop); returns the final state and the forward's NFE."""
+            """Solve (and backprop); returns the solution at every output time and the forward's NFE."""
             counted.calls = 0
             if mode == "forward":
                 with torch.no_grad():
@@ -391,7 +452,7 @@ def bench_problem(p: Problem, device: torch.device, repeats: int, warmup: int, m
             row = Row(library, mode, nfe_forward=nfe_forward,
                       nfe_backward=None if mode == "forward" else counted.calls - nfe_forward)
             if mode == "forward":
-                row.error = float((out[:n_ref].double() - reference).abs().max())
+                row.error = float((out[-1, :n_ref].double() - reference).abs().max())
             else:
                 grad = torch.cat([q.grad.reshape(-1) for q in params])
                 if grad_ref is None:
@@ -483,6 +544,21 @@ def verdicts(results: list[Result]) -> list[str]:
                 else "torchdiffeq missing")
         verdict(f"{result.problem.name}: seminorm adjoint backward NFE vs torchdiffeq's default adjoint",
                 value, SEMINORM_NFE_TARGET, what)
+
+    # Issue 14.
+    for tiny in (r for r in results if r.problem.make_field is TinyField and r.problem.adaptive):
+        ours = tiny.get("neuralode", "forward")
+        for peer, limit in (("torchdiffeq", TINY_VS_TORCHDIFFEQ_TARGET), ("torchode", TINY_VS_TORCHODE_TARGET)):
+            other = tiny.get(peer, "forward")
+            verdict(f"tiny field, dopri5 forward: time vs {peer}", ours.seconds / other.seconds if ours and other else None,
+                    round(limit, 2), f"neuralode / {peer}")
+    for result in results:
+        mode = TRAINING_STEPS.get(result.problem.make_field)
+        if mode is None:
+            continue
+        ours, peer = result.get("neuralode", mode), result.get("torchdiffeq", mode)
+        verdict(f"{result.problem.name}: training step ({MODE_NAMES[mode]}) vs torchdiffeq",
+                ours.seconds / peer.seconds if ours and peer else None, TRAINING_STEP_TARGET, "neuralode / torchdiffeq")
     return lines
 
 
@@ -509,7 +585,7 @@ def main() -> None:
                         help="fewer repeats (at least one) for slow measurements after this much time")
     parser.add_argument("--warmup", type=int, default=0, help="untimed runs before timing, besides the counted run")
     parser.add_argument("--quick", action="store_true", help="3 repeats, 0.3 to 10 s per measurement")
-    parser.add_argument("--problems", choices=("all", "tiny", "conv"), default="all", help="which problems to run")
+    parser.add_argument("--problems", choices=tuple(PROBLEM_SETS), default="all", help="which problems to run")
     parser.add_argument("--compile", action="store_true",
                         help="also neuralode with options={'compile': True} (compiles for a minute or more)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "outputs/bench/ode.md")
@@ -525,8 +601,7 @@ def main() -> None:
                                                                              args.max_seconds)
     warmup = args.warmup
 
-    chosen = {"all": PROBLEMS, "tiny": [p for p in PROBLEMS if p.make_field is TinyField],
-              "conv": [p for p in PROBLEMS if p.make_field is ConvField]}[args.problems]
+    chosen = [p for p in PROBLEMS if args.problems == "all" or p.make_field is PROBLEM_SETS[args.problems]]
     results = []
     for p in chosen:
         print(f"{p.describe()}", flush=True)
@@ -549,6 +624,9 @@ def main() -> None:
         "every library differentiates the same loss.",
         "- targets of issue 2: tiny field time per solve <= 1.6x NFE x bare call; conv field <= 1.05x "
         "torchdiffeq's time; seminorm adjoint backward NFE <= 0.6x torchdiffeq's default adjoint.",
+        "- targets of issue 14: the tiny dopri5 solve <= 0.5x torchdiffeq's time and <= 0.67x torchode's; a "
+        "training step of the three paper workloads (the MNIST ODE block with the adjoint, the latent ODE and "
+        "FFJORD 2-D with backprop, as their experiments train) <= 0.5x torchdiffeq's time.",
         "",
         "## Targets",
         "",
