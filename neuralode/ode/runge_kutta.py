@@ -113,7 +113,7 @@ class ExplicitRungeKutta:
         _, _, b_err, b_err_low = _coefficients(tab, step.stages.dtype, step.stages.device)
         flat = step.stages.reshape(step.stages.shape[0], -1)
         shape = step.y1.shape
-        # A norm is homogeneous, so the step size multiplies the norm (a float), not the error.
+        # A norm is homogeneous: the step size multiplies the norm, not every component of the error.
         err = norm((flat.t() @ b_err).view(shape).div_(scale)) * abs(h)
         if b_err_low is None:
             return err
