@@ -163,9 +163,11 @@ class Trainer:
             if self._log is not None:
                 self._log.close()
 
-    def _finished(self) -> bool:
+    def _finished(self, epochs: int | None = None) -> bool:
+        """Whether training is done after ``epochs`` epochs (default: the epochs completed so far)."""
+        epochs = self.progress.epoch if epochs is None else epochs
         max_steps = self.settings.max_steps
-        return self.progress.epoch >= self.settings.max_epochs or (max_steps is not None and self.progress.step >= max_steps)
+        return epochs >= self.settings.max_epochs or (max_steps is not None and self.progress.step >= max_steps)
 
     def _train_epoch(self, loader, eval_loader, stop: "StopOnSignal") -> None:
         p, s = self.progress, self.settings
@@ -213,9 +215,8 @@ class Trainer:
             tick = time.perf_counter()
         bar.close()
         if p.batch_in_epoch >= n_batches:
-            last = p.epoch + 1 >= s.max_epochs or (s.max_steps is not None and p.step >= s.max_steps)
             due = len(self.history) % self.logging.figures_every_n_evals == 0
-            self._evaluate_and_log(eval_loader, end_of_epoch=True, figures=due or last)
+            self._evaluate_and_log(eval_loader, end_of_epoch=True, figures=due or self._finished(p.epoch + 1))
 
     def _training_step(self, batch: Any) -> dict[str, float]:
         p = self.progress
