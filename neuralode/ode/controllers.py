@@ -25,7 +25,8 @@ class PIDController:
     """``h_next = h * safety * r_n**(-b1/k) * r_{n-1}**(-b2/k) * r_{n-2}**(-b3/k)``, with ``r`` the
     error ratios, ``k`` the order of the error estimate, ``b1 = icoeff + pcoeff + dcoeff``,
     ``b2 = -(pcoeff + 2 dcoeff)`` and ``b3 = dcoeff``; the factor is clipped to
-    ``[min_factor, max_factor]`` and may not grow after a rejection. ``icoeff=1`` alone is the
+    ``[min_factor, max_factor]``, may not shrink after an accepted step and may not grow after a
+    rejection. ``icoeff=1`` alone is the
     classic integral controller (the default, as torchdiffeq's); Gustafsson's PI is
     ``icoeff=0.3, pcoeff=0.4``.
     """
@@ -86,8 +87,11 @@ class PIDController:
             if self.b3:
                 factor *= r2 ** (-self.b3 / k)
             factor = min(max(factor, self.min_factor), self.max_factor)
+        # A step after an accepted one is not smaller, nor one after a rejection larger: torchdiffeq's
+        # rule, so that a solve takes its steps (Hairer's dopri5.f lets an accepted step shrink).
         if accept:
             self._history = [max(ratio, 1e-10), self._history[0]]
+            factor = max(factor, 1.0)
         else:
             factor = min(factor, 1.0)
         return accept, min(max(h * factor, self.min_step), self.max_step), ratio

@@ -309,7 +309,7 @@ class _RowController:
             factor = factor * r2 ** (-self.b3 / self.k)
         factor = torch.where(ratio == 0, self.max_factor, factor)
         factor = torch.where(finite, factor, self.min_factor).clamp(self.min_factor, self.max_factor)
-        factor = torch.where(accept, factor, factor.clamp(max=1.0))
+        factor = torch.where(accept, factor.clamp(min=1.0), factor.clamp(max=1.0))  # as PIDController
         history = (torch.where(accept, ratio.clamp(min=1e-10), r1), torch.where(accept, r1, r2))
         return accept, (h * factor).clamp(self.min_step, self.max_step), finite, history
 

@@ -98,3 +98,35 @@ def test_fsal_tableaux_reuse_their_last_stage_input_as_y1():
             b = torch.tensor(TABLEAUX[name].b, dtype=y.dtype)
             torch.testing.assert_close(step.y1, _combine(y, step.stages, b, 0.3), rtol=0, atol=1e-14)
             torch.testing.assert_close(step.stages[-1], f(0.4, step.y1), rtol=0, atol=1e-14)
+
+
+def test_dopri5_takes_torchdiffeqs_steps():
+    """dopri5's error estimate and step-size rule are torchdiffeq's, so a torchdiffeq user who
+    switches the import gets the same attempted steps, rejections included; only the last step
+    differs, since ours ends on the last output time where torchdiffeq's steps past it."""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+
+    class VanDerPol(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.steps = []
+
+        def forward(self, t, y):
+            return torch.stack([y[1], 3.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+        def callback_step(self, t0, y0, dt):
+            self.steps.append((float(t0), float(dt)))
+
+    y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    t = torch.linspace(0, 6, 4, dtype=torch.float64)
+    ours, theirs = VanDerPol(), VanDerPol()
+    odeint(ours, y0, t, rtol=1e-6, atol=1e-6, method="dopri5")
+    torchdiffeq.odeint(theirs, y0, t, rtol=1e-6, atol=1e-6, method="dopri5")
+    assert len(ours.steps) > 50
+    assert len(ours.steps) == len(theirs.steps)
+    for (t_ours, h_ours), (t_theirs, h_theirs) in zip(ours.steps[:-1], theirs.steps[:-1]):
+        assert t_ours == pytest.approx(t_theirs, rel=1e-9, abs=1e-12)
+        assert h_ours == pytest.approx(h_theirs, rel=1e-6)
+    (t_last, h_last), (t_theirs, h_theirs) = ours.steps[-1], theirs.steps[-1]
+    assert t_last + h_last == pytest.approx(6.0, rel=1e-12)
+    assert t_theirs + h_theirs > 6.0
