@@ -26,9 +26,8 @@ class PIDController:
     error ratios, ``k`` the order of the error estimate, ``b1 = icoeff + pcoeff + dcoeff``,
     ``b2 = -(pcoeff + 2 dcoeff)`` and ``b3 = dcoeff``; the factor is clipped to
     ``[min_factor, max_factor]``, may not shrink after an accepted step and may not grow after a
-    rejection. ``icoeff=1`` alone is the
-    classic integral controller (the default, as torchdiffeq's); Gustafsson's PI is
-    ``icoeff=0.3, pcoeff=0.4``.
+    rejection. ``icoeff=1`` alone is the classic integral controller (the default, as
+    torchdiffeq's); Gustafsson's PI is ``icoeff=0.3, pcoeff=0.4``.
     """
 
     adaptive = True
