@@ -44,7 +44,9 @@ import torch
 from neuralode.train.checkpoint import load_checkpoint
 from neuralode.train.loggers import read_metrics
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the whole module (make test: --dist loadgroup): its module fixture runs
+# every trial, so on each worker that ran any of its tests it ran them all (207 s and 203 s).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kill_resume")]
 
 HELPER = Path(__file__).with_name("kill_resume_helper.py")
 
