@@ -106,6 +106,30 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, stop_at, ode):
     assert [reproducible(r) for r in read_metrics(tmp_path / "resumed") if r["step"] in steps] == expected
 
 
+def test_summary_names_the_commits_that_trained_the_run(tmp_path, monkeypatch):
+    from neuralode import provenance
+    from neuralode.train import trainer as trainer_module
+
+    make_trainer(tmp_path, max_steps=2).fit()
+    here = provenance.source_commit()
+    assert here != "" and json.loads((tmp_path / "summary.json").read_text())["commits"] == [here]
+
+    # Resumed on other code: both commits, in order; resumed again on that code: no repeat.
+    monkeypatch.setattr(trainer_module, "source_commit", lambda: "0a1b2c3")
+    for steps in (4, 6):
+        make_trainer(tmp_path, max_steps=steps).fit(ckpt_path=tmp_path / "last.pt")
+        assert json.loads((tmp_path / "summary.json").read_text())["commits"] == [here, "0a1b2c3"]
+
+    # A checkpoint from before runs recorded commits: what trained it is unknown.
+    from neuralode.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["commits"]
+    save_checkpoint(tmp_path / "old.pt", state)
+    make_trainer(tmp_path, max_steps=8).fit(ckpt_path=tmp_path / "old.pt")
+    assert json.loads((tmp_path / "summary.json").read_text())["commits"] == ["unknown", "0a1b2c3"]
+
+
 def test_ctrl_c_saves_last_checkpoint_and_the_run_resumes_exactly(tmp_path):
     straight = make_trainer(tmp_path / "straight", max_steps=6)
     straight.fit()

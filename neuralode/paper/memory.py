@@ -32,8 +32,9 @@ from torch import nn
 from neuralode.models.odenet import ODENet
 from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
-from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, git_commit, markdown_table, out_dir, resolve_device,
+from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table, out_dir, resolve_device,
                                     root_dir, write_csv)
+from neuralode.provenance import source_commit
 
 MB = 2**20
 
@@ -280,7 +281,7 @@ def write_outputs(results: list[Measurement], folder: Path, scale: str, batch_si
                             growth_rows(results))
     text = (
         f"# Memory of one training step against depth (scale: {scale})\n\n"
-        f"Batch {batch_size}, {channels} channels, device {device}, commit {git_commit()}. "
+        f"Batch {batch_size}, {channels} channels, device {device}, commit {source_commit()}. "
         "Saved for backward: peak bytes of tensors autograd holds for backward, forward and backward "
         "pass both (saved-tensor hooks). L = residual blocks; L~ = forward function evaluations "
         "(rk4: 4 per step). Paper (Table 1): ResNet O(L), RK-Net O(L~), ODE-Net O(1).\n\n"

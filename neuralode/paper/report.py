@@ -2,7 +2,9 @@
 
 It reads what the artefact targets left in ``outputs/paper/``: ``<name>.md`` (a table, included
 as is) and ``<name>.png`` (a figure, embedded), for the names in :data:`ARTEFACTS`, and the
-wall time of each target from ``timings/<target>.json`` (written by ``make paper``). An
+wall time and commit of each target from ``timings/<target>-<scale>.json`` (written by ``make
+paper``), with the commits that trained its runs (their ``summary.json``, the runs listed in
+``timings/<target>-<scale>.runs``). An
 artefact that is missing is listed with the command that makes it. The claims tables of all
 artefacts (header ``claim | ours | paper | verdict``) are gathered into one table at the top.
 
@@ -24,7 +26,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuralode.paper.common import CLAIM_HEADERS, SCALES, git_commit, markdown_table, out_dir
+from neuralode.paper.common import CLAIM_HEADERS, SCALES, markdown_table, out_dir
+from neuralode.provenance import source_commit
 
 #: What each scale is, for the report's first line.
 SCALE_TEXT = {"smoke": "CPU, minutes: short runs that check the pipeline, numbers far from converged",
@@ -113,6 +116,27 @@ def runs_cell(record: dict) -> str:
     return ", ".join([f"{trained} trained"] + ([f"{reused} reused"] if reused else [])) if trained or reused else "none"
 
 
+def runs_commits(folder: Path, record: dict) -> str:
+    """The commits that trained the runs a target used (from each run's summary.json; "unknown"
+    for a run trained before runs recorded them), "-" when it used none."""
+    listing = folder / "timings" / f"{record.get('target')}-{record.get('scale')}.runs"
+    commits: list[str] = []
+    try:
+        lines = listing.read_text().splitlines()
+    except OSError:
+        return "-"
+    for line in lines:
+        run_dir = Path(line.partition(" ")[2])
+        if not run_dir.is_dir() and "runs" in run_dir.parts:  # written from another checkout: same layout here
+            run_dir = folder / Path(*run_dir.parts[run_dir.parts.index("runs"):])
+        try:
+            found = json.loads((run_dir / "summary.json").read_text()).get("commits") or ["unknown"]
+        except (OSError, json.JSONDecodeError):
+            found = ["unknown"]
+        commits += [c for c in found if c not in commits]
+    return ", ".join(f"`{c}`" if c != "unknown" else c for c in commits) or "-"
+
+
 def read_claims(text: str) -> list[list[str]]:
     """The rows of every claims table in an artefact's markdown."""
     header = "| " + " | ".join(CLAIM_HEADERS) + " |"
@@ -189,14 +213,17 @@ def render(folder: Path, scale: str, commit: str, now: str | None = None) -> str
         if record is None:
             continue
         seconds = wall_s(record)
+        ran_at = record.get("commit")
         rows.append([f"`make {target}`", record.get("scale", "-"), "-" if seconds is None else f"{seconds:.0f} s",
-                     runs_cell(record), record.get("status", "-")])
+                     runs_cell(record), record.get("status", "-"), f"`{ran_at}`" if ran_at else "-",
+                     runs_commits(folder, record)])
     claims = claims_summary(folder)
     lines = [
         "# Neural Ordinary Differential Equations: our reproduction beside the paper",
         "",
         f"Scale: **{scale}** ({SCALE_TEXT[scale]}). "
-        f"Commit `{commit}`, torch {torch.__version__}, {machine()}, written {now or datetime.datetime.now().isoformat(timespec='seconds')}. "
+        f"Written at commit `{commit}` (each target's own is in the wall-time table), torch {torch.__version__}, "
+        f"{machine()}, {now or datetime.datetime.now().isoformat(timespec='seconds')}. "
         "Each table states the scale that produced it; paper values from Chen et al. (2018) and Grathwohl et al. (2019).",
         "",
         "## Claims",
@@ -206,10 +233,12 @@ def render(folder: Path, scale: str, commit: str, now: str | None = None) -> str
         if claims else "No claims judged yet.\n",
         "Wall time of each target (from `make paper`):",
         "",
-        markdown_table(["target", "scale", "wall time", "training runs", "status"], rows) if rows
+        markdown_table(["target", "scale", "wall time", "training runs", "status", "commit", "runs trained at"], rows)
+        if rows
         else "No timings recorded (run `make paper`).\n",
         "A target's wall time includes training only for the runs it trained; one that reused "
-        "finished runs took less than a fresh `make paper` would.\n" if rows else "",
+        "finished runs took less than a fresh `make paper` would. Commit: the code the target ran; runs "
+        "trained at: the code that trained the runs it used (a resumed run can name several).\n" if rows else "",
     ]
     for artefact in ARTEFACTS:
         lines.append(artefact_section(artefact, folder))
@@ -225,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     folder = out_dir(args.out)
     path = folder / "REPORT.md"
-    path.write_text(render(folder, args.scale, git_commit()))
+    path.write_text(render(folder, args.scale, source_commit()))
     present = [a.name for a in ARTEFACTS if (folder / f"{a.name}.md").is_file() or (folder / f"{a.name}.png").is_file()]
     print(f"wrote {path}: {len(present)} artefacts present ({', '.join(present) or 'none'})")
     if args.publish is not None:

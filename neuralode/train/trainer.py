@@ -29,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from neuralode.data.base import DataModule
 from neuralode.ode import collect_stats
+from neuralode.provenance import source_commit
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
@@ -105,6 +106,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)  # the training set's shuffle order
         self.progress = Progress()
         self.history: list[dict[str, Any]] = []  # every record of metrics.jsonl
+        self.commits: list[str] = []  # the source commits that trained this run, in order (see fit)
         self.monitor = f"test_{task.monitor}"
         self.saved_tensors = SavedTensorsMeter() if self.settings.measure_saved_tensors else None
         self._pending_rng = PendingRngState()  # a checkpoint's random states, until training reaches them
@@ -116,13 +118,16 @@ class Trainer:
     def fit(self, ckpt_path: str | Path | None = None) -> dict[str, Any]:
         """Train until ``max_epochs`` or ``max_steps``, continuing from ``ckpt_path`` if given.
 
-        Returns the summary that is also written to ``summary.json``. On Ctrl-C or SIGTERM:
+        Returns the summary that is also written to ``summary.json``; its ``commits`` name the
+        code that trained the run (a resume on other code adds its commit). On Ctrl-C or SIGTERM:
         finishes the current step and the evaluation due at it, saves ``last.pt`` and raises
         :class:`Interrupted` (a ``KeyboardInterrupt``).
         """
         if ckpt_path is not None:
             self.load_state(load_checkpoint(ckpt_path, map_location=self.device), ckpt_path)
             log.info("resuming from %s at epoch %d, step %d", ckpt_path, self.progress.epoch, self.progress.step)
+        if source_commit() not in self.commits[-1:]:
+            self.commits.append(source_commit())
         if self.is_main:
             resumed_at = self.progress.step if ckpt_path is not None else None
             self._log = RunLoggers(self.run_dir, self.logging, self.history, resumed_at, self.config)
@@ -154,7 +159,7 @@ class Trainer:
                 self.history, self.monitor, self.progress.best, name=self.config.get("name"), run_dir=str(self.run_dir),
                 task=qualified_name(self.task), num_parameters=self.num_parameters, device=str(self.device),
                 world_size=self.world_size, epochs=self.progress.epoch, steps=self.progress.step,
-                elapsed_s=time.perf_counter() - started)
+                elapsed_s=time.perf_counter() - started, commits=self.commits)
             if self.is_main:
                 write_json(self.run_dir / "summary.json", summary)
                 self._log.finish(self.config, self.num_parameters, self.history[-1])
@@ -299,6 +304,7 @@ class Trainer:
             "rng": get_rng_state(self.generator),
             "history": self.history,
             "config": self.config,
+            "commits": self.commits,
             # Under DDP, each rank's own random state, so that a resume on as many processes is
             # exact ("rng" is rank 0's: what a single process or a different world size takes).
             "rng_per_rank": distributed.gather(get_rng_state(self.generator)) if self.world_size > 1 else None,
@@ -316,6 +322,8 @@ class Trainer:
         self.precision.load_state_dict(state.get("grad_scaler"))
         self.progress = Progress(**state["progress"])
         self.history = list(state["history"])
+        # A checkpoint from before commits were recorded: its training so far ran on unknown code.
+        self.commits = list(state.get("commits") or ["unknown"])
         self._pending_rng.take(state, self.rank, self.world_size)
 
     def _restore_rng(self, loader_too: bool) -> None:
