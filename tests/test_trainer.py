@@ -107,7 +107,7 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, stop_at, ode):
 
 
 def test_summary_names_the_commits_that_trained_the_run(tmp_path, monkeypatch):
-    from neuralode import provenance
+    from neuralode.train import provenance
     from neuralode.train import trainer as trainer_module
 
     make_trainer(tmp_path, max_steps=2).fit()

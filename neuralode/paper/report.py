@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neuralode.paper.common import CLAIM_HEADERS, SCALES, markdown_table, out_dir
-from neuralode.provenance import source_commit
+from neuralode.train.provenance import source_commit
 
 #: What each scale is, for the report's first line.
 SCALE_TEXT = {"smoke": "CPU, minutes: short runs that check the pipeline, numbers far from converged",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from pathlib import Path
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+from neuralode.train.config import REPO_ROOT
 
 
 @functools.lru_cache(maxsize=1)
@@ -14,9 +13,9 @@ def source_commit() -> str:
     """The short commit of the source tree, with ``+dirty`` when tracked files have uncommitted
     changes; ``unknown`` outside a git checkout (an installed wheel) or without git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SOURCE_ROOT, capture_output=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, check=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=SOURCE_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
                                capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
