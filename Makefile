@@ -36,7 +36,7 @@ run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); overr
 
 # One test process per core (pytest-xdist): tests write only to their own temporary folders; a
 # test module marked xdist_group runs on one worker (its module fixture then runs once).
-test: install  ## run the test suite (CPU, one process per core: about 5 minutes on 2 cores)
+test: install  ## run the test suite (CPU, one process per core: about 8 minutes on 2 cores)
 	$(PY) -m pytest -q -n auto --dist loadgroup $(ARGS)
 
 test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs, sampled repeats): under a minute on 2 cores
