@@ -128,18 +128,20 @@ def test_report_includes_what_exists_and_names_what_is_missing(tmp_path: Path):
     (tmp_path / "timings" / "table1-smoke.json").write_text(
         '{"target": "table1", "scale": "smoke", "start": 10.0, "end": 75.5, "status": "ok", "commit": "def5678", '
         '"runs_trained": 1, "runs_reused": 1}')
-    # The runs it used: one trained at two commits (resumed), one from before runs recorded them;
-    # both listed from another checkout, so found by their place under runs/.
+    # The runs it used: one trained at two commits (resumed), one from before runs recorded them,
+    # one deleted since; listed from another checkout (itself under a folder named runs), so found
+    # by their place under this folder's runs/.
     for name, summary in (("mlp", {"commits": ["0a1b2c3", "def5678"]}), ("resnet", {})):
         (tmp_path / "runs" / "smoke" / name).mkdir(parents=True)
         (tmp_path / "runs" / "smoke" / name / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "timings" / "table1-smoke.runs").write_text(
-        "trained /elsewhere/outputs/paper/runs/smoke/mlp\nreused /elsewhere/outputs/paper/runs/smoke/resnet\n")
+        "trained /runs/x/outputs/paper/runs/smoke/mlp\nreused /runs/x/outputs/paper/runs/smoke/resnet\n"
+        "reused /runs/x/outputs/paper/runs/smoke/gone\n")
     (tmp_path / "timings" / "fig2.json").write_text(
         '{"target": "fig2", "scale": "smoke", "start": 10.0, "end": 12.0, "status": "ok"}')  # an older record
     text = report.render(tmp_path, "smoke", commit="abc1234", now="2026-01-01T00:00:00")
     assert "Scale: **smoke**" in text and "Written at commit `abc1234`" in text
-    assert "| `make table1` | smoke | 66 s | 1 trained, 1 reused | ok | `def5678` | `0a1b2c3`, `def5678`, unknown |" in text
+    assert "| `make table1` | smoke | 66 s | 1 trained, 1 reused | ok | `def5678` | `0a1b2c3`, `def5678`, unknown, missing |" in text
     assert "| `make fig2` | smoke | 2 s | - | ok | - | - |" in text
     assert "### Table 1: MNIST (scale: smoke)\n\n| model |" in text  # included, heading demoted
     assert "![Figure 2: reverse-mode differentiation of an ODE solution](fig2.png)" in text

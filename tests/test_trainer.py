@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 
 import pytest
 import torch
@@ -107,12 +110,13 @@ def test_resume_gives_exactly_the_uninterrupted_run(tmp_path, stop_at, ode):
 
 
 def test_summary_names_the_commits_that_trained_the_run(tmp_path, monkeypatch):
-    from neuralode.train import provenance
+    from neuralode import source
     from neuralode.train import trainer as trainer_module
 
     make_trainer(tmp_path, max_steps=2).fit()
-    here = provenance.source_commit()
-    assert here != "" and json.loads((tmp_path / "summary.json").read_text())["commits"] == [here]
+    here = source.source_commit()
+    assert re.fullmatch(r"unknown|[0-9a-f]{4,40}(\+dirty)?", here)
+    assert json.loads((tmp_path / "summary.json").read_text())["commits"] == [here]
 
     # Resumed on other code: both commits, in order; resumed again on that code: no repeat.
     monkeypatch.setattr(trainer_module, "source_commit", lambda: "0a1b2c3")
@@ -128,6 +132,36 @@ def test_summary_names_the_commits_that_trained_the_run(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "old.pt", state)
     make_trainer(tmp_path, max_steps=8).fit(ckpt_path=tmp_path / "old.pt")
     assert json.loads((tmp_path / "summary.json").read_text())["commits"] == ["unknown", "0a1b2c3"]
+
+
+def test_source_commit_names_the_checkout_and_its_uncommitted_changes(tmp_path, monkeypatch):
+    from neuralode import source
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def commit_of(root):
+        monkeypatch.setattr(source, "REPO_ROOT", root)
+        source.source_commit.cache_clear()
+        return source.source_commit()
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    try:
+        assert commit_of(tmp_path) == "unknown"  # not a checkout
+        git("init", "-q")
+        (tmp_path / "tracked.txt").write_text("a")
+        git("add", "tracked.txt")
+        git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
+        head = git("rev-parse", "--short", "HEAD")
+        assert commit_of(tmp_path) == head
+        (tmp_path / "untracked.txt").write_text("b")
+        assert commit_of(tmp_path) == head  # files git does not track are not the source
+        (tmp_path / "tracked.txt").write_text("c")
+        assert commit_of(tmp_path) == head + "+dirty"
+    finally:
+        source.source_commit.cache_clear()
 
 
 def test_ctrl_c_saves_last_checkpoint_and_the_run_resumes_exactly(tmp_path):

@@ -24,7 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window (also on machines without a display)
 
-from neuralode.train.config import REPO_ROOT
+from neuralode.source import REPO_ROOT
 
 #: The scales of every target: ``smoke`` (CPU, minutes: the pipeline), ``cpu`` (the paper's claims
 #: on a 2-core CPU, hours) and ``paper`` (the full recipe, GPU). Their training recipes are

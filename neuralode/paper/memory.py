@@ -34,7 +34,7 @@ from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
 from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table, out_dir, resolve_device,
                                     root_dir, write_csv)
-from neuralode.train.provenance import source_commit
+from neuralode.source import source_commit
 
 MB = 2**20
 

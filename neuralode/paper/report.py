@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neuralode.paper.common import CLAIM_HEADERS, SCALES, markdown_table, out_dir
-from neuralode.train.provenance import source_commit
+from neuralode.source import source_commit
 
 #: What each scale is, for the report's first line.
 SCALE_TEXT = {"smoke": "CPU, minutes: short runs that check the pipeline, numbers far from converged",
@@ -96,8 +96,10 @@ def read_timings(folder: Path, scale: str) -> dict[str, dict]:
             record = json.loads(path.read_text())
         except json.JSONDecodeError:
             continue
-        if record.get("scale") == scale:
-            timings[record.get("target", path.stem)] = record
+        target = record.get("target", path.stem)
+        # A record named <target>-<scale>.json wins over an older one named <target>.json.
+        if record.get("scale") == scale and (target not in timings or path.stem == f"{target}-{scale}"):
+            timings[target] = record
     return timings
 
 
@@ -117,8 +119,9 @@ def runs_cell(record: dict) -> str:
 
 
 def runs_commits(folder: Path, record: dict) -> str:
-    """The commits that trained the runs a target used (from each run's summary.json; "unknown"
-    for a run trained before runs recorded them), "-" when it used none."""
+    """The commits that trained the runs a target used, from each run's summary.json: "unknown"
+    for a run trained before runs recorded them, "missing" for one whose summary is gone; "-"
+    when the target used no runs or recorded none."""
     listing = folder / "timings" / f"{record.get('target')}-{record.get('scale')}.runs"
     commits: list[str] = []
     try:
@@ -127,14 +130,17 @@ def runs_commits(folder: Path, record: dict) -> str:
         return "-"
     for line in lines:
         run_dir = Path(line.partition(" ")[2])
-        if not run_dir.is_dir() and "runs" in run_dir.parts:  # written from another checkout: same layout here
-            run_dir = folder / Path(*run_dir.parts[run_dir.parts.index("runs"):])
+        if not run_dir.is_dir():  # listed from another checkout: the same place under this folder's runs/
+            parts = run_dir.parts
+            anchors = [i for i in range(1, len(parts)) if parts[i] == "runs" and parts[i - 1] == "paper"]
+            if anchors:
+                run_dir = folder / Path(*parts[anchors[-1]:])
         try:
             found = json.loads((run_dir / "summary.json").read_text()).get("commits") or ["unknown"]
         except (OSError, json.JSONDecodeError):
-            found = ["unknown"]
+            found = ["missing"]
         commits += [c for c in found if c not in commits]
-    return ", ".join(f"`{c}`" if c != "unknown" else c for c in commits) or "-"
+    return ", ".join(c if c in ("unknown", "missing") else f"`{c}`" for c in commits) or "-"
 
 
 def read_claims(text: str) -> list[list[str]]:

@@ -17,7 +17,6 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -25,9 +24,8 @@ from omegaconf import MISSING, OmegaConf
 
 from neuralode.errors import UserError  # noqa: F401  (re-exported: the trainer's errors derive from it)
 from neuralode.ode.settings import SolverSettings
+from neuralode.source import REPO_ROOT
 
-#: The repository root (this file is neuralode/train/config.py); configs/ lives beside the package.
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
 
 

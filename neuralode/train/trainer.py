@@ -29,7 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from neuralode.data.base import DataModule
 from neuralode.ode import collect_stats
-from neuralode.train.provenance import source_commit
+from neuralode.source import source_commit
 from neuralode.tasks.base import Task
 from neuralode.train import distributed
 from neuralode.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
