@@ -4,12 +4,13 @@
 PAPER_TARGETS += table1 memory fig1 fig2 fig3
 
 # $(call timed,command): run a paper target's command and record its wall time, status, commit
-# (+dirty: uncommitted changes) and how many training runs it trained or reused (their folders:
-# <target>-<scale>.runs) in outputs/paper/timings/<target>-<scale>.json under $NEURALODE_ROOT or
-# here (REPORT.md's wall-time table); fails as it failed. The run list is gathered in a .part file
-# and both files are replaced at the end, so an interrupted target leaves the last record whole.
+# (neuralode.source.source_commit, as runs record theirs) and how many training runs it trained or
+# reused (their folders: <target>-<scale>.runs) in outputs/paper/timings/<target>-<scale>.json under
+# $NEURALODE_ROOT or here (REPORT.md's wall-time table); fails as it failed. The run list is
+# gathered in a .part file and both files are replaced at the end, so an interrupted target leaves
+# the last record whole.
 timed = @timings=$${NEURALODE_ROOT:-.}/outputs/paper/timings; mkdir -p $$timings; runs=$$timings/$@-$(SCALE).runs; \
-	commit=$$(git rev-parse --short HEAD 2>/dev/null) && { git diff --quiet HEAD || commit=$$commit+dirty; } || commit=unknown; \
+	commit=$$($(PY) -c 'from neuralode.source import source_commit; print(source_commit())') || commit=unknown; \
 	: > $$runs.part; start=$$EPOCHREALTIME; status=ok; NEURALODE_RUN_LOG=$$runs.part $(1) || status=failed; end=$$EPOCHREALTIME; \
 	printf '{"target": "%s", "scale": "%s", "start": %s, "end": %s, "status": "%s", "commit": "%s", "runs_trained": %s, "runs_reused": %s}\n' \
 	  $@ $(SCALE) $$start $$end $$status $$commit $$(grep -c '^trained ' $$runs.part) $$(grep -c '^reused ' $$runs.part) \
