@@ -29,8 +29,9 @@ from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser
 
 DATASETS = {"two_circles": "Two Circles", "two_moons": "Two Moons"}
 FLOWS = ("CNF", "NF")
-#: Costliest first, so that two cores finish together (cpu scale, one core each, measured: CNF on
-#: Two Circles 644 s, NF on Two Moons 558 s, NF on Two Circles 496 s, CNF on Two Moons 397 s).
+#: The costliest first, so that two cores finish together (cpu scale, one core each, measured at
+#: c2083f6: CNF on Two Circles 550 s, NF on Two Moons 508 s, NF on Two Circles 550 s, CNF on Two
+#: Moons 460 s; the two cores finished within 48 s of each other).
 TRAINING_ORDER = (("CNF", "two_circles"), ("NF", "two_moons"), ("NF", "two_circles"), ("CNF", "two_moons"))
 FRACTIONS = (0.05, 0.2, 0.4, 0.6, 0.8, 1.0)
 
