@@ -33,6 +33,16 @@ def read_csv(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- Figure 4
+def test_fig4_trains_the_costliest_runs_first_in_whole_pairs(tmp_path):
+    specs = fig4.run_specs(tmp_path, ["u1", "u2"], [2, 32, 8])
+    names = [spec.run_dir.name for spec in specs]
+    assert names[:4] == ["cnf_density_matching_u1_32", "nf_density_matching_u1_32",
+                         "cnf_density_matching_u2_32", "nf_density_matching_u2_32"]
+    assert names[-2:] == ["cnf_density_matching_u2_2", "nf_density_matching_u2_2"]
+    assert specs[1].overrides == ("data.energy=u1", "model.flow.layers=32")
+    assert specs[0].overrides == ("data.energy=u1", "model.flow.field.units=32")
+
+
 def test_fig4_table_says_where_the_cnf_is_lower(tmp_path):
     kl = {("NF", "u1", 2): 0.9, ("CNF", "u1", 2): 0.4,   # CNF lower
           ("NF", "u1", 8): 0.3, ("CNF", "u1", 8): 0.5,   # CNF higher

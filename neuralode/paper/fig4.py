@@ -54,10 +54,11 @@ def run_dir(root: Path, flow: str, energy: str, size: int) -> Path:
 
 
 def run_specs(root: Path, energies: Sequence[str] = ENERGIES, sizes: Sequence[int] = SIZES) -> list[RunSpec]:
-    """Figure 4's runs: both flows at every (energy, size), the smallest first, so that a stopped
-    session leaves whole (NF, CNF) pairs behind."""
-    return [RunSpec(experiment, run_dir(root, flow, energy, size), (f"data.energy={energy}", f"{size_key}={size}"))
-            for size in sorted(sizes) for energy in energies for flow, (experiment, size_key, _) in FLOWS.items()]
+    """Figure 4's runs: both flows at every (energy, size), the CNF before the NF and the largest
+    size first. The costliest runs start first, so two or more runs at once finish together
+    rather than one long run finishing alone, and a stopped session leaves whole pairs behind."""
+    return [RunSpec(FLOWS[flow][0], run_dir(root, flow, energy, size), (f"data.energy={energy}", f"{FLOWS[flow][1]}={size}"))
+            for size in sorted(sizes, reverse=True) for energy in energies for flow in ("CNF", "NF")]
 
 
 def collect(root: Path, energies: Sequence[str] = ENERGIES, sizes: Sequence[int] = SIZES) -> dict[tuple, FlowRun | None]:
