@@ -171,6 +171,42 @@ def test_report_gathers_every_claims_table_and_publishes_small_files(tmp_path: P
     assert "| `table2` | n = 30: latent ODE below the RNN | 0.2 vs 0.4 | 0.16 vs 0.39 | yes |" in text
     assert "| `fig4` | CNF KL(q||p) below | 8 of 9 | 9 of 9 | no |" in text
     assert "cores" in text  # the machine is named
-    copied = report.publish(tmp_path, tmp_path / "published")
+    copied = report.publish(tmp_path, tmp_path / "published", "cpu")
     assert sorted(p.name for p in copied) == ["fig4.csv", "fig4.md", "fig4.png", "table2.md"]
     assert (tmp_path / "published" / "fig4.png").stat().st_size <= report.MAX_PNG_BYTES
+
+
+def test_report_restores_from_a_published_folder_what_outputs_lack(tmp_path: Path):
+    from neuralode.paper import report
+
+    made, fresh, published = tmp_path / "made", tmp_path / "fresh", tmp_path / "published"
+    (made / "timings").mkdir(parents=True)
+    (made / "runs" / "cpu" / "mlp").mkdir(parents=True)
+    (made / "runs" / "cpu" / "mlp" / "summary.json").write_text('{"commits": ["0a1b2c3"]}')
+    (made / "timings" / "table1-cpu.json").write_text(
+        '{"target": "table1", "scale": "cpu", "start": 0, "end": 60, "status": "ok", "commit": "def5678", '
+        '"runs_trained": 1, "runs_reused": 0}')
+    (made / "timings" / "table1-cpu.runs").write_text(f"trained {made}/runs/cpu/mlp\n")
+    (made / "timings" / "fig2-cpu.json").write_text(
+        '{"target": "fig2", "scale": "cpu", "start": 0, "end": 6, "status": "ok", "commit": "def5678", '
+        '"runs_trained": 0, "runs_reused": 0}')
+    (made / "table1.md").write_text("old table 1\n")
+    (made / "table1.csv").write_text("model\n")
+    (made / "fig2.md").write_text("old figure 2\n")
+    copied = report.publish(made, published, "cpu")
+    assert sorted(p.name for p in copied) == ["fig2.md", "table1.csv", "table1.md", "timings.json"]
+    # A fresh checkout re-made Figure 2 only: it keeps its own, and takes the rest as published.
+    (fresh / "timings").mkdir(parents=True)
+    (fresh / "fig2.md").write_text("new figure 2\n")
+    (fresh / "timings" / "fig2-cpu.json").write_text(
+        '{"target": "fig2", "scale": "cpu", "start": 0, "end": 7, "status": "ok", "commit": "9999999", '
+        '"runs_trained": 0, "runs_reused": 0}')
+    restored = report.restore(published, fresh, "cpu")
+    assert sorted(p.name for p in restored) == ["table1-cpu.json", "table1.csv", "table1.md"]
+    assert (fresh / "fig2.md").read_text() == "new figure 2\n"
+    text = report.render(fresh, "cpu", commit="abc1234", now="2026-01-01T00:00:00")
+    assert "| `make table1` | cpu | 60 s | 1 trained | ok | `def5678` | `0a1b2c3` |" in text
+    assert "| `make fig2` | cpu | 7 s | none | ok | `9999999` | - |" in text
+    assert "old table 1" in text and "new figure 2" in text
+    with pytest.raises(SystemExit, match="no such folder"):
+        report.restore(tmp_path / "nowhere", fresh, "cpu")

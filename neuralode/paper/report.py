@@ -12,7 +12,11 @@ artefacts (header ``claim | ours | paper | verdict``) are gathered into one tabl
     python -m neuralode.paper.report --scale cpu --publish docs/results/cpu   # the files a reader needs
 
 ``--publish`` copies REPORT.md and every artefact's ``.md``, ``.csv`` and ``.png`` (shrunk to at
-most 300 KB) into a folder meant to be committed.
+most 300 KB) into a folder meant to be committed, with the wall-time records (``timings.json``).
+``--restore`` does the reverse for what ``outputs/paper/`` lacks, so that a fresh checkout that
+re-makes a few targets can render the whole report (the other targets as they were published)::
+
+    python -m neuralode.paper.report --scale cpu --restore docs/results/cpu --publish docs/results/cpu
 """
 
 from __future__ import annotations
@@ -118,16 +122,18 @@ def runs_cell(record: dict) -> str:
     return ", ".join([f"{trained} trained"] + ([f"{reused} reused"] if reused else [])) if trained or reused else "none"
 
 
-def runs_commits(folder: Path, record: dict) -> str:
+def run_commits(folder: Path, record: dict) -> list[str] | None:
     """The commits that trained the runs a target used, from each run's summary.json: "unknown"
-    for a run trained before runs recorded them, "missing" for one whose summary is gone; "-"
-    when the target used no runs or recorded none."""
+    for a run trained before runs recorded them, "missing" for one whose summary is gone; None
+    when the target recorded no run list. A record restored from a published folder carries them."""
+    if "run_commits" in record:
+        return list(record["run_commits"])
     listing = folder / "timings" / f"{record.get('target')}-{record.get('scale')}.runs"
     commits: list[str] = []
     try:
         lines = listing.read_text().splitlines()
     except OSError:
-        return "-"
+        return None
     for line in lines:
         run_dir = Path(line.partition(" ")[2])
         if not run_dir.is_dir():  # listed from another checkout: the same place under this folder's runs/
@@ -140,6 +146,12 @@ def runs_commits(folder: Path, record: dict) -> str:
         except (OSError, json.JSONDecodeError):
             found = ["missing"]
         commits += [c for c in found if c not in commits]
+    return commits
+
+
+def runs_commits(folder: Path, record: dict) -> str:
+    """:func:`run_commits` as a table cell ("-": none)."""
+    commits = run_commits(folder, record) or []
     return ", ".join(c if c in ("unknown", "missing") else f"`{c}`" for c in commits) or "-"
 
 
@@ -256,27 +268,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", default="smoke", choices=SCALES, help="the scale the artefacts were made at")
     parser.add_argument("--out", type=Path, default=None, help="the artefacts' folder (default: outputs/paper)")
     parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
-                        help="also copy the report and the artefacts' md/csv/png into DIR (e.g. docs/results/cpu)")
+                        help="also copy the report, the artefacts' md/csv/png and the wall-time records into DIR "
+                             "(e.g. docs/results/cpu)")
+    parser.add_argument("--restore", type=Path, default=None, metavar="DIR",
+                        help="first fill in what the artefacts' folder lacks (artefacts, wall-time records) from a "
+                             "folder --publish wrote, so that a checkout that re-made some targets reports them all")
     args = parser.parse_args(argv)
     folder = out_dir(args.out)
+    if args.restore is not None:
+        restored = restore(args.restore, folder, args.scale)
+        print(f"restored {len(restored)} files from {args.restore}: {', '.join(p.name for p in restored) or 'none'}")
     path = folder / "REPORT.md"
     path.write_text(render(folder, args.scale, source_commit()))
     present = [a.name for a in ARTEFACTS if (folder / f"{a.name}.md").is_file() or (folder / f"{a.name}.png").is_file()]
     print(f"wrote {path}: {len(present)} artefacts present ({', '.join(present) or 'none'})")
     if args.publish is not None:
-        copied = publish(folder, args.publish)
+        copied = publish(folder, args.publish, args.scale)
         print(f"published {len(copied)} files to {args.publish}")
 
 
-def publish(folder: Path, target: Path) -> list[Path]:
+#: The published wall-time records: each target's record with the commits that trained its runs.
+TIMINGS_FILE = "timings.json"
+
+
+def artefact_files() -> list[str]:
+    return [f"{a.name}{suffix}" for a in ARTEFACTS for suffix in (".md", ".csv", ".png")]
+
+
+def publish(folder: Path, target: Path, scale: str) -> list[Path]:
     """Copy REPORT.md and each artefact's .md, .csv and .png from ``folder`` to ``target``;
-    a PNG over :data:`MAX_PNG_BYTES` is resampled smaller until it fits."""
+    a PNG over :data:`MAX_PNG_BYTES` is resampled smaller until it fits. The wall-time records
+    at ``scale`` go to :data:`TIMINGS_FILE`, each with its runs' commits, since the runs
+    themselves are not published."""
     from PIL import Image  # matplotlib's own dependency
 
     target.mkdir(parents=True, exist_ok=True)
     copied = []
-    names = ["REPORT.md"] + [f"{a.name}{suffix}" for a in ARTEFACTS for suffix in (".md", ".csv", ".png")]
-    for name in names:
+    records = {name: dict(record, run_commits=run_commits(folder, record) or [])
+               for name, record in read_timings(folder, scale).items()}
+    if records:
+        (target / TIMINGS_FILE).write_text(json.dumps(records, indent=1) + "\n")
+        copied.append(target / TIMINGS_FILE)
+    for name in ["REPORT.md"] + artefact_files():
         source = folder / name
         if not source.is_file():
             continue
@@ -289,6 +322,33 @@ def publish(folder: Path, target: Path) -> list[Path]:
                 picture.resize(size, Image.LANCZOS).save(target / name, optimize=True)
         copied.append(target / name)
     return copied
+
+
+
+def restore(published: Path, folder: Path, scale: str) -> list[Path]:
+    """Fill in ``folder`` from a folder that :func:`publish` wrote: each artefact file and each
+    target's wall-time record at ``scale`` that ``folder`` lacks (what it has, it keeps).
+    Returns the files written."""
+    if not published.is_dir():
+        raise SystemExit(f"error: --restore {published}: no such folder (one that --publish wrote, e.g. docs/results/cpu)")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in artefact_files():
+        if (published / name).is_file() and not (folder / name).exists():
+            shutil.copyfile(published / name, folder / name)
+            written.append(folder / name)
+    try:
+        records = json.loads((published / TIMINGS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        records = {}
+    have = read_timings(folder, scale)
+    (folder / "timings").mkdir(exist_ok=True)
+    for name, record in records.items():
+        if record.get("scale") == scale and name not in have:
+            path = folder / "timings" / f"{name}-{scale}.json"
+            path.write_text(json.dumps(record) + "\n")
+            written.append(path)
+    return written
 
 
 if __name__ == "__main__":
