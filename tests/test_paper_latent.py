@@ -19,13 +19,15 @@ TASK = {"rnn_spiral": "neuralode.tasks.latent.RNNTask", "rnn_spiral_residual": "
 
 
 def make_run(folder: Path, experiment: str, n_obs: int, rmse: list[float], seed: int = 0, noise_std: float = 0.1,
-             steps_per_epoch: int = 8, epoch_time_s: float = 10.0, nfe: tuple[float, float] | None = None) -> Path:
+             steps_per_epoch: int = 8, epoch_time_s: float = 10.0, nfe: tuple[float, float] | None = None,
+             whole_curve: bool | None = True) -> Path:
     """A run folder as `python -m neuralode train` writes it: summary.json, metrics.jsonl and
     .hydra/config.yaml (the settings the table reads)."""
     (folder / ".hydra").mkdir(parents=True)
     config = (f"name: {experiment}\nseed: {seed}\nmodel:\n  _target_: {TASK.get(experiment, 'other.Task')}\n"
               f"  net:\n    solver: ${{solver}}\n    residual: {str(experiment.endswith('residual')).lower()}\ndata:\n  n_obs: {n_obs}\n  noise_std: {noise_std}\n  seed: 0\n"
-              "  n_spirals: 1000\n  n_eval: 200\n  n_points: 100\n  n_extrap: 100\n  dt: 0.03\n  batch_size: 100\n")
+              "  n_spirals: 1000\n  n_eval: 200\n  n_points: 100\n  n_extrap: 100\n  dt: 0.03\n  batch_size: 100\n"
+              + ("" if whole_curve is None else f"  train_on_whole_curve: {str(whole_curve).lower()}\n"))
     (folder / ".hydra" / "config.yaml").write_text(config)
     records = []
     for epoch, value in enumerate(rmse, start=1):
@@ -68,7 +70,7 @@ EXPECTED = """\
 
 RMSE on the 100 grid points after the observed window, against the noise-free spirals: per test spiral, averaged over the test spirals; the last evaluation of each run. The latent ODE decodes from the posterior mean of z0; the RNN predicts autoregressively. Several seeds: mean ± standard deviation over seeds.
 
-Spirals (1000 generated from data seed 0, the last 200 held out for testing): half counter-clockwise `r = 0.3 z` around (5, 0), half clockwise `r = 15 / z'` around (-5, 0) (the authors' example's curves); each a window of 100 grid points 0.03 apart in time, subsampled without replacement to n irregular observation times, with Gaussian noise of std **0.1** on the observations (the paper does not state its noise); the 100 noise-free grid points after the window are the extrapolation targets. Training seeds: 0, 1. Devices: cpu.
+Spirals (1000 generated from data seed 0, the last 200 held out for testing): half counter-clockwise `r = 0.3 z` around (5, 0), half clockwise `r = 15 / z'` around (-5, 0) (the authors' example's curves); each a window of 100 grid points 0.03 apart in time, subsampled without replacement to n irregular observation times, with Gaussian noise of std **0.1** on the observations (the paper does not state its noise); the 100 noise-free grid points after the window are the extrapolation targets. Training windows start anywhere they fit on the curve; test windows where their extrapolation fits too. Training seeds: 0, 1. Devices: cpu.
 
 Runs (train time: training wall time without evaluation; NFE: function evaluations per training step, forward and adjoint backward, mean over the last epoch):
 
@@ -101,6 +103,14 @@ def test_main_writes_markdown_and_csv_and_infers_the_scale(sweep: Path, tmp_path
     assert (row["model"], row["n_obs"], row["rmse_extrap"], row["steps"], row["noise_std"]) == ("RNN", "50", "1.23456",
                                                                                                "24", "0.1")
     assert row["paper_rmse_extrap"] == "0.3202"
+
+
+def test_where_training_windows_start_is_stated(sweep: Path):
+    make_run(sweep / "old", "rnn_spiral", 30, [1.0], seed=5, whole_curve=None)  # from before the setting: the authors' windows
+    text = table2.render(table2.find_runs([sweep]), "smoke")
+    assert "Runs differ in where training windows start (`data.train_on_whole_curve`)." in text
+    runs = [run for run in table2.find_runs([sweep]) if run.seed == 5]
+    assert "Every window starts where its extrapolation fits too (the authors' example)." in table2.render(runs, "smoke")
 
 
 def test_mixed_noise_is_stated_and_other_runs_are_skipped(sweep: Path, tmp_path: Path):
@@ -174,13 +184,21 @@ def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
     trained = [c[-1].split("/")[-1] for c in commands]
     assert trained == ["latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_n100_s0",
                        "rnn_spiral_n30_s0"]
-    # `make table2` (the --train path) trains in the same order.
+    # `make table2` (the --train path) trains in the same order, with the scale's seeds: three at n = 100.
     commands.clear()
     monkeypatch.setenv("NEURALODE_ROOT", str(tmp_path))
     with pytest.raises(SystemExit):  # the fake training leaves no run folder to build the table from
         table2.main(["--train", "--scale", "cpu", "--n", "30", "100", "--jobs", "1", "--out", str(tmp_path)])
     assert [c[-1].split("/")[-1] for c in commands] == [
-        "latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_residual_n100_s0", "rnn_spiral_residual_n30_s0"]
+        "latent_ode_spiral_n100_s0", "latent_ode_spiral_n100_s1", "latent_ode_spiral_n100_s2", "latent_ode_spiral_n30_s0",
+        "rnn_spiral_residual_n100_s0", "rnn_spiral_residual_n100_s1", "rnn_spiral_residual_n100_s2",
+        "rnn_spiral_residual_n30_s0"]
+    # --seeds trains those seeds at every n instead.
+    commands.clear()
+    with pytest.raises(SystemExit):
+        table2.main(["--train", "--scale", "cpu", "--n", "30", "--seeds", "4", "--jobs", "1", "--out", str(tmp_path)])
+    assert [c[-1].split("/")[-1] for c in commands] == ["latent_ode_spiral_n30_s4", "rnn_spiral_residual_n30_s4"]
+    assert table2.scale_seeds("cpu") == {30: [0], 50: [0], 100: [0, 1, 2]} and table2.scale_seeds("smoke")[100] == [0]
 
 
 def test_the_cpu_scale_trains_the_better_rnn_only_and_the_table_says_why(tmp_path: Path, monkeypatch):
@@ -328,3 +346,8 @@ def test_extrapolation_ends_at_the_logged_rmse_and_splits_by_the_observed_curve(
     assert ex.rmse(spirals=~ex.unseen) == pytest.approx(sum(seen) / len(seen) if seen else None)
     row = table2.coverage_rows([run], {run.path: ex})[0]
     assert row[-1] == f"{ex.rmse():.4f}"
+    # Windows that observed the whole curve leave no test spiral unseen: one sentence, no split, no note.
+    covered = {run.path: table2.Extrapolation(ex.squared_error, torch.zeros_like(ex.unseen))}
+    section = table2.coverage_section([run], covered)
+    assert len(section) == 2 and "all 8 test spirals extrapolate onto a part of the curve" in section[0]
+    assert table2.observed_curve_rmse([run], covered, run.n_obs) == ""

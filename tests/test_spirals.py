@@ -62,6 +62,33 @@ def test_curve_start_places_each_window_on_its_curve():
     assert (d["curve_start"] + 19 * 0.1).max() <= CURVE_LENGTH - 10 * 0.1
 
 
+def test_windows_that_need_no_extrapolation_cover_the_whole_curve():
+    # 400 spirals: the first 300 only need their window to fit, the last 100 their extrapolation too.
+    d = make_spirals(n_spirals=400, n_obs=20, noise_std=0.0, n_extrapolated=100, n_points=20, n_extrap=10, dt=0.1)
+    end = d["curve_start"] + 19 * 0.1
+    assert (end[300:] <= CURVE_LENGTH - 10 * 0.1 + 1e-5).all(), "extrapolated spirals keep their targets on the curve"
+    assert not d["extrap_values"][300:].isnan().any()
+    assert end[:300].max() > CURVE_LENGTH - 0.5 and (end[:300] <= CURVE_LENGTH + 1e-5).all()
+    # Targets past the curve's end are NaN, those before it the curve itself.
+    grid = torch.arange(30, dtype=torch.float64) * 0.1
+    z = d["curve_start"].double()[:, None] + grid[20:]
+    past = z > CURVE_LENGTH + 1e-6
+    assert past[:300].any() and not past[300:].any()
+    assert torch.equal(d["extrap_values"].isnan().any(-1), past)
+    clean = spiral_points(d["curve_start"].double(), grid, d["direction"] < 0).float()
+    torch.testing.assert_close(clean[:, 20:][~past], d["extrap_values"][~past])
+    assert not d["interp_values"].isnan().any() and not d["values"].isnan().any()
+
+
+def test_whole_curve_training_leaves_the_test_spirals_as_they_were():
+    args = dict(n_obs=7, n_eval=10, **SMALL)
+    whole, authors = SpiralDataModule(**args), SpiralDataModule(train_on_whole_curve=False, **args)
+    for name, t in authors.eval_dataset().tensors.items():
+        assert torch.equal(whole.eval_dataset().tensors[name], t), name
+    assert not torch.equal(whole.train_dataset().tensors["curve_start"], authors.train_dataset().tensors["curve_start"])
+    assert torch.equal(authors.train_dataset().tensors["values"], make_spirals(n_obs=7, **SMALL)["values"][:30])
+
+
 def test_half_clockwise_and_direction_label_matches_rotation():
     d = make_spirals(n_obs=20, noise_std=0.0, **SMALL)
     assert (d["direction"] == 1).sum() == 20 and (d["direction"] == -1).sum() == 20
@@ -82,7 +109,8 @@ def test_noise_std_is_the_observation_noise():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(n_obs=0), dict(n_obs=21), dict(noise_std=-1.0), dict(dt=1.0), dict(n_spirals=1)],
+    [dict(n_obs=0), dict(n_obs=21), dict(noise_std=-1.0), dict(dt=1.0), dict(n_spirals=1),
+     dict(n_extrapolated=-1), dict(n_extrapolated=41)],
 )
 def test_bad_arguments_raise(kwargs):
     args = dict(SMALL, n_obs=10) | kwargs

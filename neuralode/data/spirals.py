@@ -15,10 +15,13 @@ their mask is all True. They add the noise-free truth::
     direction    (B,)                             +1 counter-clockwise, -1 clockwise
     curve_start  (B,)                             where the window starts on its curve (z)
 
-As in the authors' example, window starts are uniform over the places where the window and its
-extrapolated points both fit, so no window observes the curve's last ``n_extrap`` points: a
-spiral whose extrapolation reaches there is asked about a part of the curve that no training
-spiral showed (Table 2 reports its RMSE apart).
+Window starts are uniform over the places where they fit. An evaluation spiral needs its
+``n_extrap`` points after the window, so its window starts where both fit, as in the authors'
+example. If every spiral started that way, no window would observe the curve's last
+``n_extrap`` points, and a test spiral extrapolating there would be asked about a part of the
+curve no training spiral showed. So by default a training spiral's window starts wherever the
+window alone fits (``n_extrapolated``: which spirals need the extrapolated points to fit), and
+its extrapolation targets that run past the curve's end are NaN: there is no curve there.
 """
 
 from __future__ import annotations
@@ -57,12 +60,15 @@ def make_spirals(
     dt: float = 0.03,
     noise_std: float = 0.1,
     seed: int = 0,
+    n_extrapolated: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Generate the spiral data set in the irregular-series format above (float32).
 
     Each spiral's observed window of ``n_points`` grid points is subsampled without
     replacement to ``n_obs`` sorted irregular times; the ``n_extrap`` grid points after the
-    window are held out (noise-free) for extrapolation. Same arguments, same tensors.
+    window are held out (noise-free) for extrapolation. The last ``n_extrapolated`` spirals
+    (all of them when None) start where those points fit on the curve too; the others start
+    anywhere their window fits. Same arguments, same tensors.
     """
     if n_spirals < 2:
         raise ValueError(f"n_spirals must be at least 2 (half clockwise, half not), got {n_spirals}")
@@ -72,6 +78,9 @@ def make_spirals(
         raise ValueError(f"n_obs must lie in [1, n_points={n_points}], got {n_obs}")
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    n_extrapolated = n_spirals if n_extrapolated is None else n_extrapolated
+    if not 0 <= n_extrapolated <= n_spirals:
+        raise ValueError(f"n_extrapolated must lie in [0, n_spirals={n_spirals}], got {n_extrapolated}")
     window = (n_points + n_extrap - 1) * dt
     if dt <= 0 or window >= CURVE_LENGTH:
         raise ValueError(
@@ -82,9 +91,16 @@ def make_spirals(
     gen = torch.Generator().manual_seed(seed)
     clockwise = torch.arange(n_spirals) < n_spirals // 2
     clockwise = clockwise[torch.randperm(n_spirals, generator=gen)]
-    z_start = torch.rand(n_spirals, generator=gen, dtype=torch.float64) * (CURVE_LENGTH - window)
+    # The room a window's start has: the curve less the window, with or without its extrapolation.
+    room = torch.full((n_spirals,), CURVE_LENGTH - (n_points - 1) * dt, dtype=torch.float64)
+    room[n_spirals - n_extrapolated:] = CURVE_LENGTH - window
+    z_start = torch.rand(n_spirals, generator=gen, dtype=torch.float64) * room
     grid = torch.arange(n_points + n_extrap, dtype=torch.float64) * dt
     clean = spiral_points(z_start, grid, clockwise)
+    # Only a training spiral's extrapolated points can pass the end (the slack absorbs rounding).
+    past_end = z_start[:, None] + grid[None, :] > CURVE_LENGTH + 1e-9
+    past_end[:, :n_points] = False
+    clean = clean.masked_fill(past_end[..., None], math.nan)
     noisy = clean[:, :n_points] + noise_std * torch.randn(n_spirals, n_points, 2, generator=gen, dtype=torch.float64)
 
     # Without replacement: the first n_obs entries of a random permutation, then sorted.
@@ -108,6 +124,9 @@ class SpiralDataModule(GeneratedSplitDataModule):
 
     ``n_obs`` (the paper's n in {30, 50, 100}) observed points per spiral, noise of std
     ``noise_std`` on the observations; targets for interpolation/extrapolation are noise-free.
+    ``train_on_whole_curve``: training windows start anywhere they fit, so that together they
+    observe all of both curves (False: only where their extrapolated points fit too, as in the
+    authors' example, which leaves the curves' ends unobserved).
     """
 
     def __init__(
@@ -120,13 +139,14 @@ class SpiralDataModule(GeneratedSplitDataModule):
         n_points: int = 100,
         n_extrap: int = 100,
         dt: float = 0.03,
+        train_on_whole_curve: bool = True,
         batch_size: int = 50,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
     ):
         spiral_args = dict(
             n_spirals=n_spirals, n_points=n_points, n_extrap=n_extrap, n_obs=n_obs,
-            dt=dt, noise_std=noise_std, seed=seed,
+            dt=dt, noise_std=noise_std, seed=seed, n_extrapolated=n_eval if train_on_whole_curve else None,
         )
         super().__init__(make_spirals, spiral_args, "n_spirals", n_eval, batch_size, eval_batch_size, num_workers)
         # make_spirals checks these too, but only when the data is first generated, mid-run.

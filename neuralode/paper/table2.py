@@ -4,7 +4,7 @@
     python -m neuralode.paper.table2 --train --scale smoke      # train what is missing, then build
     python -m neuralode table table2 outputs/multirun/<sweep>   # any run folders (or folders of runs)
 
-With ``--train`` the runs (the scale's models, from configs/paper_scales.yaml, x three n) are
+With ``--train`` the runs (the scale's models and seeds, from configs/paper_scales.yaml, x three n) are
 trained at ``--scale`` (their recipes: ``configs/recipe/<scale>/*_spiral*.yaml``) into
 ``outputs/paper/runs/<scale>/<experiment>_n<n>_s<seed>/``; finished runs (with ``summary.json``)
 are reused and unfinished ones (``last.pt`` but no summary) resumed. Every number comes from a
@@ -22,7 +22,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from neuralode.paper.common import (SCALES, RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, ensure_runs_or_exit,
                                     epochs_scale, fmt, markdown_table, read_finished_run, run_config, runs_root, scale_settings,
@@ -67,7 +67,8 @@ class Run:
 SETTINGS = {"target": "model._target_", "residual": "model.net.residual", "seed": "seed", "scale": "scale",
             "n_obs": "data.n_obs", "noise_std": "data.noise_std", "data_seed": "data.seed",
             "n_spirals": "data.n_spirals", "n_eval": "data.n_eval", "n_points": "data.n_points",
-            "n_extrap": "data.n_extrap", "dt": "data.dt", "batch_size": "data.batch_size"}
+            "n_extrap": "data.n_extrap", "dt": "data.dt", "batch_size": "data.batch_size",
+            "whole_curve": "data.train_on_whole_curve"}
 
 
 def run_settings(path: Path) -> dict[str, Any]:
@@ -190,7 +191,7 @@ def observed_curve_rmse(runs: list[Run], found: dict[Path, Extrapolation | None]
     values = [(ex.rmse(spirals=~ex.unseen), int((~ex.unseen).sum())) for r in runs
               if r.model == LATENT and r.n_obs == n and (ex := found.get(r.path)) is not None]
     values = [(v, count) for v, count in values if v is not None]
-    if not values:
+    if not values or all(not ex.unseen.any() for r in runs if (ex := found.get(r.path)) is not None):
         return ""
     return f" ({statistics.mean(v for v, _ in values):.4f} on the {values[0][1]} spirals that stay on the observed curve)"
 
@@ -284,10 +285,14 @@ def coverage_section(runs: list[Run], found: dict[Path, Extrapolation | None]) -
         return []
     ex = next(e for e in found.values() if e is not None)
     unseen, total = int(ex.unseen.sum()), len(ex.unseen)
-    return [f"Where the error comes from: the windows start where the window and its extrapolated points both fit "
-            "(as in the authors' example), so no training window observes the end of either curve. "
-            f"{unseen} of the {total} test spirals extrapolate into that part, which no model was shown; the "
-            f"other {total - unseen} stay on the observed curve.", "",
+    if unseen == 0:
+        return [f"Training windows start wherever they fit on the curve, so together they observe both curves to "
+                f"the end: all {total} test spirals extrapolate onto a part of the curve that training spirals "
+                "showed (`data.train_on_whole_curve`).", ""]
+    return [f"Where the error comes from: the training windows start where the window and its extrapolated points "
+            "both fit (as in the authors' example; `data.train_on_whole_curve=false`), so none observes the end of "
+            f"either curve. {unseen} of the {total} test spirals extrapolate into that part, which no model was "
+            f"shown; the other {total - unseen} stay on the observed curve.", "",
             markdown_table(["model", "n", "seed", f"RMSE, observed curve ({total - unseen} spirals)",
                             f"RMSE, past it ({unseen})", f"all ({total})"], rows), ""]
 
@@ -302,7 +307,12 @@ def spiral_definition(runs: list[Run]) -> str:
             f"(-5, 0) (the authors' example's curves); each a window of {d('n_points')} grid points "
             f"{d('dt')} apart in time, subsampled without replacement to n irregular observation times, with "
             f"Gaussian noise of std **{d('noise_std')}** on the observations (the paper does not state its noise); "
-            f"the {d('n_extrap')} noise-free grid points after the window are the extrapolation targets.")
+            f"the {d('n_extrap')} noise-free grid points after the window are the extrapolation targets. "
+            + ("Training windows start anywhere they fit on the curve; test windows where their extrapolation "
+               "fits too." if all(run.config["whole_curve"] for run in runs) else
+               "Every window starts where its extrapolation fits too (the authors' example)."
+               if not any(run.config["whole_curve"] for run in runs) else
+               "Runs differ in where training windows start (`data.train_on_whole_curve`)."))
 
 
 def baseline_note(runs: list[Run], scale: str) -> str:
@@ -385,14 +395,22 @@ def scale_experiments(scale: str) -> tuple[str, ...]:
     return tuple(scale_settings("table2", scale)["experiments"])
 
 
-def run_specs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
+def scale_seeds(scale: str) -> dict[int, list[int]]:
+    """The training seeds Table 2 trains at ``scale`` for each n (configs/paper_scales.yaml;
+    seed 0 where it names none)."""
+    seeds = scale_settings("table2", scale).get("seeds", {})
+    return {n: list(seeds.get(n, [0])) for n in N_OBS}
+
+
+def run_specs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] | Mapping[int, Iterable[int]] = (0,),
               experiments: Iterable[str] | None = None, root: Path | None = None) -> dict[tuple, RunSpec]:
     """Table 2's runs at ``scale``, keyed by (experiment, n, seed) in the order they train:
     ``<root>/<experiment>_n<n>_s<seed>`` with ``root`` = ``outputs/paper/runs/<scale>``;
-    ``experiments`` defaults to the scale's."""
+    ``seeds`` the same for every n or one list per n; ``experiments`` defaults to the scale's."""
     root = runs_root(scale) if root is None else Path(root)
     experiments = scale_experiments(scale) if experiments is None else experiments
-    keys = sorted(((e, n, s) for e in experiments for n in n_obs for s in seeds), key=training_order)
+    per_n = {n: list(seeds.get(n, [0]) if isinstance(seeds, Mapping) else seeds) for n in n_obs}
+    keys = sorted(((e, n, s) for e in experiments for n in n_obs for s in per_n[n]), key=training_order)
     return {(e, n, s): RunSpec(e, root / run_name(e, n, s), (f"data.n_obs={n}", f"seed={s}")) for e, n, s in keys}
 
 
@@ -417,12 +435,13 @@ def training_order(key: tuple[str, int, int]) -> tuple[int, int, int]:
 def main(argv: list[str] | None = None) -> None:
     parser = table_parser("table2", __doc__.split("\n\n")[0], "the runs", "data.noise_std=0.3")
     parser.add_argument("--n", type=int, nargs="+", default=list(N_OBS), help="observed points per spiral (default: 30 50 100)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="training seeds, for every n (default: the scale's, configs/paper_scales.yaml)")
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 2's runs at --scale")
-    table_main(args, lambda scale: list(run_specs(scale, args.n, args.seeds).values()), find_runs, infer_scale,
-               write_table)
+    table_main(args, lambda scale: list(run_specs(scale, args.n, args.seeds or scale_seeds(scale)).values()),
+               find_runs, infer_scale, write_table)
 
 
 if __name__ == "__main__":
