@@ -347,7 +347,14 @@ def test_extrapolation_ends_at_the_logged_rmse_and_splits_by_the_observed_curve(
     row = table2.coverage_rows([run], {run.path: ex})[0]
     assert row[-1] == f"{ex.rmse():.4f}"
     # Windows that observed the whole curve leave no test spiral unseen: one sentence, no split, no note.
-    covered = {run.path: table2.Extrapolation(ex.squared_error, torch.zeros_like(ex.unseen))}
+    covered = {run.path: table2.Extrapolation(ex.squared_error, torch.zeros_like(ex.unseen), ex.clockwise)}
     section = table2.coverage_section([run], covered)
-    assert len(section) == 2 and "all 8 test spirals extrapolate onto a part of the curve" in section[0]
+    assert "all 8 test spirals extrapolate onto a part of the curve" in section[0] and "past it" not in "".join(section)
+    # The error by curve: the per-spiral RMSE averaged over each direction's test spirals.
+    clockwise = test["direction"] < 0
+    assert torch.equal(ex.clockwise, clockwise)
+    cw = [e for e, c in zip(per_spiral.tolist(), clockwise.tolist()) if c]
+    direction_row = table2.direction_rows([run], covered)[0]
+    assert direction_row[4] == f"{sum(cw) / len(cw):.4f}" and direction_row[5] == f"{ex.rmse():.4f}"
+    assert f"clockwise ({len(cw)})" in "".join(section)
     assert table2.observed_curve_rmse([run], covered, run.n_obs) == ""

@@ -226,6 +226,7 @@ class Extrapolation:
 
     squared_error: Any  # (B, E) tensor: squared distance to the noise-free spiral, mean over x and y
     unseen: Any  # (B,) bool tensor: the extrapolation reaches past the curve's furthest observed point
+    clockwise: Any = None  # (B,) bool tensor: on the clockwise curve (r = 15 / z')
 
     def rmse(self, horizon: int | None = None, spirals: Any = None) -> float | None:
         """Per-spiral RMSE over the first ``horizon`` points (all: None), averaged over
@@ -253,7 +254,7 @@ def extrapolation(run: Run) -> Extrapolation | None:
         _, predicted = task.predict(batch)
     observed_end = (train["curve_start"] + train["interp_times"][:, -1]).max()
     unseen = batch["curve_start"] + batch["extrap_times"][:, -1] > observed_end
-    return Extrapolation((predicted - batch["extrap_values"]).pow(2).mean(-1), unseen)
+    return Extrapolation((predicted - batch["extrap_values"]).pow(2).mean(-1), unseen, batch["direction"] < 0)
 
 
 def extrapolations(runs: list[Run]) -> dict[Path, Extrapolation | None]:
@@ -279,22 +280,37 @@ def coverage_rows(runs: list[Run], found: dict[Path, Extrapolation | None]) -> l
     return rows
 
 
+def direction_rows(runs: list[Run], found: dict[Path, Extrapolation | None]) -> list[list[str]]:
+    rows = []
+    for run in runs:
+        if (ex := found.get(run.path)) is not None and ex.clockwise is not None:
+            rows.append([run.model, run.n_obs, run.seed, fmt(ex.rmse(spirals=~ex.clockwise), ".4f"),
+                         fmt(ex.rmse(spirals=ex.clockwise), ".4f"), fmt(ex.rmse(), ".4f")])
+    return rows
+
+
 def coverage_section(runs: list[Run], found: dict[Path, Extrapolation | None]) -> list[str]:
     rows = coverage_rows(runs, found)
     if not rows:
         return []
     ex = next(e for e in found.values() if e is not None)
     unseen, total = int(ex.unseen.sum()), len(ex.unseen)
+    by_direction = direction_rows(runs, found)
+    direction_table = [] if not by_direction else [
+        "By curve: the counter-clockwise spiral `r = 0.3 z` and the clockwise one `r = 15 / z'`, whose radius grows "
+        "ever faster along the curve.", "",
+        markdown_table(["model", "n", "seed", f"counter-clockwise ({int((~ex.clockwise).sum())} spirals)",
+                        f"clockwise ({int(ex.clockwise.sum())})", f"all ({total})"], by_direction), ""]
     if unseen == 0:
         return [f"Training windows start wherever they fit on the curve, so together they observe both curves to "
                 f"the end: all {total} test spirals extrapolate onto a part of the curve that training spirals "
-                "showed (`data.train_on_whole_curve`).", ""]
+                "showed (`data.train_on_whole_curve`).", "", *direction_table]
     return [f"Where the error comes from: the training windows start where the window and its extrapolated points "
             "both fit (as in the authors' example; `data.train_on_whole_curve=false`), so none observes the end of "
             f"either curve. {unseen} of the {total} test spirals extrapolate into that part, which no model was "
             f"shown; the other {total - unseen} stay on the observed curve.", "",
             markdown_table(["model", "n", "seed", f"RMSE, observed curve ({total - unseen} spirals)",
-                            f"RMSE, past it ({unseen})", f"all ({total})"], rows), ""]
+                            f"RMSE, past it ({unseen})", f"all ({total})"], rows), "", *direction_table]
 
 
 def spiral_definition(runs: list[Run]) -> str:
