@@ -195,9 +195,9 @@ def observed_curve_rmse(runs: list[Run], found: dict[Path, Extrapolation | None]
     """The latent ODE's mean RMSE at n on the test spirals that extrapolate on the observed
     curve, as a note for the range claim ('' when no run has a checkpoint)."""
     values = [(ex.rmse(spirals=~ex.unseen), int((~ex.unseen).sum())) for r in runs
-              if r.model == LATENT and r.n_obs == n and (ex := found.get(r.path)) is not None]
+              if r.model == LATENT and r.n_obs == n and (ex := found.get(r.path)) is not None and ex.unseen.any()]
     values = [(v, count) for v, count in values if v is not None]
-    if not values or all(not ex.unseen.any() for r in runs if (ex := found.get(r.path)) is not None):
+    if not values:  # no run has a checkpoint, or every test spiral stays on the observed curve
         return ""
     return f" ({statistics.mean(v for v, _ in values):.4f} on the {values[0][1]} spirals that stay on the observed curve)"
 
@@ -330,11 +330,14 @@ def spiral_definition(runs: list[Run]) -> str:
             f"{d('dt')} apart in time, subsampled without replacement to n irregular observation times, with "
             f"Gaussian noise of std **{d('noise_std')}** on the observations (the paper does not state its noise); "
             f"the {d('n_extrap')} noise-free grid points after the window are the extrapolation targets. "
-            + ("Training windows start anywhere they fit on the curve; test windows where their extrapolation "
-               "fits too." if all(run.config["whole_curve"] for run in runs) else
-               "Every window starts where its extrapolation fits too (the authors' example)."
-               if not any(run.config["whole_curve"] for run in runs) else
-               "Runs differ in where training windows start (`data.train_on_whole_curve`)."))
+            + WINDOW_STARTS[distinct(bool(run.config["whole_curve"]) for run in runs)])
+
+
+#: Where the runs' training windows start (data.train_on_whole_curve; runs from before it: False).
+WINDOW_STARTS = {"True": "Training windows start anywhere they fit on the curve; test windows where their "
+                         "extrapolation fits too.",
+                 "False": "Every window starts where its extrapolation fits too (the authors' example).",
+                 "False, True": "Runs differ in where training windows start (`data.train_on_whole_curve`)."}
 
 
 def baseline_note(runs: list[Run], scale: str) -> str:
