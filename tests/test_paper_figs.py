@@ -196,6 +196,8 @@ def test_report_restores_from_a_published_folder_what_outputs_lack(tmp_path: Pat
     copied = report.publish(made, published, "cpu")
     assert sorted(p.name for p in copied) == ["fig2.md", "table1.csv", "table1.md", "timings.json"]
     # A fresh checkout re-made Figure 2 only: it keeps its own, and takes the rest as published.
+    # (Figure 2 re-made without a CSV keeps it that way: no published file joins a re-made artefact.)
+    (published / "fig2.csv").write_text("stale\n")
     (fresh / "timings").mkdir(parents=True)
     (fresh / "fig2.md").write_text("new figure 2\n")
     (fresh / "timings" / "fig2-cpu.json").write_text(
@@ -208,5 +210,9 @@ def test_report_restores_from_a_published_folder_what_outputs_lack(tmp_path: Pat
     assert "| `make table1` | cpu | 60 s | 1 trained | ok | `def5678` | `0a1b2c3` |" in text
     assert "| `make fig2` | cpu | 7 s | none | ok | `9999999` | - |" in text
     assert "old table 1" in text and "new figure 2" in text
+    assert not (fresh / "fig2.csv").exists()
     with pytest.raises(SystemExit, match="no such folder"):
         report.restore(tmp_path / "nowhere", fresh, "cpu")
+    (published / "timings.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="timings.json is not valid JSON"):
+        report.restore(published, tmp_path / "other", "cpu")

@@ -291,8 +291,9 @@ def main(argv: list[str] | None = None) -> None:
 TIMINGS_FILE = "timings.json"
 
 
-def artefact_files() -> list[str]:
-    return [f"{a.name}{suffix}" for a in ARTEFACTS for suffix in (".md", ".csv", ".png")]
+def artefact_files(artefact: Artefact | None = None) -> list[str]:
+    """The files of one artefact (all artefacts: None) that publishing copies."""
+    return [f"{a.name}{suffix}" for a in ([artefact] if artefact else ARTEFACTS) for suffix in (".md", ".csv", ".png")]
 
 
 def publish(folder: Path, target: Path, scale: str) -> list[Path]:
@@ -326,21 +327,29 @@ def publish(folder: Path, target: Path, scale: str) -> list[Path]:
 
 
 def restore(published: Path, folder: Path, scale: str) -> list[Path]:
-    """Fill in ``folder`` from a folder that :func:`publish` wrote: each artefact file and each
-    target's wall-time record at ``scale`` that ``folder`` lacks (what it has, it keeps).
+    """Fill in ``folder`` from a folder that :func:`publish` wrote: the files of each artefact
+    that ``folder`` has none of, and each target's wall-time record at ``scale`` that it lacks
+    (what it has, it keeps, so a re-made artefact is never mixed with a published one).
     Returns the files written."""
     if not published.is_dir():
         raise SystemExit(f"error: --restore {published}: no such folder (one that --publish wrote, e.g. docs/results/cpu)")
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in artefact_files():
-        if (published / name).is_file() and not (folder / name).exists():
-            shutil.copyfile(published / name, folder / name)
-            written.append(folder / name)
-    try:
-        records = json.loads((published / TIMINGS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        records = {}
+    for artefact in ARTEFACTS:
+        names = artefact_files(artefact)
+        if any((folder / name).exists() for name in names):
+            continue
+        for name in names:
+            if (published / name).is_file():
+                shutil.copyfile(published / name, folder / name)
+                written.append(folder / name)
+    records = {}
+    if (published / TIMINGS_FILE).is_file():
+        try:
+            records = json.loads((published / TIMINGS_FILE).read_text())
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: {published / TIMINGS_FILE} is not valid JSON ({error}); "
+                             "publish again with --publish, or restore it from git") from None
     have = read_timings(folder, scale)
     (folder / "timings").mkdir(exist_ok=True)
     for name, record in records.items():
