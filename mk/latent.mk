@@ -4,7 +4,7 @@
 PAPER_TARGETS += table2 fig7 fig8 fig9
 .PHONY: table2 fig7 fig8 fig9
 
-table2: install  ## Table 2 (spirals: RNN and latent ODE, n = 30, 50, 100; SCALE=cpu trains the better RNN only, 3 seeds at n = 100) at SCALE, training what is missing -> outputs/paper/table2.md
+table2: install  ## Table 2 (spirals: the paper's two RNNs and the latent ODE, n = 30, 50, 100, 3 seeds each at SCALE=cpu; every reading of the metric) at SCALE, training what is missing -> outputs/paper/table2.md
 	$(call timed,$(PY) -m neuralode.paper.table2 --train --scale $(SCALE) $(ARGS))
 
 fig7: install  ## Figure 7: Poisson process latent ODE, events and learned intensity -> outputs/paper/fig7.png

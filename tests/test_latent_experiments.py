@@ -32,6 +32,7 @@ SPIRAL_METRICS = {"test_elbo", "test_rmse_interp", "test_rmse_extrap", "train_el
     ("latent_ode_spiral", ["solver.gradient=adjoint"], SPIRAL_METRICS, "adjoint"),
     ("rnn_spiral", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
     ("rnn_spiral_residual", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
+    ("rnn_spiral_nogap", [], {"test_rmse_interp", "test_rmse_extrap"}, None),
     ("latent_ode_poisson", [], {"test_log_likelihood", "test_rate_rmse", "train_log_likelihood"}, "backprop"),
 ])
 @pytest.mark.slow

@@ -293,6 +293,17 @@ def test_every_mnist_experiment_trains_two_steps(tmp_path, experiment):
     assert stored["name"] == experiment and stored["model"]["_target_"].endswith("ClassificationTask")
 
 
+def test_the_adams_odenet_trains_two_steps_with_the_adjoint(tmp_path):
+    """The paper's MNIST solver family (Section 3): implicit Adams, gradients by the adjoint."""
+    cfg = compose("train", tiny_mnist("mnist_odenet", "solver=adams", "trainer.max_steps=2",
+                                      "trainer.limit_eval_batches=1", "logger.tensorboard=false"))
+    assert (cfg.solver.method, cfg.solver.gradient, cfg.solver.rtol) == ("adams", "adjoint", 1e-3)
+    train(cfg, tmp_path)
+    record = read_metrics(tmp_path)[-1]
+    assert record["step"] == 2 and torch.isfinite(torch.tensor(record["train_loss"]))
+    assert record["nfe_forward"] > 0 and record["nfe_backward"] > 0  # the backward pass solved the adjoint ODE
+
+
 @pytest.mark.slow
 def test_resume_true_continues_a_mnist_run_exactly(tmp_path):
     base = tiny_mnist("mnist_odenet", "trainer.limit_eval_batches=1", "logger.tensorboard=false")

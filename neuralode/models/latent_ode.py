@@ -142,9 +142,8 @@ class LatentODE(nn.Module):
 
     The defaults are the paper's spiral model: a 25-unit RNN encoder, a 4-D latent, 20 hidden
     units in the dynamics and in the decoder. ``obs_std`` is the fixed std of the Gaussian
-    observation likelihood. ``dynamics_layers`` is 1 here, for the checkpoints written before it
-    existed; ``configs/model/latent_ode.yaml`` sets 2, as the authors' example does
-    (extrapolation RMSE on Table 2's spirals at n = 100: 0.51 against 0.67 with one layer).
+    observation likelihood. ``dynamics_layers`` is 1, as in the paper's Section 5.1; the authors'
+    torchdiffeq example uses 2 (a labelled variant in Table 2).
     """
 
     def __init__(

@@ -5,6 +5,9 @@ and a linear readout gives the predicted mean there. Predicting at any time afte
 observation therefore takes one extra cell step; extrapolation feeds each prediction back in
 (autoregressively). Series follow the batch format of :mod:`neuralode.data.spirals`.
 
+With ``time_gap=False`` the cell reads the last value alone: the paper's first baseline, which
+cannot know how far ahead it is asked to predict (its second version reads the gap too).
+
 With ``residual=True`` the readout predicts the change from the last observed value rather
 than the value itself: the same 25-unit network and inputs, but the identity map (hold the
 last value) is where training starts, which suits smooth trajectories sampled densely.
@@ -31,22 +34,24 @@ class FilterState:
 
 
 class RNNBaseline(nn.Module):
-    """A 25-unit RNN trained on the Gaussian negative log-likelihood of its next-step predictions."""
+    """A 25-unit RNN trained on the Gaussian negative log-likelihood of its next-step predictions
+    (``cell``: ``rnn``, the paper's plain tanh cell, or ``gru``)."""
 
     def __init__(self, obs_dim: int = 2, hidden: int = 25, obs_std: float = 0.1, cell: str = "gru",
-                 residual: bool = False):
+                 residual: bool = False, time_gap: bool = True):
         super().__init__()
         if obs_std <= 0:
             raise ValueError(f"obs_std must be positive, got {obs_std}")
         check_widths(obs_dim=obs_dim, hidden=hidden)
-        self.cell = make_cell(cell, obs_dim + 1, hidden)
+        self.cell = make_cell(cell, obs_dim + int(time_gap), hidden)
         self.readout = nn.Linear(hidden, obs_dim)
         self.obs_std = obs_std
         self.residual = residual
+        self.time_gap = time_gap
 
     def step(self, h: torch.Tensor, value: torch.Tensor, gap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One cell step from state ``h`` given the last value and the gap ahead: (new h, predicted mean)."""
-        h = self.cell(torch.cat([value, gap[..., None]], dim=-1), h)
+        h = self.cell(torch.cat([value, gap[..., None]], dim=-1) if self.time_gap else value, h)
         pred = self.readout(h)
         return h, (value + pred if self.residual else pred)
 

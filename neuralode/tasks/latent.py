@@ -9,6 +9,8 @@ exactly the mean over the evaluation set.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -24,6 +26,70 @@ def rmse_per_series(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     return (pred - target).pow(2).mean(dim=(1, 2)).sqrt()
+
+
+def masked_rmse(pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+    """RMSE per series over the points where ``points`` (B, T) is True (all: None): (B, T, D) -> (B,)."""
+    if points is None:
+        return rmse_per_series(pred, target)
+    if pred.shape != target.shape or points.shape != pred.shape[:2]:
+        raise ValueError(f"prediction {tuple(pred.shape)}, target {tuple(target.shape)} and points "
+                         f"{tuple(points.shape)} do not match")
+    squared = (pred - target).pow(2).mean(-1) * points
+    return (squared.sum(1) / points.sum(1).clamp(min=1)).sqrt()
+
+
+def noisy_targets(values: torch.Tensor, std: float, seed: int) -> torch.Tensor:
+    """``values`` plus fresh Gaussian noise of ``std``, the same for the same seed on any device."""
+    generator = torch.Generator().manual_seed(seed)
+    return values + std * torch.randn(values.shape, generator=generator, dtype=values.dtype).to(values.device)
+
+
+#: Table 2's readings of "predictive RMSE on 100 time points": the points after the window, the
+#: first of them up to torchdiffeq's example's horizon, and the window's own grid points.
+READINGS = ("extrap", "extrap_example", "window")
+#: The torchdiffeq example's 100 points span 99 steps of 6 pi / 999 = 1.87 rad.
+EXAMPLE_SPAN = 99 * 6 * math.pi / 999
+
+
+def example_horizon(dt: float) -> int:
+    """Grid points after the window, ``dt`` apart, that cover the example's 1.87 rad (62 at dt = 0.03)."""
+    return max(1, round(EXAMPLE_SPAN / dt))
+
+
+@torch.no_grad()
+def spiral_scores(task: "SpiralTask", batch: dict, noise_std: float, dt: float, seed: int = 0,
+                  samples: int = 8) -> dict[str, torch.Tensor]:
+    """Per-series RMSE (B,) under every reading, target and decoding: keys ``reading/target/decode``.
+
+    reading: ``extrap`` the points after the window, ``extrap_example`` the first
+    :func:`example_horizon` of them, ``window`` the window's grid points after the series' first
+    observation (the RNN has no prediction before it: its state is empty). target: ``clean``
+    (noise-free) or ``noisy`` (fresh noise of ``noise_std`` drawn from ``seed``). decode: ``mean``
+    (the posterior mean of z0; the RNN's predictions) or, for a model with a latent, ``sample``
+    (the mean RMSE over ``samples`` draws of z0 from the posterior, as in the paper's Figure 8).
+    """
+    window = batch["interp_times"] > batch["times"][:, :1]
+    horizon = example_horizon(dt)
+    targets = {"clean": (batch["interp_values"], batch["extrap_values"]),
+               "noisy": (noisy_targets(batch["interp_values"], noise_std, seed),
+                         noisy_targets(batch["extrap_values"], noise_std, seed + 1))}
+    decodes = {"mean": [task.predict(batch)]}
+    if task.stochastic:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            decodes["sample"] = [task.predict(batch, sample=True) for _ in range(samples)]
+    scores = {}
+    for target, (window_target, extrap_target) in targets.items():
+        for decode, draws in decodes.items():
+            per_draw = {reading: [] for reading in READINGS}
+            for interp, extrap in draws:
+                per_draw["extrap"].append(masked_rmse(extrap, extrap_target))
+                per_draw["extrap_example"].append(masked_rmse(extrap[:, :horizon], extrap_target[:, :horizon]))
+                per_draw["window"].append(masked_rmse(interp, window_target, window))
+            for reading, values in per_draw.items():
+                scores[f"{reading}/{target}/{decode}"] = torch.stack(values).mean(0)
+    return scores
 
 
 def plot_spirals(batch: dict, preds: dict[str, tuple[torch.Tensor, torch.Tensor]], n_series: int = 4) -> Figure:
@@ -58,13 +124,15 @@ class SpiralTask(Task):
     monitor = "rmse_extrap"
     monitor_mode = "min"
     label = "model"  # the net's name in the figure legend
+    stochastic = False  # whether predict(sample=True) draws from a posterior
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
-    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions at ``interp_times`` (B, P, D) and at ``extrap_times`` (B, E, D)."""
+    def predict(self, batch: dict, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions at ``interp_times`` (B, P, D) and at ``extrap_times`` (B, E, D); with
+        ``sample``, from one draw of the posterior (a model without one ignores it)."""
         raise NotImplementedError
 
     def rmses(self, batch: dict) -> dict[str, float]:
@@ -85,6 +153,7 @@ class LatentODETask(SpiralTask):
 
     net: LatentODE
     label = "latent ODE"
+    stochastic = True
 
     def elbo(self, batch: dict) -> torch.Tensor:
         """One-sample ELBO per series, shape (B,)."""
@@ -94,9 +163,9 @@ class LatentODETask(SpiralTask):
         elbo = self.elbo(batch)
         return {"loss": -elbo.mean(), "elbo": elbo.mean().detach()}
 
-    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded trajectories from the posterior mean of z0 on the window and after it."""
-        out = self.net(*observed(batch), [batch["interp_times"], batch["extrap_times"]], sample=False)
+    def predict(self, batch: dict, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded trajectories on the window and after it, from the posterior mean of z0 (or a draw)."""
+        out = self.net(*observed(batch), [batch["interp_times"], batch["extrap_times"]], sample=sample)
         return out.preds[0], out.preds[1]
 
     @torch.no_grad()
@@ -114,7 +183,7 @@ class RNNTask(SpiralTask):
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"loss": self.net.nll(*observed(batch)).mean()}
 
-    def predict(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, batch: dict, sample: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions on the window (from earlier observations) and autoregressively after it."""
         series = observed(batch)
         return self.net.predict_at(*series, batch["interp_times"]), self.net.extrapolate(*series, batch["extrap_times"])
