@@ -363,5 +363,6 @@ def test_scores_end_at_the_logged_rmse_and_split_by_the_observed_curve(runs):
     cw = [e for e, c in zip(per_spiral.tolist(), clockwise.tolist()) if c]
     assert table2.run_score(run, {run.path: ex}, "extrap/clean/mean", "cw") == pytest.approx(sum(cw) / len(cw))
     # Re-solved at the tightest tolerance in float64, the trained model's RMSE barely moves.
-    tight = table2.rescore(run, 1e-7, 1e-9, "float64")
+    task, data, _ = common.load_trained(run.path)
+    tight = table2.rescore(task, dict(data.eval_dataset().tensors), 1e-7, 1e-9, "float64")
     assert tight["extrap"] == pytest.approx(ex.rmse(), rel=1e-3) and tight["nfe"] > 0

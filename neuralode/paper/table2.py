@@ -115,7 +115,7 @@ TRAIN_RTOL = 1e-5
 
 def paper_rmse(model: str, n: int) -> float | None:
     """The paper's Table 2 value for a row (its one RNN row for each of our RNNs)."""
-    table = PAPER_LATENT if model.split(" [")[0] == LATENT else PAPER_RNN
+    table = PAPER_LATENT if base_of(model) == LATENT else PAPER_RNN
     return table.get(n)
 
 
@@ -231,9 +231,10 @@ def scores(run: Run) -> Scores | None:
     task, data, _ = load_trained(run.path)
     batch, train = dict(data.eval_dataset().tensors), data.train_dataset().tensors
     with torch.no_grad():
-        _, predicted = task.predict(batch)
+        mean = task.predict(batch)
         per_spiral = spiral_scores(task, batch, float(run.config["noise_std"]), float(run.config["dt"]),
-                                   NOISE_SEED, POSTERIOR_SAMPLES)
+                                   NOISE_SEED, POSTERIOR_SAMPLES, mean=mean)
+    predicted = mean[1]
     observed_end = (train["curve_start"] + train["interp_times"][:, -1]).max()
     unseen = batch["curve_start"] + batch["extrap_times"][:, -1] > observed_end
     return Scores(per_spiral, (predicted - batch["extrap_values"]).pow(2).mean(-1), unseen, batch["direction"] < 0)
@@ -337,11 +338,6 @@ def curve_rows(runs: list[Run], found: dict[Path, Scores | None], reading: Readi
     return rows
 
 
-def paper_models(runs: list[Run]) -> list[str]:
-    """The rows that follow Section 5.1's recipe (no variant label): the ones the claims judge."""
-    return [m for m in models_of(runs) if m in MODELS]
-
-
 def claims(runs: list[Run], n_obs: Iterable[int], found: dict[Path, Scores | None]) -> list[list[str]]:
     """Per reading (noise-free targets, posterior mean, medians over seeds): is the latent ODE below
     the better of the paper's two RNNs at every n, and inside the paper's range at every n?"""
@@ -351,8 +347,8 @@ def claims(runs: list[Run], n_obs: Iterable[int], found: dict[Path, Scores | Non
     for reading in READINGS:
         key = f"{reading.key}/clean/mean"
         latent = {n: median_score(runs, found, LATENT, n, key) for n in n_obs}
-        rnns = {n: {m: v for m in paper_models(runs) if m in PAPER_RNNS
-                    and (v := median_score(runs, found, m, n, key)) is not None} for n in n_obs}
+        rnns = {n: {m: v for m in PAPER_RNNS if (v := median_score(runs, found, m, n, key)) is not None}
+                for n in n_obs}
         judged = [n for n in n_obs if latent[n] is not None and rnns[n]]
         if not judged:
             continue
@@ -499,42 +495,40 @@ def render(runs: list[Run], scale: str, base: Path | None = None, found: dict[Pa
 TOLERANCES = ((1e-3, 1e-3, "float32"), (1e-5, 1e-5, "float32"), (1e-7, 1e-9, "float64"))
 
 
-def rescore(run: Run, rtol: float, atol: float, dtype: str) -> dict[str, float]:
-    """A latent ODE run's lead and window RMSE (noise-free, posterior mean) with its trained model
-    solved at another tolerance and precision, and the dynamics evaluations that solve took."""
+def rescore(task, batch: dict, rtol: float, atol: float, dtype: str) -> dict[str, float]:
+    """A trained latent ODE's lead and window RMSE (noise-free, posterior mean) solved at another
+    tolerance and precision, and the dynamics evaluations that solve took. ``task`` is left as it was."""
+    import copy
+    from dataclasses import replace
+
     import torch
 
-    from neuralode.ode.settings import SolverSettings
-    from neuralode.paper.common import load_trained
-    from neuralode.tasks.latent import masked_rmse
+    from neuralode.ode import collect_stats
+    from neuralode.tasks.latent import masked_rmse, scored_window
 
-    task, data, _ = load_trained(run.path)
     kind = getattr(torch, dtype)
-    task = task.to(kind)
-    task.net.solver = SolverSettings(method=task.net.solver.method, rtol=rtol, atol=atol, gradient="direct").validate()
-    batch = {k: (v.to(kind) if v.is_floating_point() else v) for k, v in data.eval_dataset().tensors.items()}
-    calls = [0]
-    hook = task.net.dynamics.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    try:
-        with torch.no_grad():
-            interp, extrap = task.predict(batch)
-    finally:
-        hook.remove()
-    window = batch["interp_times"] > batch["times"][:, :1]
+    task = copy.deepcopy(task).to(kind)
+    task.net.solver = replace(task.net.solver, rtol=rtol, atol=atol, gradient="direct").validate()
+    batch = {k: (v.to(kind) if v.is_floating_point() else v) for k, v in batch.items()}
+    with torch.no_grad(), collect_stats() as stats:
+        interp, extrap = task.predict(batch)
     return {"extrap": float(masked_rmse(extrap, batch["extrap_values"]).mean()),
-            "window": float(masked_rmse(interp, batch["interp_values"], window).mean()), "nfe": calls[0]}
+            "window": float(masked_rmse(interp, batch["interp_values"], scored_window(batch)).mean()),
+            "nfe": stats.nfe_forward}
 
 
 def tolerance_rows(runs: list[Run]) -> list[list[str]]:
     """Per latent ODE run with a checkpoint: its RMSE and NFE at each of TOLERANCES, and how far the
     tightest moves each RMSE from the tolerance the run trained at."""
-    from neuralode.paper.common import checkpoint_in
+    from neuralode.paper.common import checkpoint_in, load_trained
 
     rows = []
     for run in runs:
         if base_of(run.model) != LATENT or checkpoint_in(run.path) is None:
             continue
-        at = {tol: rescore(run, *tol) for tol in TOLERANCES}
+        task, data, _ = load_trained(run.path)
+        batch = dict(data.eval_dataset().tensors)
+        at = {tol: rescore(task, batch, *tol) for tol in TOLERANCES}
         trained = next((tol for tol in TOLERANCES if run.config.get("rtol") is not None
                         and float(run.config["rtol"]) == tol[0]), TOLERANCES[1])
         tight = at[TOLERANCES[-1]]

@@ -57,9 +57,15 @@ def example_horizon(dt: float) -> int:
     return max(1, round(EXAMPLE_SPAN / dt))
 
 
+def scored_window(batch: dict) -> torch.Tensor:
+    """The window's grid points (B, P) after each series' first observation: the RNN has no
+    prediction before it (its state is empty), so neither model is scored there."""
+    return batch["interp_times"] > batch["times"][:, :1]
+
+
 @torch.no_grad()
 def spiral_scores(task: "SpiralTask", batch: dict, noise_std: float, dt: float, seed: int = 0,
-                  samples: int = 8) -> dict[str, torch.Tensor]:
+                  samples: int = 8, mean: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per-series RMSE (B,) under every reading, target and decoding: keys ``reading/target/decode``.
 
     reading: ``extrap`` the points after the window, ``extrap_example`` the first
@@ -68,13 +74,14 @@ def spiral_scores(task: "SpiralTask", batch: dict, noise_std: float, dt: float, 
     (noise-free) or ``noisy`` (fresh noise of ``noise_std`` drawn from ``seed``). decode: ``mean``
     (the posterior mean of z0; the RNN's predictions) or, for a model with a latent, ``sample``
     (the mean RMSE over ``samples`` draws of z0 from the posterior, as in the paper's Figure 8).
+    ``mean``: ``task.predict(batch)``, when the caller has it already.
     """
-    window = batch["interp_times"] > batch["times"][:, :1]
+    window = scored_window(batch)
     horizon = example_horizon(dt)
     targets = {"clean": (batch["interp_values"], batch["extrap_values"]),
                "noisy": (noisy_targets(batch["interp_values"], noise_std, seed),
                          noisy_targets(batch["extrap_values"], noise_std, seed + 1))}
-    decodes = {"mean": [task.predict(batch)]}
+    decodes = {"mean": [task.predict(batch) if mean is None else mean]}
     if task.stochastic:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
