@@ -61,15 +61,13 @@ def test_fig1_trains_both_models_and_records_the_solvers_evaluations(tmp_path: P
 
 
 # --------------------------------------------------------------------------- Figure 3
-@pytest.fixture(scope="module")
-def two_step_run(tmp_path_factory) -> Path:
+def train_two_steps(run_dir: Path, experiment: str) -> Path:
     """An ODE-Net (8 channels) trained 2 steps on synthetic digits, evaluated after each step."""
     from neuralode.train.config import compose
     from neuralode.train.run import train
 
-    run_dir = tmp_path_factory.mktemp("odenet_run")
     cfg = compose("train", [
-        "experiment=mnist_odenet", "model.net.channels=8", "data.synthetic=true", "data.synthetic_train_size=32",
+        f"experiment={experiment}", "model.net.channels=8", "data.synthetic=true", "data.synthetic_train_size=32",
         "data.synthetic_eval_size=16", "data.batch_size=8", "data.eval_batch_size=16", "trainer.max_steps=2",
         "trainer.eval_every_n_steps=1", "trainer.progress_bar=false", "logger.tensorboard=false",
     ])
@@ -77,9 +75,20 @@ def two_step_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory) -> Path:
+    return train_two_steps(tmp_path_factory.mktemp("odenet_run"), "mnist_odenet")  # the paper's adams
+
+
+@pytest.fixture(scope="module")
+def two_step_dopri5_run(tmp_path_factory) -> Path:
+    return train_two_steps(tmp_path_factory.mktemp("odenet_dopri5_run"), "mnist_odenet_dopri5")
+
+
 @pytest.mark.slow
-def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, tmp_path: Path):
-    fig3.main([str(two_step_run), "--out", str(tmp_path), "--images", "4"])
+def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, two_step_dopri5_run: Path, tmp_path: Path):
+    fig3.main([str(two_step_run), "--variant", str(two_step_dopri5_run), "--out", str(tmp_path), "--images", "4",
+               "--test-images", "16"])
     assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "tensorboard" / "fig3").glob("events.out.tfevents.*"))
     rows = read_csv(tmp_path / "fig3.csv")
@@ -91,9 +100,23 @@ def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, tmp_path: Path):
     assert nfe == sorted(nfe) and nfe[-1] > nfe[0]
     assert float(sweep[-1]["error"]) < float(sweep[0]["error"])
     assert all(float(r["forward_ms"]) > 0 for r in sweep)
-    # (c), (d): one point per evaluation of the run (after step 1 and step 2), from metrics.jsonl.
-    assert [int(r["step"]) for r in training] == [1, 2]
+    # (c), (d): one point per evaluation of each run (after step 1 and step 2), from metrics.jsonl,
+    # the paper's adams run first, then the dopri5 run drawn beside it.
+    assert [(r["run"], int(r["step"])) for r in training] == [
+        ("adams 0.001", 1), ("adams 0.001", 2), ("dopri5 0.001", 1), ("dopri5 0.001", 2)]
     assert all(float(r["nfe_forward"]) > 0 and float(r["nfe_backward"]) > 0 for r in training)
+    # One adjoint step of the trained model by each solver (scipy's LSODA too), then the variant by its own.
+    steps = [r for r in rows if r["panel"] == "c_step"]
+    assert [(r["run"], r["solver"]) for r in steps] == [
+        ("adams 0.001", "adams"), ("adams 0.001", "dopri5"), ("adams 0.001", "LSODA (scipy)"), ("dopri5 0.001", "dopri5")]
+    assert all(0 <= float(r["error"]) <= 1 and int(r["nfe_backward"]) > 0 for r in steps)
+    adams = steps[0]
+    for direction in ("forward", "backward"):  # one order per accepted step, starting at 1
+        orders = adams[f"orders_{direction}"].split()
+        assert len(orders) == int(adams[f"steps_{direction}"]) and orders[0] == "1"
+    # An Adams step calls the field twice (predictor, corrector), plus the start: the calls add up.
+    assert int(adams["nfe_forward"]) >= 2 * int(adams["steps_forward"])
+    assert steps[1]["orders_forward"] == "" and steps[2]["steps_forward"] == ""  # dopri5: fixed order; scipy: its own steps
     # Beside (c): one adjoint step per error norm; the norm changes only the backward solve.
     norms = [r for r in rows if r["panel"] == "c_norm"]
     tolerances = sorted({float(r["tol"]) for r in norms}, reverse=True)

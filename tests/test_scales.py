@@ -85,6 +85,7 @@ def test_every_artefact_has_its_settings_at_every_scale(scale):
 #: The gradient each experiment trains with by default (solver.gradient).
 GRADIENT = {
     "mnist_odenet": "adjoint",  # the paper's point: O(1) memory in the solver steps
+    "mnist_odenet_dopri5": "adjoint",
     "mnist_rknet": "direct",  # the paper's RK-Net: backprop through the solver
     # Small states with many output times (latent) or a 2-D state (flows): backprop is faster and
     # its memory small (make bench-gradients).

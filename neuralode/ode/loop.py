@@ -107,6 +107,8 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                     "set options['min_step'], or shorten the time span")
         else:
             stats.n_accepted += 1
+            if getattr(step, "order", 0):  # a variable-order step says which order it took
+                stats.orders.append(step.order)
             if "callback_accept_step" in callbacks:
                 callbacks["callback_accept_step"](t, y, step_size)
             y1 = step.y1

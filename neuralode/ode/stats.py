@@ -13,7 +13,7 @@ backward solves apart::
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +29,8 @@ class SolveStats:
     n_lu: int = 0
     next_step: float | None = None  # adaptive solves: the step the controller would take next
     nfe_per_sample: Any = None  # options["per_sample"]: a (batch,) tensor, each sample's evaluations
+    # Variable-order methods (adaptive adams): the order of each accepted step, in solve order.
+    orders: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -192,6 +192,18 @@ def test_adams_raises_its_order_on_smooth_problems():
     assert all(b - a <= 1 for a, b in zip(orders, orders[1:])), orders  # up one order at a time
 
 
+def test_solve_stats_record_the_order_of_each_accepted_step():
+    prob = PROBLEMS["linear"]()
+    t = torch.linspace(0, 1, 3, dtype=prob.y0.dtype)
+    odeint(prob, prob.y0, t, rtol=1e-8, atol=1e-8, method="adams")
+    stats = last_stats()
+    assert len(stats.orders) == stats.n_accepted > 10
+    assert stats.orders[0] == 1 and max(stats.orders) >= 4  # it climbs from the first-order start
+    assert all(b - a <= 1 for a, b in zip(stats.orders, stats.orders[1:]))
+    odeint(prob, prob.y0, t, rtol=1e-8, atol=1e-8, method="dopri5")
+    assert last_stats().orders == []  # a fixed-order method records none
+
+
 def test_adams_restarts_its_history_at_a_jump():
     """After a jump_t the slopes from before it describe another field: the history restarts, and
     a piecewise-constant field is then integrated exactly."""
