@@ -14,7 +14,7 @@ PAPER_TARGETS :=
 -include mk/*.mk
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-ode bench-mnist bench-gradients tensorboard clean
+.PHONY: help install run test test-fast bench bench-ode bench-mnist bench-gradients bench-latent tensorboard clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-mnist: install  ## steps/s, NFE and peak memory of the four MNIST models o
 
 bench-gradients: install  ## backprop through the solver vs adjoint: s/step and NFE per family -> outputs/bench/gradients.md
 	$(PY) scripts/bench_gradients.py $(ARGS)
+
+bench-latent: install  ## cost of a spiral latent ODE training step at each of Table 2's tolerances (needs make table2's runs) -> outputs/bench/latent_tolerance.md
+	$(PY) scripts/bench_latent_tolerance.py $(ARGS)
 
 tensorboard: install  ## TensorBoard over every run under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs

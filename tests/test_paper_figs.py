@@ -105,18 +105,22 @@ def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, two_step_dopri5_run
     assert [(r["run"], int(r["step"])) for r in training] == [
         ("adams 0.001", 1), ("adams 0.001", 2), ("dopri5 0.001", 1), ("dopri5 0.001", 2)]
     assert all(float(r["nfe_forward"]) > 0 and float(r["nfe_backward"]) > 0 for r in training)
-    # One adjoint step of the trained model by each solver (scipy's LSODA too), then the variant by its own.
+    # One adjoint step of the trained model by each solver, the per-image forward cross-check with
+    # scipy's LSODA beside adams, then the variant by its own solver.
     steps = [r for r in rows if r["panel"] == "c_step"]
     assert [(r["run"], r["solver"]) for r in steps] == [
-        ("adams 0.001", "adams"), ("adams 0.001", "dopri5"), ("adams 0.001", "LSODA (scipy)"), ("dopri5 0.001", "dopri5")]
-    assert all(0 <= float(r["error"]) <= 1 and int(r["nfe_backward"]) > 0 for r in steps)
+        ("adams 0.001", "adams"), ("adams 0.001", "dopri5"), ("adams 0.001", "adams, one image a solve"),
+        ("adams 0.001", "LSODA (scipy), one image a solve"), ("dopri5 0.001", "dopri5")]
+    assert all(0 <= float(r["error"]) <= 1 and float(r["nfe_forward"]) > 0 for r in steps)
+    assert all(int(r["nfe_backward"]) > 0 for r in steps if "one image" not in r["solver"])
+    assert all(r["nfe_backward"] == "" for r in steps if "one image" in r["solver"])  # forward only
     adams = steps[0]
     for direction in ("forward", "backward"):  # one order per accepted step, starting at 1
         orders = adams[f"orders_{direction}"].split()
         assert len(orders) == int(adams[f"steps_{direction}"]) and orders[0] == "1"
     # An Adams step calls the field twice (predictor, corrector), plus the start: the calls add up.
     assert int(adams["nfe_forward"]) >= 2 * int(adams["steps_forward"])
-    assert steps[1]["orders_forward"] == "" and steps[2]["steps_forward"] == ""  # dopri5: fixed order; scipy: its own steps
+    assert steps[1]["orders_forward"] == "" and steps[3]["steps_forward"] == ""  # dopri5: fixed order; scipy: its own steps
     # Beside (c): one adjoint step per error norm; the norm changes only the backward solve.
     norms = [r for r in rows if r["panel"] == "c_norm"]
     tolerances = sorted({float(r["tol"]) for r in norms}, reverse=True)

@@ -190,22 +190,23 @@ def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
     trained = [c[-1].split("/")[-1] for c in commands]
     assert trained == ["latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_n100_s0",
                        "rnn_spiral_n30_s0"]
-    # `make table2` (the --train path) trains in the same order, with the scale's seeds: three at each n.
+    # `make table2` (the --train path) trains in the same order, with the scale's seeds: five at each n.
     commands.clear()
     monkeypatch.setenv("NEURALODE_ROOT", str(tmp_path))
     with pytest.raises(SystemExit):  # the fake training leaves no run folder to build the table from
         table2.main(["--train", "--scale", "cpu", "--n", "30", "100", "--jobs", "1", "--out", str(tmp_path)])
     names = [c[-1].split("/")[-1] for c in commands]
-    assert names[:6] == [f"latent_ode_spiral_n{n}_s{s}" for n in (100, 30) for s in (0, 1, 2)]
-    assert sorted(names[6:12]) == sorted(f"{e}_n100_s{s}" for e in ("rnn_spiral", "rnn_spiral_nogap") for s in (0, 1, 2))
-    assert len(names) == 18 and all("_n30_" in name for name in names[12:])
+    seeds = range(5)
+    assert names[:10] == [f"latent_ode_spiral_n{n}_s{s}" for n in (100, 30) for s in seeds]
+    assert sorted(names[10:20]) == sorted(f"{e}_n100_s{s}" for e in ("rnn_spiral", "rnn_spiral_nogap") for s in seeds)
+    assert len(names) == 30 and all("_n30_" in name for name in names[20:])
     # --seeds trains those seeds at every n instead.
     commands.clear()
     with pytest.raises(SystemExit):
         table2.main(["--train", "--scale", "cpu", "--n", "30", "--seeds", "4", "--jobs", "1", "--out", str(tmp_path)])
     assert sorted(c[-1].split("/")[-1] for c in commands) == ["latent_ode_spiral_n30_s4", "rnn_spiral_n30_s4",
                                                               "rnn_spiral_nogap_n30_s4"]
-    assert table2.scale_seeds("cpu") == {n: [0, 1, 2] for n in (30, 50, 100)} and table2.scale_seeds("smoke")[100] == [0]
+    assert table2.scale_seeds("cpu") == {n: [0, 1, 2, 3, 4] for n in (30, 50, 100)} and table2.scale_seeds("smoke")[100] == [0]
 
 
 def test_the_cpu_scale_trains_the_papers_two_rnns_and_labels_variants(tmp_path: Path, monkeypatch):

@@ -14,9 +14,11 @@ calls of the field: a multistep step makes two (predictor and corrector), a dopr
 a backward call evaluates f and its vector-Jacobian product together and counts once.
 
 Beside (c), one adjoint training step of the trained model is measured:
-- by solver (the run's adams, dopri5, and scipy's LSODA as a cross-check on the paper's own
-  solver family): test error, NFE, accepted and rejected steps and the orders a variable-order
-  method chose, forward and backward, which is what explains the ratio;
+- by solver (the run's adams, and dopri5): test error, NFE, accepted and rejected steps and the
+  orders a variable-order method chose, forward and backward, which is what explains the ratio;
+- scipy's LSODA (ODEPACK, the paper's own solver family) as a cross-check, forward only and one
+  image a solve (its Jacobian workspace grows with the square of the state), beside adams solving
+  the same images the same way: test error and NFE;
 - by adjoint error norm: ``component max`` (the largest RMS over the parts z, a and each
   parameter's adjoint: ours by default, and what torchdiffeq did when the paper was written),
   ``global RMS`` (one RMS over the whole augmented state [z, a, a_theta], where the many small
@@ -214,16 +216,24 @@ class StepProfile:
     test_error: float | None
     images: int
     forward: SolveProfile
-    backward: SolveProfile
+    backward: SolveProfile | None  # None: forward solves only
+    agree: int | None = None  # per-image solves: images predicted as the first solver of the list did
 
     @property
-    def ratio(self) -> float:
-        return self.backward.nfe / self.forward.nfe
+    def ratio(self) -> float | None:
+        return None if self.backward is None else self.backward.nfe / self.forward.nfe
 
 
-#: The solvers of the trained model's step profile: label -> (method, options). LSODA is scipy's
-#: (ODEPACK), the family of LSODE/VODE that the paper ran; it needs the optional scipy.
-PROFILE_SOLVERS = {"adams": ("adams", {}), "dopri5": ("dopri5", {}), "LSODA (scipy)": ("scipy_solver", {"solver": "LSODA"})}
+#: The solvers of the trained model's step profile: label -> (method, options).
+PROFILE_SOLVERS = {"adams": ("adams", {}), "dopri5": ("dopri5", {})}
+
+#: The cross-check on the paper's own solver family (LSODA: scipy's ODEPACK, as LSODE/VODE),
+#: forward only and one image a solve, beside the core's adams solving the same images the same
+#: way: LSODA allocates an n x n Jacobian workspace for its stiff mode (n: the state's size). One
+#: image's 64x6x6 features (n = 2,304) take 42 MB; a batch of 128 (700 GB) or the adjoint's
+#: augmented state with the parameters' adjoints (n > 80,000 for one image: over 50 GB) do not fit.
+PER_IMAGE_SOLVERS = {"adams, one image a solve": ("adams", {}),
+                     "LSODA (scipy), one image a solve": ("scipy_solver", {"solver": "LSODA"})}
 
 
 def scipy_available() -> bool:
@@ -262,12 +272,36 @@ def step_profiles(net, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y
             net.zero_grad()
             torch.nn.functional.cross_entropy(net(x), y).backward()
             forward, backward = SolveProfile.of(last_stats()), SolveProfile.of(last_stats(backward=True))
-            if method == "scipy_solver":  # one loop step is a whole solve_ivp call: scipy's steps are its own
-                forward.accepted = forward.rejected = backward.accepted = backward.rejected = None
             profiles.append(StepProfile(model, label, error, len(x_test), forward, backward))
     finally:
         block.solver = trained
         net.zero_grad()
+    return profiles
+
+
+def per_image_profiles(net, x: torch.Tensor, y: torch.Tensor, model: str,
+                       solvers: dict = PER_IMAGE_SOLVERS) -> list[StepProfile]:
+    """For each solver: the model's test error on ``x`` solving one image at a time, and the mean
+    forward NFE of those solves (steps are not counted: scipy takes its own inside one call)."""
+    block = net.ode
+    trained = block.solver
+    profiles, first = [], None
+    try:
+        for label, (method, options) in solvers.items():
+            block.solver = solved_by(block, method, options)
+            predicted, nfe = [], 0
+            with torch.no_grad():
+                for i in range(len(x)):
+                    with collect_stats() as stats:
+                        predicted.append(int(net(x[i:i + 1]).argmax(1).item()))
+                    nfe += stats.nfe_forward
+            first = predicted if first is None else first
+            n = max(len(x), 1)
+            profiles.append(StepProfile(model, label, sum(p != int(t) for p, t in zip(predicted, y)) / n, len(x),
+                                        SolveProfile(round(nfe / n, 1), None, None), None,
+                                        sum(a == b for a, b in zip(predicted, first))))
+    finally:
+        block.solver = trained
     return profiles
 
 
@@ -278,6 +312,10 @@ def step_explanation(profile: StepProfile) -> str:
     def steps(p: SolveProfile) -> str:
         return "" if p.accepted is None else f" in {p.accepted} steps ({p.rejected} rejected)"
 
+    if b is None:
+        return (f"{profile.model} model solved by {profile.solver}: {f.nfe} field calls a forward solve, test error "
+                f"{100 * profile.test_error:.2f}% on {profile.images} images, the same class as the first "
+                f"per-image solver for {profile.agree} of them.")
     text = (f"{profile.model} model solved by {profile.solver}: the forward solve made {f.nfe} field calls{steps(f)}, "
             f"the backward {b.nfe}{steps(b)}; backward / forward {profile.ratio:.2f} in calls")
     text += "." if f.accepted is None else f", {b.accepted / max(f.accepted, 1):.2f} in accepted steps."
@@ -328,7 +366,7 @@ def make_figure(m: Measurements, title: str):
     ax_a.set(xlabel="NFE forward", ylabel="numerical error (RMS of h(1) - h_ref(1))", yscale="log", title="(a) NFE vs error")
     ax_b.plot(nfes, [p.forward_ms for p in sweep], "o-")
     ax_b.set(xlabel="NFE forward", ylabel="forward time (ms)", title="(b) NFE vs time")
-    forward_all = [r["nfe_forward"] for run in runs for r in run.records]
+    forward_all = [r["nfe_forward"] for run in runs for r in run.records] + [p.nfe_forward for p in norms]
     if forward_all:
         span = [min(forward_all), max(forward_all)]
         ax_c.plot(span, [0.5 * v for v in span], "k--", lw=1, label="paper: backward = forward / 2")
@@ -350,9 +388,9 @@ def make_figure(m: Measurements, title: str):
         mine = [p for p in norms if p.norm == name]
         ax_c.scatter([p.nfe_forward for p in mine], [p.nfe_backward for p in mine], marker=marker, s=40,
                      edgecolors="k", label=f"trained, tol {', '.join(f'{p.tol:.0e}' for p in mine)}: {name}")
-    if forward_all or norms:
+    if forward_all:
         ax_c.legend(fontsize=6)
-    if len(runs) > 1 and forward_all:
+    if len(runs) > 1 and any(run.records for run in runs):
         ax_d.legend(fontsize=7)
     ax_c.set(xlabel="NFE forward (per training step)", ylabel="NFE backward", title="(c) NFE forward vs backward")
     ax_d.set(xlabel="epoch", ylabel="NFE forward (per training step)", title="(d) NFE over training")
@@ -432,8 +470,9 @@ def profile_table(profiles: list[StepProfile]) -> list[str]:
         return "-" if p.accepted is None else f"{p.accepted} ({p.rejected})"
 
     rows = [[p.model, p.solver, "-" if p.test_error is None else f"{100 * p.test_error:.2f}% of {p.images}",
-             p.forward.nfe, steps(p.forward), p.forward.orders_text(), p.backward.nfe, steps(p.backward),
-             p.backward.orders_text(), f"{p.ratio:.2f}"] for p in profiles]
+             p.forward.nfe, steps(p.forward), p.forward.orders_text(),
+             *(["-"] * 3 if p.backward is None else [p.backward.nfe, steps(p.backward), p.backward.orders_text()]),
+             fmt(p.ratio, ".2f")] for p in profiles]
     return [markdown_table(["trained model", "solved by", "test error", "NFE fwd", "steps fwd (rejected)", "orders fwd",
                             "NFE bwd", "steps bwd (rejected)", "orders bwd", "bwd / fwd"], rows)]
 
@@ -491,9 +530,11 @@ def csv_rows(m: Measurements) -> list[list]:
     rows += [["c_d", run.label, "", r["epoch"], r["step"], r["nfe_forward"], r["nfe_backward"], "", "", "", *blank]
              for run in m.training for r in run.records]
     rows += [["c_norm", label, p.tol, "", "", p.nfe_forward, p.nfe_backward, "", "", p.norm, *blank] for p in m.norms]
-    rows += [["c_step", p.model, "", "", "", p.forward.nfe, p.backward.nfe, p.test_error, "", "", p.solver,
-              p.forward.accepted, p.forward.rejected, " ".join(map(str, p.forward.orders)), p.backward.accepted,
-              p.backward.rejected, " ".join(map(str, p.backward.orders))] for p in m.profiles]
+    for p in m.profiles:
+        b = p.backward or SolveProfile("", "", "")
+        rows.append(["c_step", p.model, "", "", "", p.forward.nfe, b.nfe, p.test_error, "", "", p.solver,
+                     p.forward.accepted, p.forward.rejected, " ".join(map(str, p.forward.orders)), b.accepted,
+                     b.rejected, " ".join(map(str, b.orders))])
     return rows
 
 
@@ -549,15 +590,18 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     images, test_images = settings["images"], settings.get("test_images", settings["images"])
+    settings["per_image_images"] = min(settings.get("per_image_images", 0), max(images, test_images))
 
     ckpt, metrics, net, x_all, y_all, state = load_or_exit(run, max(images, test_images))
     x, y = x_all[:images], y_all[:images]
     label = solver_label(net)
-    solvers = {k: v for k, v in PROFILE_SOLVERS.items() if v[0] != "scipy_solver" or scipy_available()}
     m = Measurements(tolerance_sweep(net, x, repeats=settings["repeats"]),
                      [TrainingNFE(label, training_nfe(read_metrics(metrics)))],
                      adjoint_nfe_by_norm(net, x, y),
-                     step_profiles(net, x, y, x_all[:test_images], y_all[:test_images], label, solvers))
+                     step_profiles(net, x, y, x_all[:test_images], y_all[:test_images], label))
+    per_image = settings.get("per_image_images", 0)
+    if per_image and scipy_available():
+        m.profiles += per_image_profiles(net, x_all[:per_image], y_all[:per_image], label)
     if variant is not None:
         _, other_metrics, other, *_ = load_or_exit(variant, 0)
         other_label = solver_label(other)
