@@ -220,6 +220,37 @@ def test_adjoint_gradients_match_finite_differences_to_the_methods_accuracy(meth
     assert stats.n_jacobian >= 2  # forward and backward both took Jacobians
 
 
+class QuinticOffLine(nn.Module):
+    """f = a + (y - (a t + b))^5: y = a t + b is a solution (from y0 = a + b at t = 1) on which the
+    field's nonlinear part vanishes, so every method follows it exactly once its Newton solve has
+    converged; torchdiffeq's own gradient tests use it."""
+
+    a, b = 0.2, 3.0
+
+    def forward(self, t, y):
+        return self.a + (y - (self.a * t + self.b)) ** 5
+
+
+def test_fixed_steps_converge_newton_on_every_step():
+    """A step must not stop after one iteration on the last solve's rate: after an exactly
+    converged step (rate 0) that accepted the first iterate and left an error of 7e-5."""
+    f, t = QuinticOffLine(), torch.linspace(1.0, 8.0, 10, dtype=F64)
+    for method in FIXED:
+        ys = odeint(f, torch.tensor([f.a + f.b], dtype=F64), t, method=method)
+        torch.testing.assert_close(ys[:, 0], f.a * t + f.b, rtol=0, atol=1e-10, msg=method)
+
+
+@pytest.mark.parametrize("method", [slow_when(m not in ("implicit_euler", "radauIIA5", "gl4"), m, id=m)
+                                    for m in IMPLICIT_TABLEAUX])
+def test_adjoint_passes_gradcheck_in_y0_and_t(method):
+    """torchdiffeq's gradient test: the adjoint's gradients with respect to y0 and every output
+    time match the forward solve's finite differences (float64, default options)."""
+    f = QuinticOffLine()
+    y0 = torch.tensor([f.a + f.b], dtype=F64, requires_grad=True)
+    t = torch.linspace(1.0, 8.0, 10, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y0, t: odeint(f, y0, t, method=method, gradient="adjoint"), (y0, t))
+
+
 def test_implicit_method_as_the_adjoints_backward_method():
     func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64)
     fd_y, fd_k = _finite_differences(func, y0, "dopri5", options={}, tol=1e-11)
