@@ -16,9 +16,10 @@ from neuralode.ode import stats as _stats
 from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
 from neuralode.ode.device_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device, uses_device_loop
 from neuralode.ode.errors import AdjointParamsError, InvalidOptionError
-from neuralode.ode.loop import DEFAULT_MAX_NUM_STEPS, Solution, integrate
+from neuralode.ode.loop import Solution, integrate
 from neuralode.ode.methods import make_solver
 from neuralode.ode.problem import (
+    DEFAULT_MAX_NUM_STEPS,
     Problem,
     attach_callbacks,
     check_tolerances,

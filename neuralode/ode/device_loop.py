@@ -31,7 +31,7 @@ import warnings
 import torch
 
 from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from neuralode.ode.problem import Problem, check_derivative
+from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_derivative
 from neuralode.ode.runge_kutta import _coefficients
 from neuralode.ode.stats import SolveStats
 
@@ -126,7 +126,7 @@ def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dic
     nonfinite = torch.zeros(n_rows, dtype=torch.bool, device=device)
     history = (torch.ones(n_rows, dtype=torch.float64, device=device),) * 2  # the controller's last two ratios
     sync_every = options.get("sync_every") or default_sync_every(device)
-    max_num_steps = options.get("max_num_steps", 10_000)
+    max_num_steps = options.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
     y, iterations = y0, 0
 
     while True:

@@ -11,11 +11,10 @@ from typing import Callable
 import torch
 
 from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from neuralode.ode.problem import Problem, check_derivative
+from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_derivative
 from neuralode.ode.runge_kutta import HermiteInterpolant, LinearInterpolant
 from neuralode.ode.stats import SolveStats
 
-DEFAULT_MAX_NUM_STEPS = 10_000
 EVENT_BISECTIONS = 52  # halvings of the step that holds an event: down to float64 resolution
 
 

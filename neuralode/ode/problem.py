@@ -24,6 +24,12 @@ Field = Callable[..., torch.Tensor]
 
 CALLBACKS = ("callback_step", "callback_accept_step", "callback_reject_step")
 
+#: Attempted steps after which an adaptive solve (or an event search) stops with
+#: MaxStepsExceededError: a guard against a solve that would never end, set high enough not to
+#: refuse one that does (torchdiffeq has no limit; adaptive_heun in float32 at the default
+#: tolerances needs 36,000 steps on a linear 2-D rotation over [1, 8]). Both loops read it.
+DEFAULT_MAX_NUM_STEPS = 1_000_000
+
 
 def check_times(t: Any) -> tuple[list[float], int]:
     """Return the output times as floats and the direction of integration (+1 or -1)."""

@@ -86,6 +86,17 @@ def test_max_num_steps():
                rtol=1e-8, atol=1e-8, options={"max_num_steps": 20})
 
 
+@pytest.mark.slow  # 36,000 steps: 3.5 s
+def test_the_default_step_limit_does_not_stop_a_solve_that_ends():
+    """torchdiffeq has no step limit; adaptive_heun in float32 at the default tolerances takes
+    36,000 steps on this rotation, which the old default of 10,000 refused."""
+    from neuralode.ode import last_stats
+
+    A = torch.tensor([[-0.1, -2.0], [2.0, -0.1]])
+    odeint(lambda t, y: y @ A.T, torch.tensor([[1.0, 0.5]]), torch.linspace(1, 8, 10), method="adaptive_heun")
+    assert last_stats().n_accepted > 30_000
+
+
 def test_adjoint_needs_parameters_for_plain_function():
     with pytest.raises(AdjointParamsError, match="adjoint_params"):
         odeint_adjoint(decay, torch.ones(2, requires_grad=True), T)
