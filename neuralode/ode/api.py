@@ -6,6 +6,7 @@ the solve to a gradient strategy: ``direct`` (autograd through the loop), ``adjo
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -203,7 +204,7 @@ def default_params(func, adjoint_params, gradient: str) -> tuple[torch.Tensor, .
 
 
 def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: str | None = None,
-           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "direct",
+           options: dict | None = None, event_fn: Callable | None = None, gradient: str | None = None,
            adjoint_params: Sequence[torch.Tensor] | None = None, adjoint_rtol=None, adjoint_atol=None,
            adjoint_method: str | None = None, adjoint_options: dict | None = None):
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return ``y`` at every ``t``.
@@ -214,7 +215,10 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     and returns ``(event_t, solution at [t[0], event_t])``.
 
     ``gradient`` says how gradients reach ``y0``, ``t`` and the parameters:
-      - "direct": autograd through the solver's operations (the paper's RK-Net);
+      - "direct" (the default, None): autograd through the solver's operations (the paper's
+        RK-Net). A method without a gradient through its steps (``scipy_solver``) returns
+        constants under the default, with a warning, as torchdiffeq does; asked for "direct" by
+        name, it refuses;
       - "adjoint": the adjoint method, Algorithm 1 (``odeint_adjoint``; ``adjoint_*`` apply);
       - "checkpoint": the exact gradient of the discrete solve, recomputing steps from
         checkpoints, with memory growing like the square root of the number of steps
@@ -222,6 +226,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     The last two differentiate ``adjoint_params`` (default: the parameters of ``func``, an
     ``nn.Module``). Statistics: ``last_stats()`` and ``collect_stats()``.
     """
+    named, gradient = gradient is not None, gradient or "direct"
     if gradient not in GRADIENTS:
         raise InvalidOptionError(f"gradient={gradient!r} is not a gradient strategy; choose one of "
                                  f"{', '.join(GRADIENTS)}")
@@ -234,7 +239,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
         raise InvalidOptionError(f"adjoint_rtol/atol/method/options apply to gradient='adjoint' only, "
                                  f"not gradient={gradient!r}")
     if gradient != "adjoint" and not getattr(setup.solver, "differentiable", True) and torch.is_grad_enabled():
-        _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient)
+        _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient, named)
     event = None
     if event_fn is not None:
         if len(problem.times) != 2:
@@ -259,14 +264,21 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     return event_t, solution
 
 
-def _refuse_gradient_through(method, problem, t, func, adjoint_params, gradient) -> None:
-    """A method with no gradient through its steps, asked for one: say what to do instead."""
+def _refuse_gradient_through(method, problem, t, func, adjoint_params, gradient, named: bool) -> None:
+    """A method with no gradient through its steps, where its inputs want one: refuse a gradient
+    strategy asked for by name; under the default, warn (torchdiffeq returns the solution as
+    constants, and code written for it must keep running)."""
     params = adjoint_params if adjoint_params is not None else (func.parameters() if isinstance(func, nn.Module) else ())
-    if problem.y0.requires_grad or t.requires_grad or any(p.requires_grad for p in params):
+    if not (problem.y0.requires_grad or t.requires_grad or any(p.requires_grad for p in params)):
+        return
+    if named:
         raise InvalidOptionError(
             f"method={method!r} passes no gradient through the solver, so gradient={gradient!r} cannot "
             "differentiate it; use gradient='adjoint' (its backward solve may use this method or another: "
             "adjoint_method=...), or solve under torch.no_grad()")
+    warnings.warn(f"method={method!r} passes no gradient through the solver: its solution is constant to "
+                  "autograd (as in torchdiffeq); for gradients use gradient='adjoint', or solve under "
+                  "torch.no_grad() to silence this", stacklevel=3)
 
 
 def _solve_differentiable(problem, setup, t, event, func, gradient, adjoint_params):

@@ -14,7 +14,8 @@ and optionally
     prepare(controller, rtol, atol)     called before each solve with the (flat) tolerances;
                                         returns the controller to use.
     differentiable                      False: no gradient through its steps (scipy_solver), so
-                                        gradient="direct"/"checkpoint" are refused.
+                                        gradient="direct"/"checkpoint" by name are refused (the
+                                        default warns and returns constants, as torchdiffeq).
 ``ExplicitRungeKutta`` (``runge_kutta.py``) is the reference; a method is added by listing a
 factory for its solver here, and the shared tests (``tests/ode/problems.py``) pick it up.
 """
