@@ -87,6 +87,12 @@ def _coefficients(tab: ImplicitTableau, dtype: torch.dtype, device: torch.device
     return as_t(a_imp), as_t(a0), as_t(d), d0, tab.c[e:]
 
 
+def _end(c: float, perturb_end: bool) -> int:
+    """The ``perturb`` of a stage at ``t + c h``: just before the step's end when it ends on a
+    boundary that must not be evaluated (options["perturb"], or a jump_t)."""
+    return -1 if perturb_end and c == 1 else 0
+
+
 def _rms(x: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(x)) / math.sqrt(max(x.numel(), 1))
 
@@ -168,14 +174,17 @@ class ImplicitRungeKutta:
         return field(t1, step.y1, perturb)
 
     # ------------------------------------------------------------------ Jacobian and LU
-    def _jacobian(self, field, t: float, y: torch.Tensor, f0: torch.Tensor | None = None) -> torch.Tensor:
-        """``df/dy`` at ``(t, y)`` as an (n, n) matrix, without a graph."""
+    def _jacobian(self, field, t: float, y: torch.Tensor, f0: torch.Tensor | None = None,
+                  perturb: int = 0) -> torch.Tensor:
+        """``df/dy`` at ``(t, y)`` as an (n, n) matrix, without a graph; ``perturb`` as ``field``'s:
+        just after (+1) or before (-1) ``t``, so that with options["perturb"] (or at a jump_t)
+        no evaluation falls on a step's boundary."""
         self.n_jacobian += 1
         shape, n = y.shape, y.numel()
         if self._jac_mode in ("auto", "autograd"):
             try:
                 with torch.no_grad():
-                    J = torch.func.jacrev(lambda v: field(t, v.view(shape)).reshape(-1))(y.reshape(-1))
+                    J = torch.func.jacrev(lambda v: field(t, v.view(shape), perturb).reshape(-1))(y.reshape(-1))
                 return J.detach().contiguous()  # torch.kron needs it contiguous
             except (RuntimeError, NotImplementedError) as err:
                 if self._jac_mode == "autograd":
@@ -184,14 +193,14 @@ class ImplicitRungeKutta:
                 self._jac_mode = "finite_difference"
         with torch.no_grad():
             flat = y.reshape(-1)
-            base = (f0 if f0 is not None else field(t, y)).reshape(-1)
+            base = (f0 if f0 is not None else field(t, y, perturb)).reshape(-1)
             eps = torch.finfo(y.dtype).eps
             delta = math.sqrt(eps) * flat.abs().clamp(min=1.0)
             J = torch.empty((n, n), dtype=y.dtype, device=y.device)
             for j in range(n):
                 v = flat.clone()
                 v[j] += delta[j]
-                J[:, j] = (field(t, v.view(shape)).reshape(-1) - base) / delta[j]
+                J[:, j] = (field(t, v.view(shape), perturb).reshape(-1) - base) / delta[j]
             return J
 
     def _factor(self, matrix: torch.Tensor):
@@ -218,7 +227,7 @@ class ImplicitRungeKutta:
     # ------------------------------------------------------------------ one step
     def _stage_slopes(self, field, t, y, z, h, c, perturb_end):
         shape = y.shape
-        return torch.stack([field(t + ci * h, (y.reshape(-1) + zi).view(shape), -1 if perturb_end and ci == 1 else 0)
+        return torch.stack([field(t + ci * h, (y.reshape(-1) + zi).view(shape), _end(ci, perturb_end))
                             .reshape(-1) for ci, zi in zip(c, z.unbind(0))])
 
     def _scale_and_tol(self, y: torch.Tensor, f0: torch.Tensor):
@@ -278,7 +287,7 @@ class ImplicitRungeKutta:
             if attempt == "fresh" and fresh:
                 continue  # the kept Jacobian was taken here: nothing new to try
             if self._J is None or (self._refresh and not fresh) or attempt == "fresh":
-                self._J, self._jac_t, self._refresh = self._jacobian(field, t, y, f0), t, False
+                self._J, self._jac_t, self._refresh = self._jacobian(field, t, y, f0, 1 if perturb_end else 0), t, False
                 self._lu = self._lu_err = None
             solve = self._dirk_stages if self.tableau.dirk else self._coupled_stages
             z, info = solve(field, t, y, h, f0, perturb_end, attempt, scale, tol, floor)
@@ -308,8 +317,8 @@ class ImplicitRungeKutta:
         def solver(z):
             if attempt != "full":
                 return self._kept_solver(h, lambda J: self._newton_matrix(h, a_imp, J))
-            jacobians = [self._jacobian(field, t + ci * h, (y.reshape(-1) + zi).view(y.shape))
-                         for ci, zi in zip(c, z.unbind(0))]
+            jacobians = [self._jacobian(field, t + ci * h, (y.reshape(-1) + zi).view(y.shape),
+                                        perturb=_end(ci, perturb_end)) for ci, zi in zip(c, z.unbind(0))]
             return self._factor(self._newton_matrix(h, a_imp, jacobians))
 
         return self._iterate(residual, solver, z, attempt, scale, tol, floor)
@@ -329,7 +338,7 @@ class ImplicitRungeKutta:
             for a_ij, slope in zip(row, slopes):
                 if a_ij:
                     known = known + (h * a_ij) * slope
-            ci, perturb = c[i], -1 if perturb_end and c[i] == 1 else 0
+            ci, perturb = c[i], _end(c[i], perturb_end)
 
             def residual(z, known=known, ci=ci, perturb=perturb):
                 return known + (h * gamma) * field(t + ci * h, (flat_y + z).view(y.shape), perturb).reshape(-1) - z
@@ -338,7 +347,7 @@ class ImplicitRungeKutta:
                 eye = lambda: torch.eye(z.numel(), dtype=z.dtype, device=z.device)  # noqa: E731
                 if attempt != "full":
                     return self._kept_solver(h, lambda J: eye() - (h * gamma) * J)
-                J = self._jacobian(field, t + ci * h, (flat_y + z).view(y.shape))
+                J = self._jacobian(field, t + ci * h, (flat_y + z).view(y.shape), perturb=perturb)
                 return self._factor(eye() - (h * gamma) * J)
 
             z, info = self._iterate(residual, solver, zs[-1] if zs else torch.zeros_like(flat_y), attempt,
@@ -417,8 +426,8 @@ class ImplicitRungeKutta:
         m, n = z.shape
         with torch.no_grad():
             shape = y.shape
-            jacobians = [self._jacobian(field, t + ci * h, (y.detach().reshape(-1) + zi).view(shape))
-                         for ci, zi in zip(c, z.unbind(0))]
+            jacobians = [self._jacobian(field, t + ci * h, (y.detach().reshape(-1) + zi).view(shape),
+                                        perturb=_end(ci, perturb_end)) for ci, zi in zip(c, z.unbind(0))]
             solve = self._factor(self._newton_matrix(h, a_imp, jacobians))
         if solve is None:
             raise ODESolverError(

@@ -251,6 +251,24 @@ def test_adjoint_passes_gradcheck_in_y0_and_t(method):
     assert torch.autograd.gradcheck(lambda y0, t: odeint(f, y0, t, method=method, gradient="adjoint"), (y0, t))
 
 
+@pytest.mark.parametrize("jacobian", ["auto", "finite_difference"])
+def test_perturb_keeps_every_evaluation_off_the_grid(jacobian):
+    """options["perturb"]: f is evaluated just after a step's start and just before its end, never
+    on a grid time; the Jacobians (of Newton and of the gradient's step) included."""
+    grid = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    for method in FIXED:
+        times = []
+
+        def f(t, y):
+            times.append(float(t))
+            return -y * (1 + y ** 2)
+
+        y0 = torch.ones(1, dtype=F64, requires_grad=True)
+        odeint(f, y0, grid, method=method, options={"perturb": True, "jacobian": jacobian})[-1].sum().backward()
+        on_grid = [s for s in times if s in grid.tolist()]
+        assert times and not on_grid, (method, on_grid)
+
+
 def test_implicit_method_as_the_adjoints_backward_method():
     func, y0 = Field(), torch.tensor([0.5, -0.3], dtype=F64)
     fd_y, fd_k = _finite_differences(func, y0, "dopri5", options={}, tol=1e-11)
