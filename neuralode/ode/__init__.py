@@ -34,11 +34,11 @@ import importlib
 # Names are imported on first use (PEP 562), so that reading ``neuralode.ode.settings`` (the
 # trainer's config schema) does not import torch: a mistyped override is refused in a second.
 _HOME = {
-    "api": ("odeint", "odeint_adjoint"),
+    "api": ("GRADIENTS", "odeint", "odeint_adjoint"),
     "dense": ("odeint_dense",),
     "events": ("odeint_event",),
     "sde": ("sdeint", "BrownianGrid", "SDE_METHODS"),
-    "settings": ("GRADIENTS", "SolverSettings"),
+    "settings": ("SolverSettings",),
     "stats": ("SolveStats", "StatsCollector", "collect_stats", "count_host_reads", "last_stats"),
     "methods": ("ADAPTIVE_METHODS", "ALIASES", "FIXED_METHODS", "METHODS", "make_solver"),
     "tableaux": ("TABLEAUX", "ButcherTableau"),

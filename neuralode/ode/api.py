@@ -28,7 +28,9 @@ from neuralode.ode.problem import (
     make_norm,
     make_problem,
 )
-from neuralode.ode.settings import GRADIENTS
+
+#: How gradients reach y0 and the parameters (``odeint``'s ``gradient`` argument).
+GRADIENTS = ("direct", "adjoint", "checkpoint")
 
 # Options of each kind of method (torchdiffeq's names; min_factor/max_factor are its dfactor/ifactor).
 ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "norm", "safety", "min_factor",

@@ -13,9 +13,6 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 from neuralode.ode.errors import InvalidOptionError
 
-#: How gradients reach y0 and the parameters (see ``odeint``'s ``gradient`` argument).
-GRADIENTS = ("direct", "adjoint", "checkpoint")
-
 
 @dataclass
 class SolverSettings:
@@ -56,7 +53,9 @@ class SolverSettings:
 
     def validate(self) -> "SolverSettings":
         """Raise ``InvalidOptionError`` naming the setting, its value and what is allowed."""
-        from neuralode.ode.api import check_solve_arguments  # the same checks odeint makes
+        # The same checks odeint makes; imported here so that the config schema, which imports
+        # this module, does not import torch (the ODE core below settings.py never imports it).
+        from neuralode.ode.api import GRADIENTS, check_solve_arguments
 
         if self.gradient not in GRADIENTS:
             raise InvalidOptionError(f"solver.gradient={self.gradient!r} is not a gradient strategy; "
