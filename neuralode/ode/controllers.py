@@ -49,7 +49,8 @@ class PIDController:
             h = float(self.first_step)
         else:
             with torch.no_grad():
-                h = initial_step(field, t0, y0, f0, error_order, self.rtol, self.atol, self.norm)
+                h = starting_step(lambda h0: field(t0 + h0, y0 + h0 * f0), y0, f0, error_order, self.rtol,
+                                  self.atol, lambda x: float(self.norm(x)))
         return min(max(h, self.min_step), self.max_step)
 
     def next_time(self, t: float, h: float, t_end: float) -> tuple[float, bool]:
@@ -146,17 +147,23 @@ def check_grid(grid: Sequence[float], t0: float, t1: float) -> list[float]:
     return grid
 
 
-def initial_step(f, t0: float, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol, norm) -> float:
-    """Hairer, Norsett and Wanner's starting step; costs one evaluation of ``f``."""
+def _where(cond, a, b):
+    """``torch.where`` for tensors (a value per row of a batched solve), a conditional for floats
+    (the host loop's one solve), so that one rule serves both without costing the host tensor ops."""
+    return torch.where(cond, a, b) if isinstance(cond, torch.Tensor) else (a if cond else b)
+
+
+def starting_step(evaluate, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol, norm):
+    """Hairer, Norsett and Wanner's starting step; costs one evaluation, ``evaluate(h0)``: the field
+    at ``(t0 + h0, y0 + h0 f0)``. ``norm`` gives a float (the host loop) or a float64 tensor of one
+    size per row (the batched loop), and the step comes back the same way."""
     scale = y0.abs().mul(rtol).add(atol)
-    d0 = norm(y0 / scale).item()
-    d1 = norm(f0 / scale).item()
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    f1 = f(t0 + h0, y0 + h0 * f0)
-    d2 = norm((f1 - f0) / scale).item() / h0
-    if max(d1, d2) <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / error_order)
-    h = min(100 * h0, h1)
-    return h if math.isfinite(h) else h0
+    d0, d1 = norm(y0 / scale), norm(f0 / scale)
+    h0 = _where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / _where(d1 > 0, d1, 1.0))
+    d2 = norm((evaluate(h0) - f0) / scale) / h0
+    d = _where(d2 > d1, d2, d1)
+    small = h0 * 1e-3
+    h1 = _where(d <= 1e-15, _where(small > 1e-6, small, 1e-6),
+                (0.01 / _where(d > 0, d, 1.0)) ** (1.0 / error_order))
+    h = _where(h1 < 100 * h0, h1, 100 * h0)
+    return _where((h == h) & (abs(h) < math.inf), h, h0)

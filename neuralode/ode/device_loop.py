@@ -30,6 +30,7 @@ import warnings
 
 import torch
 
+from neuralode.ode.controllers import starting_step
 from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_derivative
 from neuralode.ode.runge_kutta import _coefficients
@@ -280,18 +281,12 @@ class _RowController:
         return size.mul(self.rtol).add(self.atol)
 
     def initial_step(self, attempt: _Attempt, s, y0, f0) -> torch.Tensor:
-        """Hairer, Norsett and Wanner's starting step for each row (``controllers.initial_step``)."""
+        """Hairer, Norsett and Wanner's starting step for each row (``controllers.starting_step``)."""
         if self.first_step is not None:
             h = torch.full_like(s, float(self.first_step))
         else:
-            scale = self.scale(y0)
-            d0, d1 = attempt.row_norm(y0 / scale), attempt.row_norm(f0 / scale)
-            h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
-            d2 = attempt.row_norm((attempt.field(s + h0, y0 + attempt.per_row(h0) * f0) - f0) / scale) / h0
-            d = torch.maximum(d1, d2)
-            h1 = torch.where(d <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / d) ** (1.0 / self.k))
-            h = torch.minimum(100 * h0, h1)
-            h = torch.where(torch.isfinite(h), h, h0)
+            h = starting_step(lambda h0: attempt.field(s + h0, y0 + attempt.per_row(h0) * f0), y0, f0, self.k,
+                              self.rtol, self.atol, attempt.row_norm)
         return h.clamp(self.min_step, self.max_step)
 
     def adapt(self, attempt: _Attempt, err, y, y1, h, active, history):
