@@ -72,28 +72,10 @@ class PIDController:
         with torch.no_grad():
             scale = torch.maximum(y0.abs(), step.y1.abs()).mul_(self.rtol).add_(self.atol)
             ratio = float(solver.error_norm(step, h, scale, self.norm))
-        finite = math.isfinite(ratio)
-        accept = finite and (ratio <= 1.0 or h <= self.min_step)
-        if not finite:
-            factor = self.min_factor
-        elif ratio == 0.0:
-            factor = self.max_factor
-        else:
-            k = solver.error_order
-            r1, r2 = self._history
-            factor = self.safety * ratio ** (-self.b1 / k)
-            if self.b2:
-                factor *= r1 ** (-self.b2 / k)
-            if self.b3:
-                factor *= r2 ** (-self.b3 / k)
-            factor = min(max(factor, self.min_factor), self.max_factor)
-        # A step after an accepted one is not smaller, nor one after a rejection larger: torchdiffeq's
-        # rule, so that a solve takes its steps (Hairer's dopri5.f lets an accepted step shrink).
+        accept = math.isfinite(ratio) and (ratio <= 1.0 or h <= self.min_step)
+        factor = step_factor(self, ratio, accept, *self._history, solver.error_order)
         if accept:
             self._history = [max(ratio, 1e-10), self._history[0]]
-            factor = max(factor, 1.0)
-        else:
-            factor = min(factor, 1.0)
         return accept, min(max(h * factor, self.min_step), self.max_step), ratio
 
     def underflow(self, t: float, h: float, span: float) -> bool:
@@ -151,6 +133,27 @@ def _where(cond, a, b):
     """``torch.where`` for tensors (a value per row of a batched solve), a conditional for floats
     (the host loop's one solve), so that one rule serves both without costing the host tensor ops."""
     return torch.where(cond, a, b) if isinstance(cond, torch.Tensor) else (a if cond else b)
+
+
+def step_factor(rule, ratio, accept, r1, r2, k: int):
+    """The PID rule of :class:`PIDController`: the factor on ``h`` after an attempt with error
+    ratio ``ratio`` (accepted or not), past accepted ratios ``r1``, ``r2`` and error order ``k``;
+    ``rule`` holds ``safety``, ``b1``-``b3`` and ``min_factor``/``max_factor``. Floats (the host
+    loop) or per-row tensors (the batched loop)."""
+    finite = (ratio == ratio) & (abs(ratio) < math.inf)
+    positive = _where(finite & (ratio > 0), ratio, 1.0)
+    factor = rule.safety * positive ** (-rule.b1 / k)
+    if rule.b2:
+        factor = factor * r1 ** (-rule.b2 / k)
+    if rule.b3:
+        factor = factor * r2 ** (-rule.b3 / k)
+    factor = _where(factor < rule.min_factor, rule.min_factor, factor)
+    factor = _where(factor > rule.max_factor, rule.max_factor, factor)
+    factor = _where(ratio == 0, rule.max_factor, factor)
+    factor = _where(finite, factor, rule.min_factor)
+    # A step after an accepted one is not smaller, nor one after a rejection larger: torchdiffeq's
+    # rule, so that a solve takes its steps (Hairer's dopri5.f lets an accepted step shrink).
+    return _where(accept, _where(factor < 1.0, 1.0, factor), _where(factor > 1.0, 1.0, factor))
 
 
 def starting_step(evaluate, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol, norm):

@@ -30,7 +30,7 @@ import warnings
 
 import torch
 
-from neuralode.ode.controllers import starting_step
+from neuralode.ode.controllers import starting_step, step_factor
 from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_derivative
 from neuralode.ode.runge_kutta import _coefficients
@@ -295,16 +295,8 @@ class _RowController:
         ratio = attempt.row_norm(err / self.scale(y, y1))
         finite = torch.isfinite(ratio)
         accept = active & finite & ((ratio <= 1.0) | (h <= self.min_step))
-        positive = torch.where(finite & (ratio > 0), ratio, 1.0)
-        factor = self.safety * positive ** (-self.b1 / self.k)
         r1, r2 = history
-        if self.b2:
-            factor = factor * r1 ** (-self.b2 / self.k)
-        if self.b3:
-            factor = factor * r2 ** (-self.b3 / self.k)
-        factor = torch.where(ratio == 0, self.max_factor, factor)
-        factor = torch.where(finite, factor, self.min_factor).clamp(self.min_factor, self.max_factor)
-        factor = torch.where(accept, factor.clamp(min=1.0), factor.clamp(max=1.0))  # as PIDController
+        factor = step_factor(self, ratio, accept, r1, r2, self.k)
         history = (torch.where(accept, ratio.clamp(min=1e-10), r1), torch.where(accept, r1, r2))
         return accept, (h * factor).clamp(self.min_step, self.max_step), finite, history
 
