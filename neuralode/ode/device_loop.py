@@ -31,8 +31,8 @@ import warnings
 import torch
 
 from neuralode.ode.controllers import starting_step, step_factor
-from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_derivative
+from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, stalled_solve_error
+from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
 from neuralode.ode.runge_kutta import _coefficients
 from neuralode.ode.stats import SolveStats
 
@@ -105,10 +105,7 @@ def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dic
 
     s = times[0].expand(n_rows).clone()
     f0 = attempt.field(s, y0)
-    check_derivative(f0, y0, " at the initial time")
-    if not bool(torch.isfinite(y0).all() & torch.isfinite(f0).all()):  # one read of the device
-        raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
-                                  f"t={problem.user_time(problem.times[0]):.6g}")
+    check_start(y0, f0, problem.user_time(problem.times[0]))
     with torch.no_grad():
         h = controller.initial_step(attempt, s, y0, f0)
     start_evals = 1 + (controller.first_step is None)  # f0, and the initial step's trial evaluation
@@ -327,13 +324,4 @@ def _dense(tab, theta, y0, y1, f0, f1, stages, hb, per_sample) -> torch.Tensor:
 def _stalled_error(problem, s, h, underflow, nonfinite, n_accepted, method, per_sample) -> Exception:
     row = int(underflow.nonzero()[0])
     where = f"t={problem.user_time(float(s[row])):.6g}" + (f" in sample {row}" if per_sample else "")
-    steps = int(n_accepted[row])
-    if bool(nonfinite[row]):
-        return NonFiniteStateError(
-            f"the state or its derivative became non-finite (NaN/inf) at {where} after {steps} accepted steps, "
-            f"for every step size down to {float(h[row]):.3g}; check func for values that blow up (e.g. exploding "
-            "activations) or lower the learning rate")
-    return StepSizeUnderflowError(
-        f"step size {float(h[row]):.3g} underflowed at {where} after {steps} accepted steps (method {method}); the "
-        "problem may be stiff or have a singularity here: loosen rtol/atol, set options['min_step'], or shorten "
-        "the time span")
+    return stalled_solve_error(where, int(n_accepted[row]), float(h[row]), method, bool(nonfinite[row]))

@@ -31,3 +31,18 @@ class InvalidOptionError(ODESolverError, ValueError):
 
 class AdjointParamsError(ODESolverError, ValueError):
     """``odeint_adjoint`` could not tell which parameters to differentiate."""
+
+
+# The messages of a stalled adaptive solve, one wording for the host and the batched loop.
+def stalled_solve_error(where: str, steps: int, h: float, method: str, nonfinite: bool) -> ODESolverError:
+    """The step size fell below what time can resolve at ``where`` after ``steps`` accepted steps:
+    because the state went non-finite at every size tried (``nonfinite``), or the step underflowed."""
+    if nonfinite:
+        return NonFiniteStateError(
+            f"the state or its derivative became non-finite (NaN/inf) at {where} after {steps} accepted steps, "
+            f"for every step size down to {h:.3g}; check func for values that blow up (e.g. exploding "
+            "activations) or lower the learning rate")
+    return StepSizeUnderflowError(
+        f"step size {h:.3g} underflowed at {where} after {steps} accepted steps (method {method}); the problem "
+        "may be stiff or have a singularity here: loosen rtol/atol, set options['min_step'], or shorten the "
+        "time span")

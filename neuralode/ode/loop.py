@@ -10,8 +10,8 @@ from typing import Callable
 
 import torch
 
-from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_derivative
+from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, stalled_solve_error
+from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
 from neuralode.ode.runge_kutta import HermiteInterpolant, LinearInterpolant
 from neuralode.ode.stats import SolveStats
 
@@ -55,10 +55,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     start = 1 if perturb else 0
     f0 = solver.init(f, t, y, start)
     slope0 = getattr(f0, "slope", f0)  # a multistep solver carries a history: its newest slope
-    check_derivative(slope0, y, " at the initial time")
-    if not bool(torch.isfinite(y).all() & torch.isfinite(slope0).all()):  # one read of the device
-        raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at "
-                                  f"t={problem.user_time(t):.6g}")
+    check_start(y, slope0, problem.user_time(t))
     ys = [y]
     if event_fn is not None:
         with torch.no_grad():
@@ -95,15 +92,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
             if "callback_reject_step" in callbacks:
                 callbacks["callback_reject_step"](t, y, step_size)
             if controller.underflow(t, h_next, span):
-                if not math.isfinite(ratio):
-                    raise NonFiniteStateError(
-                        f"the state or its derivative became non-finite (NaN/inf) at {where(t)} after "
-                        f"{stats.n_accepted} accepted steps, for every step size down to {h_next:.3g}; check func "
-                        "for values that blow up (e.g. exploding activations) or lower the learning rate")
-                raise StepSizeUnderflowError(
-                    f"step size {h_next:.3g} underflowed at {where(t)} after {stats.n_accepted} accepted steps "
-                    f"(method {method}); the problem may be stiff or have a singularity here: loosen rtol/atol, "
-                    "set options['min_step'], or shorten the time span")
+                raise stalled_solve_error(where(t), stats.n_accepted, h_next, method, not math.isfinite(ratio))
         else:
             stats.n_accepted += 1
             if getattr(step, "order", 0):  # a variable-order step says which order it took

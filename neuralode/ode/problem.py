@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from neuralode.ode.errors import InvalidOptionError, InvalidTimeError, StateMismatchError
+from neuralode.ode.errors import InvalidOptionError, InvalidTimeError, NonFiniteStateError, StateMismatchError
 
 #: The solver's view of the vector field: float solver time, tensor state, and ``perturb``: +1
 #: evaluates just after ``s`` (the right-hand limit in the direction of integration), -1 just
@@ -63,6 +63,14 @@ def check_derivative(dy: Any, y: torch.Tensor, where: str = "") -> None:
             f"but the state has shape {tuple(y.shape)}, dtype {y.dtype}, device {y.device}; "
             "func(t, y) must return a tensor like y"
         )
+
+
+def check_start(y: torch.Tensor, dy: Any, user_time: float) -> None:
+    """A solve's first state and derivative: a tensor like ``y``, and finite (one read of the
+    device for both); ``user_time`` is where, in the user's time, for the message."""
+    check_derivative(dy, y, " at the initial time")
+    if not bool(torch.isfinite(y).all() & torch.isfinite(dy).all()):
+        raise NonFiniteStateError(f"the initial state or its derivative is non-finite (NaN/inf) at t={user_time:.6g}")
 
 
 def flatten_state(y0) -> tuple[torch.Tensor, list[int] | None, list[torch.Size] | None]:
