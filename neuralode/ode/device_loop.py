@@ -33,7 +33,7 @@ import torch
 from neuralode.ode.controllers import starting_step, step_factor
 from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, stalled_solve_error
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
-from neuralode.ode.runge_kutta import _coefficients
+from neuralode.ode.runge_kutta import _coefficients, hermite_basis
 from neuralode.ode.stats import SolveStats
 
 #: Options that route an adaptive explicit Runge-Kutta solve here.
@@ -305,11 +305,10 @@ def _dense(tab, theta, y0, y1, f0, f1, stages, hb, per_sample) -> torch.Tensor:
         weights = torch.stack([w if torch.is_tensor(w) else torch.full_like(theta, w) for w in tab.dense(theta)])
         parts, base = stages, y0
     else:
-        t2 = theta * theta
-        t3 = t2 * theta
-        weights = torch.stack([t3 - 2 * t2 + theta, t3 - t2])
+        h01, h10, h11 = hermite_basis(theta)
+        weights = torch.stack([h10, h11])
         parts = torch.stack([f0, f1])
-        h01 = (3 * t2 - 2 * t3).to(y0.dtype)
+        h01 = h01.to(y0.dtype)
         h01 = h01.view(*h01.shape, *(1,) * (y0.dim() - 1)) if per_sample else h01[:, 0].view(-1, *(1,) * y0.dim())
         base = y0 + h01 * (y1 - y0)
     weights = weights.to(y0.dtype)  # (P, K, rows)

@@ -189,14 +189,22 @@ class RKInterpolant(Interpolant):
         return hermite(thetas, self.h, self.y0, self.y1, self.step.stages[0], self._slope_at_end())
 
 
+def hermite_basis(theta):
+    """The cubic Hermite basis at ``theta`` (a float, or a tensor of them): the weights of y1, of
+    h f0 and of h f1 (y0's is 1 minus y1's). The host's dense output and the batched loop's both
+    take them from here."""
+    t2 = theta * theta
+    t3 = t2 * theta
+    return 3 * t2 - 2 * t3, t3 - 2 * t2 + theta, t3 - t2
+
+
 def hermite(thetas: list[float], h: float, y0, y1, f0, f1) -> torch.Tensor:
     """Cubic Hermite through (y0, f0) and (y1, f1) at each theta: third order, no extra
     evaluation of f. Stacked on a new leading dimension."""
     weights = []
     for th in thetas:
-        t2, t3 = th * th, th * th * th
-        h01 = -2 * t3 + 3 * t2
-        weights.append([1 - h01, h01, h * (t3 - 2 * t2 + th), h * (t3 - t2)])
+        h01, h10, h11 = hermite_basis(th)
+        weights.append([1 - h01, h01, h * h10, h * h11])
     return _mix(weights, torch.stack([y0, y1, f0, f1]))
 
 
