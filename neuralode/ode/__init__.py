@@ -15,11 +15,14 @@ Layout, one concern a file:
                     torchdiffeq's fixed-grid implicit methods, adaptive radau5 and kvaerno5
     adams.py        Adams multistep: torchdiffeq's fixed-grid explicit/implicit_adams, adaptive adams
     scipy_solver.py scipy.integrate.solve_ivp as a method (scipy imported only when it runs)
-    controllers.py  PID and constant step-size controllers
-    loop.py         the one integration loop, with event and per-step hooks
-    api.py          odeint / odeint_adjoint: argument checks, then a gradient strategy:
+    controllers.py  PID and constant step-size controllers; the starting-step and PID rules
+    loop.py         the host integration loop, with event and per-step hooks
+    device_loop.py  the batched, sync-free loop (per-sample steps), on the same rules
+    setup.py        a solve's options and tolerances checked, its controller, which loop runs it
+    gradients.py    the gradient strategies (direct, adjoint, checkpoint) as objects, by name:
     adjoint.py      ... "adjoint" (Algorithm 1)
     checkpoint.py   ... "checkpoint" (replay from sqrt(N) stored states)
+    api.py          odeint / odeint_adjoint: the arguments checked, then the strategy named
     events.py       odeint_event: gradients through the event time
     dense.py        odeint_dense: the solution as a function of time
     settings.py     SolverSettings: one solve's settings as a config value, checked here
@@ -34,7 +37,8 @@ import importlib
 # Names are imported on first use (PEP 562), so that reading ``neuralode.ode.settings`` (the
 # trainer's config schema) does not import torch: a mistyped override is refused in a second.
 _HOME = {
-    "api": ("GRADIENTS", "odeint", "odeint_adjoint"),
+    "api": ("odeint", "odeint_adjoint"),
+    "gradients": ("GRADIENTS",),
     "dense": ("odeint_dense",),
     "events": ("odeint_event",),
     "sde": ("sdeint", "BrownianGrid", "SDE_METHODS"),

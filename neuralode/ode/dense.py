@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from neuralode.ode import stats as _stats
-from neuralode.ode.api import make_setup
+from neuralode.ode.setup import make_setup
 from neuralode.ode.checkpoint import Checkpoints
 from neuralode.ode.errors import InvalidTimeError
 from neuralode.ode.loop import step_interpolant

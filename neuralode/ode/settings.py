@@ -55,7 +55,8 @@ class SolverSettings:
         """Raise ``InvalidOptionError`` naming the setting, its value and what is allowed."""
         # The same checks odeint makes; imported here so that the config schema, which imports
         # this module, does not import torch (the ODE core below settings.py never imports it).
-        from neuralode.ode.api import GRADIENTS, check_solve_arguments
+        from neuralode.ode.gradients import GRADIENTS
+        from neuralode.ode.setup import check_solve_arguments
 
         if self.gradient not in GRADIENTS:
             raise InvalidOptionError(f"solver.gradient={self.gradient!r} is not a gradient strategy; "
