@@ -119,7 +119,7 @@ def test_override_check_names_the_key_and_the_valid_ones():
 
 @pytest.mark.parametrize("overrides, message", [
     (["solver.gradient=foo"], "solver.gradient='foo' is not a gradient strategy; choose one of direct, adjoint, checkpoint"),
-    (["solver.gradient=direct", "solver.adjoint_method=rk4"], "solver.adjoint_method only applies to gradient=adjoint"),
+    (["solver.gradient=direct", "solver.adjoint_method=rk4"], "solver.adjoint_method applies to gradient='adjoint' only"),
     (["solver.rtol=-1"], "solver.rtol"),
     (["solver.method=dopri6"], "solver.method"),
 ])

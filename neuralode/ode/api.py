@@ -13,7 +13,7 @@ from torch import nn
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.gradients import GRADIENTS, AdjointSettings
 from neuralode.ode.problem import Problem, attach_callbacks, make_problem
-from neuralode.ode.setup import make_setup
+from neuralode.ode.setup import check_gradient_arguments, make_setup
 
 
 def solver_event_fn(event_fn: Callable, problem: Problem) -> Callable:
@@ -61,11 +61,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     adjoint = AdjointSettings(adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options)
     problem = make_problem(func, y0, t)
     setup = make_setup(method, rtol, atol, options, problem.shapes)
-    if "checkpoint_every" in setup.options and gradient != "checkpoint":
-        raise InvalidOptionError("option 'checkpoint_every' applies to gradient='checkpoint' only")
-    if adjoint.given and not strategy.adjoint_arguments:
-        raise InvalidOptionError(f"adjoint_rtol/atol/method/options apply to gradient='adjoint' only, "
-                                 f"not gradient={gradient!r}")
+    check_gradient_arguments(gradient, setup.options, adjoint.given, adjoint_options, adjoint_method, method)
     if strategy.through_solver and not getattr(setup.solver, "differentiable", True) and torch.is_grad_enabled():
         _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient, named)
     event = None

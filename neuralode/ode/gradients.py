@@ -41,8 +41,9 @@ class AdjointSettings:
     options: dict | None = None
 
     @property
-    def given(self) -> bool:
-        return any(v is not None for v in (self.rtol, self.atol, self.method, self.options))
+    def given(self) -> list[str]:
+        """The names of the arguments given."""
+        return [f"adjoint_{k}" for k in ("method", "rtol", "atol", "options") if getattr(self, k) is not None]
 
 
 class GradientStrategy:
@@ -52,8 +53,6 @@ class GradientStrategy:
     name: str
     #: Differentiates the solver's own operations, so a method without them (scipy_solver) cannot serve.
     through_solver = True
-    #: Reads the adjoint_* arguments (the others refuse them).
-    adjoint_arguments = False
 
     def solve(self, problem: Problem, setup: Setup, t: torch.Tensor, event, func, adjoint_params,
               adjoint: AdjointSettings) -> tuple[torch.Tensor, Any]:
@@ -91,7 +90,6 @@ class Adjoint(GradientStrategy):
 
     name = "adjoint"
     through_solver = False
-    adjoint_arguments = True
 
     def solve(self, problem, setup, t, event, func, adjoint_params, adjoint):
         params = default_params(func, adjoint_params, self.name)

@@ -56,33 +56,20 @@ class SolverSettings:
         # The same checks odeint makes; imported here so that the config schema, which imports
         # this module, does not import torch (the ODE core below settings.py never imports it).
         from neuralode.ode.gradients import GRADIENTS
-        from neuralode.ode.setup import check_solve_arguments
+        from neuralode.ode.setup import check_gradient_arguments, check_solve_arguments
 
         if self.gradient not in GRADIENTS:
             raise InvalidOptionError(f"solver.gradient={self.gradient!r} is not a gradient strategy; "
                                      f"choose one of {', '.join(GRADIENTS)}")
         check_solve_arguments(self.method, self.rtol, self.atol, self.options, prefix="solver.")
-        if "checkpoint_every" in self.options and self.gradient != "checkpoint":
-            raise InvalidOptionError(f"solver.options.checkpoint_every applies to gradient=checkpoint, but "
-                                     f"solver.gradient={self.gradient}; remove it or set solver.gradient=checkpoint")
+        given = [k for k in ("adjoint_method", "adjoint_rtol", "adjoint_atol") if getattr(self, k) is not None]
+        given += ["adjoint_options"] if self.adjoint_options else []
+        check_gradient_arguments(self.gradient, self.options, given, self.adjoint_options, self.adjoint_method,
+                                 self.method, prefix="solver.")
         if self.gradient != "adjoint":
-            used = [k for k in ("adjoint_method", "adjoint_rtol", "adjoint_atol") if getattr(self, k) is not None]
-            used += ["adjoint_options"] if self.adjoint_options else []
-            if used:
-                raise InvalidOptionError(
-                    f"solver.{used[0]} only applies to gradient=adjoint, but solver.gradient={self.gradient}; "
-                    "remove it or set solver.gradient=adjoint")
             return self
         a_method = self.adjoint_method or self.method
-        a_options = dict(self.adjoint_options)
-        if a_options.get("norm") == "seminorm":
-            a_options.pop("norm")
-            from neuralode.ode.methods import make_solver
-
-            if not make_solver(a_method, "solver.adjoint_").adaptive:
-                raise InvalidOptionError(
-                    f"solver.adjoint_options.norm=seminorm steers an adaptive step, but the adjoint's method "
-                    f"{a_method!r} takes fixed steps; use an adaptive solver.adjoint_method (e.g. dopri5) or drop it")
+        a_options = {k: v for k, v in self.adjoint_options.items() if not (k == "norm" and v == "seminorm")}
         check_solve_arguments(a_method, self.rtol if self.adjoint_rtol is None else self.adjoint_rtol,
                               self.atol if self.adjoint_atol is None else self.adjoint_atol, a_options,
                               prefix="solver.adjoint_")

@@ -193,10 +193,8 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
     if options.get("compile"):
         raise InvalidOptionError("adjoint_options 'compile' cannot apply: the adjoint's field calls torch.autograd.grad, "
                                  "which torch.compile cannot trace; 'compile' applies to the forward solve")
-    seminorm = options.get("norm") == "seminorm"
+    seminorm = options.get("norm") == "seminorm"  # check_gradient_arguments: the method is adaptive
     if seminorm:
-        if not solver.adaptive:
-            raise InvalidOptionError(f"norm='seminorm' needs an adaptive adjoint method, got {solver.name!r}")
         options.pop("norm")
     options = check_options(solver, options, "adjoint_")
     if seminorm:
@@ -208,3 +206,23 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
             raise InvalidOptionError(f"the adjoint's {name} must be a number; give adjoint_{name}= explicitly when "
                                      "the forward tolerance is per component")
     return Setup(solver, rtol, atol, options)
+
+
+def check_gradient_arguments(gradient: str, options: dict, adjoint_given: list[str], adjoint_options: dict | None,
+                             adjoint_method: str | None, method: str | None, prefix: str = "") -> None:
+    """The rules between the gradient strategy and the other arguments, for ``odeint`` and for
+    ``SolverSettings`` alike (``prefix`` "solver." names config keys): ``checkpoint_every`` is
+    the checkpoint's, the ``adjoint_*`` arguments (``adjoint_given``: the names given) the
+    adjoint's, and a seminorm needs an adaptive backward method."""
+    if "checkpoint_every" in options and gradient != "checkpoint":
+        raise InvalidOptionError(f"{prefix}options.checkpoint_every applies to gradient='checkpoint' only, not "
+                                 f"gradient={gradient!r}; remove it or set {prefix}gradient=checkpoint")
+    if gradient != "adjoint":
+        if adjoint_given:
+            raise InvalidOptionError(f"{prefix}{adjoint_given[0]} applies to gradient='adjoint' only, not "
+                                     f"gradient={gradient!r}; remove it or set {prefix}gradient=adjoint")
+        return
+    backward = adjoint_method or method
+    if (adjoint_options or {}).get("norm") == "seminorm" and not make_solver(backward, f"{prefix}adjoint_").adaptive:
+        raise InvalidOptionError(f"norm='seminorm' needs an adaptive adjoint method, got {backward!r}: set "
+                                 f"{prefix}adjoint_method to an adaptive one (e.g. dopri5) or drop the seminorm")
