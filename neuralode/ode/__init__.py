@@ -17,7 +17,7 @@ Layout, one concern a file:
     scipy_solver.py scipy.integrate.solve_ivp as a method (scipy imported only when it runs)
     controllers.py  PID and constant step-size controllers; the starting-step and PID rules
     loop.py         the host integration loop, with event and per-step hooks
-    device_loop.py  the batched, sync-free loop (per-sample steps), on the same rules
+    batched_loop.py the batched, sync-free loop (per-sample steps), on the same rules
     setup.py        a solve's options and tolerances checked, its controller, which loop runs it
     gradients.py    the gradient strategies (direct, adjoint, checkpoint) as objects, by name:
     adjoint.py      ... "adjoint" (Algorithm 1)

@@ -1,6 +1,6 @@
 """How a solve is set up: the options of each kind of method checked by name and value, the
 tolerances, and a ``Setup`` that builds the controller and runs the loop (the host loop, or the
-batched one of ``device_loop.py``). ``odeint`` and ``SolverSettings.validate`` both check here.
+batched one of ``batched_loop.py``). ``odeint`` and ``SolverSettings.validate`` both check here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from neuralode.ode import stats as _stats
 from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
-from neuralode.ode.device_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device, uses_device_loop
+from neuralode.ode.batched_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device, uses_device_loop
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.loop import Solution, integrate
 from neuralode.ode.methods import make_solver
@@ -119,7 +119,7 @@ class Setup:
 
     @property
     def on_device(self) -> bool:
-        """Whether solves run in ``device_loop.py`` (per-sample steps, or fewer host reads)."""
+        """Whether solves run in ``batched_loop.py`` (per-sample steps, or fewer host reads)."""
         return uses_device_loop(self.options)
 
     def controller(self, problem: Problem, t: torch.Tensor | None, event: bool):

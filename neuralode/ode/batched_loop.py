@@ -1,4 +1,4 @@
-"""The loop on the device: an adaptive explicit Runge-Kutta solve whose times, step sizes and
+"""The batched loop, for the device: an adaptive explicit Runge-Kutta solve whose times, step sizes and
 accept/reject decisions stay tensors, so the host reads the device only every ``sync_every``
 attempted steps (``loop.py`` reads the error norm at every attempt, and on CUDA each read makes
 the host wait for the device).
