@@ -20,6 +20,7 @@ import torch
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.problem import CALLBACKS, Field, rms_norm
 from neuralode.ode.runge_kutta import Interpolant
+from neuralode.ode.solver import Solver
 
 MAX_ORDER = 12
 
@@ -150,7 +151,7 @@ def rk4_38(field: Field, t: float, y: torch.Tensor, h: float, f0: torch.Tensor, 
     return y + (f0 + 3 * (k2 + k3) + k4) * (h * 0.125)
 
 
-class FixedGridAdams:
+class FixedGridAdams(Solver):
     """torchdiffeq's ``AdamsBashforthMoulton`` on a fixed grid.
 
     Each step evaluates ``f`` at its start and puts it in front of the history (at most
@@ -203,6 +204,9 @@ class FixedGridAdams:
 
     def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> History:
         return History((t,), field(t, y, perturb).unsqueeze(0))
+
+    def slope_of(self, carried: History) -> torch.Tensor:
+        return carried.slope
 
     def step(self, field: Field, t: float, y: torch.Tensor, h: float, history: History,
              perturb_end: bool = False) -> AdamsStep:
@@ -258,7 +262,7 @@ class AdamsInterpolant(Interpolant):
         return self.y0.unsqueeze(0) + self.h * (w @ flat).view(len(thetas), *self.y0.shape)
 
 
-class AdaptiveAdams:
+class AdaptiveAdams(Solver):
     """Variable-step, variable-order Adams-Bashforth-Moulton in PECE form (Shampine and Gordon 1975;
     the Adams half of VODE), inside the loop and its PID step-size controller.
 
@@ -300,6 +304,9 @@ class AdaptiveAdams:
 
     def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> History:
         return History((t,), field(t, y, perturb).unsqueeze(0), order=1)
+
+    def slope_of(self, carried: History) -> torch.Tensor:
+        return carried.slope
 
     def step(self, field: Field, t: float, y: torch.Tensor, h: float, history: History,
              perturb_end: bool = False) -> AdamsStep:

@@ -62,7 +62,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     problem = make_problem(func, y0, t)
     setup = make_setup(method, rtol, atol, options, problem.shapes)
     check_gradient_arguments(gradient, setup.options, adjoint.given, adjoint_options, adjoint_method, method)
-    if strategy.through_solver and not getattr(setup.solver, "differentiable", True) and torch.is_grad_enabled():
+    if strategy.through_solver and not setup.solver.differentiable and torch.is_grad_enabled():
         _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient, named)
     event = None
     if event_fn is not None:

@@ -33,7 +33,7 @@ import torch
 from neuralode.ode.controllers import starting_step, step_factor
 from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, stalled_solve_error
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
-from neuralode.ode.runge_kutta import _coefficients, hermite_basis
+from neuralode.ode.runge_kutta import ExplicitRungeKutta, _coefficients, hermite_basis
 from neuralode.ode.stats import SolveStats
 
 #: Options that route an adaptive explicit Runge-Kutta solve here.
@@ -71,8 +71,7 @@ def check_device_loop(solver, options: dict, prefix: str = "") -> None:
                                  f"arguments (e.g. {{'mode': 'max-autotune'}}), got {compile_option!r}")
     if not uses_device_loop(options):
         return
-    tableau = getattr(solver, "tableau", None)
-    if tableau is None or not solver.adaptive or tableau.dense_stages:
+    if not isinstance(solver, ExplicitRungeKutta) or not solver.adaptive or solver.tableau.dense_stages:
         raise InvalidOptionError(
             f"{prefix}options 'per_sample'/'sync_every'/'compile' run adaptive explicit Runge-Kutta methods without "
             f"extra dense-output stages (dopri5, tsit5, bosh3, fehlberg2, adaptive_heun), not {solver.name!r}")

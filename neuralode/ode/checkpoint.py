@@ -71,7 +71,7 @@ def replay(problem: Problem, setup, steps: list[AcceptedStep], y: torch.Tensor, 
             f0 = solver.next_init(f, record.t1, step, steps[i + 1].perturb_start)
         y = step.y1
     history_end = None
-    if following is not None and getattr(solver, "multistep", False):
+    if following is not None and solver.multistep:
         history_end = solver.next_init(f, steps[-1].t1, step, following.perturb_start)
     return y, outputs, history_end
 
@@ -81,7 +81,7 @@ class _CheckpointedSolve(torch.autograd.Function):
     def forward(ctx, problem: Problem, setup, t, event, y0: torch.Tensor, *params: torch.Tensor):
         stats = _stats.SolveStats()
         problem.y0 = y0
-        checkpoints = Checkpoints(y0, setup.options.get("checkpoint_every"), getattr(setup.solver, "multistep", False))
+        checkpoints = Checkpoints(y0, setup.options.get("checkpoint_every"), setup.solver.multistep)
         with torch.no_grad():
             solution = setup.integrate(problem, stats, t, event, on_accept=checkpoints)
         stats.nfe = problem.nfe

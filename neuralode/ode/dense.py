@@ -75,7 +75,7 @@ def odeint_dense(func: Callable, y0, t0, t1, *, rtol=1e-7, atol=1e-9, method: st
                      torch.as_tensor(t1, dtype=torch.float64).reshape(())])
     problem = make_problem(func, y0, t)
     setup = make_setup(method, rtol, atol, options, problem.shapes)
-    record = Checkpoints(problem.y0, every=1, multistep=getattr(setup.solver, "multistep", False))
+    record = Checkpoints(problem.y0, every=1, multistep=setup.solver.multistep)
     stats = _stats.SolveStats()
     with torch.no_grad():
         setup.integrate(problem, stats, t, on_accept=record)

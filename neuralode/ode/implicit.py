@@ -51,6 +51,7 @@ from neuralode.ode.errors import InvalidOptionError, ODESolverError
 from neuralode.ode.implicit_tableaux import ImplicitTableau
 from neuralode.ode.problem import CALLBACKS
 from neuralode.ode.runge_kutta import HermiteInterpolant, Interpolant
+from neuralode.ode.solver import Solver
 
 JACOBIANS = ("auto", "autograd", "finite_difference")
 # Radau IIA 5's embedded estimate (Hairer and Wanner II, IV.8): gamma0 = 1 / MU and weights E.
@@ -110,7 +111,7 @@ class ImplicitStep:
     failed: str | None = None
 
 
-class ImplicitRungeKutta:
+class ImplicitRungeKutta(Solver):
     """Any implicit Runge-Kutta tableau; adaptive when the tableau names an error estimate."""
 
     extra_options = ("newton_tol", "newton_max_iter", "jacobian")

@@ -54,7 +54,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     t, y = times[0], problem.y0
     start = 1 if perturb else 0
     f0 = solver.init(f, t, y, start)
-    slope0 = getattr(f0, "slope", f0)  # a multistep solver carries a history: its newest slope
+    slope0 = solver.slope_of(f0)  # a multistep solver carries a history: its newest slope
     check_start(y, slope0, problem.user_time(t))
     ys = [y]
     if event_fn is not None:
@@ -142,8 +142,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 if finite is not None and not bool(finite):
                     raise _nonfinite_outputs(ys, output_steps, problem, method)
                 stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
-                if hasattr(solver, "count_into"):  # implicit methods count Jacobians and LU factorisations
-                    solver.count_into(stats)
+                solver.count_into(stats)  # implicit methods count Jacobians and LU factorisations
                 if on_accept is not None:
                     on_accept(record, y1, None)
                 return Solution(ys, t_event if event_fn is not None else None)

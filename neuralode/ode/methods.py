@@ -1,23 +1,8 @@
-"""Every ODE method by name, and the solver interface the loop (``loop.py``) relies on.
-
-A solver is an object with
-    name, adaptive, order, error_order  what the controller and the messages need;
-    callbacks                           the ``callback_*`` hooks the loop calls for it;
-    extra_options                       option names it accepts beyond the controller's;
-    configure(options)                  checks and takes those options (``InvalidOptionError``);
-    init / step / next_init             the state carried between steps, and one attempted step;
-    error_norm / interpolant            the error estimate (adaptive) and dense output;
-and optionally
-    multistep                           True: what init/next_init return is a history (with
-                                        ``slope``, ``tensors``, ``with_tensors``), stored at
-                                        checkpoints since a step cannot restart from y alone;
-    prepare(controller, rtol, atol)     called before each solve with the (flat) tolerances;
-                                        returns the controller to use.
-    differentiable                      False: no gradient through its steps (scipy_solver), so
-                                        gradient="direct"/"checkpoint" by name are refused (the
-                                        default warns and returns constants, as torchdiffeq).
-``ExplicitRungeKutta`` (``runge_kutta.py``) is the reference; a method is added by listing a
-factory for its solver here, and the shared tests (``tests/ode/problems.py``) pick it up.
+"""Every ODE method by name. Each solver derives from ``solver.Solver`` (the interface the loops
+rely on); ``make_solver`` builds a fresh one and checks it is complete. ``ExplicitRungeKutta``
+(``runge_kutta.py``) is the reference: an explicit method is one tableau in ``tableaux.py``, and
+a method is added by listing a factory for its solver here; the shared tests
+(``tests/ode/problems.py``) pick it up.
 """
 
 from __future__ import annotations
@@ -31,6 +16,7 @@ from neuralode.ode.implicit import ImplicitRungeKutta
 from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
 from neuralode.ode.runge_kutta import ExplicitRungeKutta
 from neuralode.ode.scipy_solver import ScipySolver
+from neuralode.ode.solver import check_complete
 from neuralode.ode.tableaux import TABLEAUX
 
 #: name -> a factory of a fresh solver (a solver may hold options, so each solve gets its own).
@@ -57,4 +43,4 @@ def make_solver(method: str | None, prefix: str = ""):
             f"{what}; adaptive methods: {', '.join(ADAPTIVE_METHODS)}; "
             f"fixed-step methods: {', '.join(FIXED_METHODS)}"
         )
-    return METHODS[name]()
+    return check_complete(METHODS[name]())

@@ -14,6 +14,7 @@ import torch
 
 from neuralode.ode.problem import CALLBACKS, Field
 from neuralode.ode.tableaux import ButcherTableau
+from neuralode.ode.solver import Solver
 
 
 @lru_cache(maxsize=64)
@@ -46,7 +47,7 @@ class RKStep:
     stages: torch.Tensor
 
 
-class ExplicitRungeKutta:
+class ExplicitRungeKutta(Solver):
     """Any explicit Runge-Kutta tableau; adaptive when the tableau has an embedded estimate."""
 
     def __init__(self, tableau: ButcherTableau):
@@ -57,11 +58,6 @@ class ExplicitRungeKutta:
         self.error_order = tableau.error_order
         # The callbacks the loop calls: fixed steps are never accepted or rejected.
         self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
-
-    extra_options: tuple[str, ...] = ()
-
-    def configure(self, options: dict, prefix: str = "") -> None:
-        """Explicit RK takes no options of its own."""
 
     def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         """What a step from (t, y) starts from: the slope there."""

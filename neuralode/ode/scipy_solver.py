@@ -17,6 +17,7 @@ import torch
 
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.runge_kutta import Interpolant
+from neuralode.ode.solver import Solver
 
 SCIPY_SOLVERS = ("LSODA", "RK45", "RK23", "DOP853", "Radau", "BDF")
 
@@ -57,7 +58,7 @@ class _WholeSpan:
         return False
 
 
-class ScipySolver:
+class ScipySolver(Solver):
     name = "scipy_solver"
     adaptive = True
     differentiable = False  # direct/checkpoint gradients are refused (api.py)

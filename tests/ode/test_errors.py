@@ -122,3 +122,29 @@ def test_all_errors_share_a_base_class():
 def test_integer_state_rejected():
     with pytest.raises(StateMismatchError, match="floating-point"):
         odeint(decay, torch.ones(2, dtype=torch.long), T)
+
+
+def test_an_incomplete_solver_fails_when_it_is_built_not_mid_solve():
+    from neuralode.ode.solver import Solver, check_complete
+    from neuralode.ode.runge_kutta import ExplicitRungeKutta
+
+    class NoStep(Solver):  # misses step, error_norm, interpolant
+        name, adaptive, order, error_order = "nostep", False, 1, 1
+
+        def init(self, field, t, y, perturb=0):
+            return field(t, y)
+
+        def next_init(self, field, t1, step, perturb=0):
+            return field(t1, step.y1)
+
+    with pytest.raises(TypeError, match="abstract.*step"):
+        NoStep()
+
+    class Nameless(ExplicitRungeKutta):
+        def __init__(self):  # forgets the tableau's name, orders, ...
+            pass
+
+    with pytest.raises(TypeError, match="Nameless does not set name, adaptive, order, error_order"):
+        check_complete(Nameless())
+    with pytest.raises(TypeError, match="is not a neuralode.ode.solver.Solver"):
+        check_complete(object())
