@@ -8,13 +8,10 @@ The API follows torchdiffeq's, so that switching is a change of import::
 
 Layout, one concern a file:
     problem.py      user input -> one flat state, increasing float time; tolerances, norms, callbacks
-    methods.py      every method by name, and the solver interface
-    tableaux.py     Butcher tableaux as data
-    runge_kutta.py  the generic explicit RK solver (init / step / error_norm / interpolant)
-    implicit.py     implicit RK (tableaux in implicit_tableaux.py): Newton with a torch.func Jacobian;
-                    torchdiffeq's fixed-grid implicit methods, adaptive radau5 and kvaerno5
-    adams.py        Adams multistep: torchdiffeq's fixed-grid explicit/implicit_adams, adaptive adams
-    scipy_solver.py scipy.integrate.solve_ivp as a method (scipy imported only when it runs)
+    solvers/        the solvers, one family a file, on the Solver base class (solvers/base.py):
+                    explicit RK (tableaux as data), implicit RK (Newton with a torch.func Jacobian),
+                    Adams multistep, scipy's solve_ivp (imported only when it runs)
+    methods.py      every method by name
     controllers.py  PID and constant step-size controllers; the starting-step and PID rules
     loop.py         the host integration loop, with event and per-step hooks
     batched_loop.py the batched, sync-free loop (per-sample steps), on the same rules
@@ -45,8 +42,8 @@ _HOME = {
     "settings": ("SolverSettings",),
     "stats": ("SolveStats", "StatsCollector", "collect_stats", "count_host_reads", "last_stats"),
     "methods": ("ADAPTIVE_METHODS", "ALIASES", "FIXED_METHODS", "METHODS", "make_solver"),
-    "tableaux": ("TABLEAUX", "ButcherTableau"),
-    "implicit": ("NewtonError",),
+    "solvers.tableaux": ("TABLEAUX", "ButcherTableau"),
+    "solvers.implicit": ("NewtonError",),
     "errors": ("ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
                "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError"),
 }

@@ -33,7 +33,7 @@ import torch
 from neuralode.ode.controllers import starting_step, step_factor
 from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, stalled_solve_error
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
-from neuralode.ode.runge_kutta import ExplicitRungeKutta, _coefficients, hermite_basis
+from neuralode.ode.solvers.runge_kutta import ExplicitRungeKutta, _coefficients, hermite_basis
 from neuralode.ode.stats import SolveStats
 
 #: Options that route an adaptive explicit Runge-Kutta solve here.

@@ -12,7 +12,7 @@ import torch
 
 from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, stalled_solve_error
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
-from neuralode.ode.runge_kutta import HermiteInterpolant, LinearInterpolant
+from neuralode.ode.solvers.runge_kutta import HermiteInterpolant, LinearInterpolant
 from neuralode.ode.stats import SolveStats
 
 EVENT_BISECTIONS = 52  # halvings of the step that holds an event: down to float64 resolution

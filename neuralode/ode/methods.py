@@ -10,14 +10,14 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from neuralode.ode.adams import AdaptiveAdams, FixedGridAdams
+from neuralode.ode.solvers.adams import AdaptiveAdams, FixedGridAdams
 from neuralode.ode.errors import InvalidOptionError
-from neuralode.ode.implicit import ImplicitRungeKutta
-from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
-from neuralode.ode.runge_kutta import ExplicitRungeKutta
-from neuralode.ode.scipy_solver import ScipySolver
-from neuralode.ode.solver import check_complete
-from neuralode.ode.tableaux import TABLEAUX
+from neuralode.ode.solvers.implicit import ImplicitRungeKutta
+from neuralode.ode.solvers.implicit_tableaux import IMPLICIT_TABLEAUX
+from neuralode.ode.solvers.runge_kutta import ExplicitRungeKutta
+from neuralode.ode.solvers.scipy_solver import ScipySolver
+from neuralode.ode.solvers.base import check_complete
+from neuralode.ode.solvers.tableaux import TABLEAUX
 
 #: name -> a factory of a fresh solver (a solver may hold options, so each solve gets its own).
 METHODS: dict[str, Callable[[], object]] = {name: partial(ExplicitRungeKutta, tab) for name, tab in TABLEAUX.items()}

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from neuralode.ode import ADAPTIVE_METHODS, FIXED_METHODS, METHODS
-from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
+from neuralode.ode.solvers.implicit_tableaux import IMPLICIT_TABLEAUX
 
 # Every method in the registry: a method added there is tested here without editing this file.
 ALL_METHODS = list(METHODS)

@@ -158,7 +158,7 @@ def test_adams_dense_output_between_steps():
 
 def test_adams_dense_output_order():
     """At a fixed order the interpolant is of the corrector's order: error O(h^(k+2)) at mid-step."""
-    from neuralode.ode.adams import AdaptiveAdams, History
+    from neuralode.ode.solvers.adams import AdaptiveAdams, History
 
     prob = PROBLEMS["rotation"]()
     solver = AdaptiveAdams()
@@ -175,7 +175,7 @@ def test_adams_dense_output_order():
 
 
 def test_adams_raises_its_order_on_smooth_problems():
-    from neuralode.ode.adams import AdaptiveAdams
+    from neuralode.ode.solvers.adams import AdaptiveAdams
 
     solver = AdaptiveAdams()
     solver.rtol = solver.atol = 1e-4  # what prepare() takes from the controller

@@ -82,8 +82,8 @@ def test_error_falls_as_tolerance_tightens(method):
 
 
 def test_fsal_tableaux_reuse_their_last_stage_input_as_y1():
-    from neuralode.ode.runge_kutta import ExplicitRungeKutta, _combine
-    from neuralode.ode.tableaux import TABLEAUX
+    from neuralode.ode.solvers.runge_kutta import ExplicitRungeKutta, _combine
+    from neuralode.ode.solvers.tableaux import TABLEAUX
 
     reusing = {name for name, tab in TABLEAUX.items() if tab.last_stage_at_y1}
     assert {"dopri5", "bosh3", "tsit5"} <= reusing

@@ -125,8 +125,8 @@ def test_integer_state_rejected():
 
 
 def test_an_incomplete_solver_fails_when_it_is_built_not_mid_solve():
-    from neuralode.ode.solver import Solver, check_complete
-    from neuralode.ode.runge_kutta import ExplicitRungeKutta
+    from neuralode.ode.solvers.base import Solver, check_complete
+    from neuralode.ode.solvers.runge_kutta import ExplicitRungeKutta
 
     class NoStep(Solver):  # misses step, error_norm, interpolant
         name, adaptive, order, error_order = "nostep", False, 1, 1
@@ -146,5 +146,5 @@ def test_an_incomplete_solver_fails_when_it_is_built_not_mid_solve():
 
     with pytest.raises(TypeError, match="Nameless does not set name, adaptive, order, error_order"):
         check_complete(Nameless())
-    with pytest.raises(TypeError, match="is not a neuralode.ode.solver.Solver"):
+    with pytest.raises(TypeError, match="is not a neuralode.ode.solvers.base.Solver"):
         check_complete(object())

@@ -16,7 +16,7 @@ from neuralode.ode import (
     odeint,
 )
 from neuralode.ode import NewtonError, ODESolverError
-from neuralode.ode.implicit_tableaux import IMPLICIT_TABLEAUX
+from neuralode.ode.solvers.implicit_tableaux import IMPLICIT_TABLEAUX
 from tests.helpers import slow_when
 
 F64 = torch.float64

@@ -72,7 +72,7 @@ class Solver(ABC):
 def check_complete(solver: Solver) -> Solver:
     """``solver``, or ``TypeError`` naming what it lacks."""
     if not isinstance(solver, Solver):
-        raise TypeError(f"{type(solver).__name__} is not a neuralode.ode.solver.Solver")
+        raise TypeError(f"{type(solver).__name__} is not a neuralode.ode.solvers.base.Solver")
     missing = [name for name in REQUIRED if not hasattr(solver, name)]
     if missing:
         raise TypeError(f"solver {type(solver).__name__} does not set {', '.join(missing)}")

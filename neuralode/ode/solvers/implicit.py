@@ -48,10 +48,10 @@ from functools import lru_cache
 import torch
 
 from neuralode.ode.errors import InvalidOptionError, ODESolverError
-from neuralode.ode.implicit_tableaux import ImplicitTableau
+from neuralode.ode.solvers.implicit_tableaux import ImplicitTableau
 from neuralode.ode.problem import CALLBACKS
-from neuralode.ode.runge_kutta import HermiteInterpolant, Interpolant
-from neuralode.ode.solver import Solver
+from neuralode.ode.solvers.runge_kutta import HermiteInterpolant, Interpolant
+from neuralode.ode.solvers.base import Solver
 
 JACOBIANS = ("auto", "autograd", "finite_difference")
 # Radau IIA 5's embedded estimate (Hairer and Wanner II, IV.8): gamma0 = 1 / MU and weights E.

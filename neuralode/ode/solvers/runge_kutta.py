@@ -13,8 +13,8 @@ from functools import lru_cache
 import torch
 
 from neuralode.ode.problem import CALLBACKS, Field
-from neuralode.ode.tableaux import ButcherTableau
-from neuralode.ode.solver import Solver
+from neuralode.ode.solvers.tableaux import ButcherTableau
+from neuralode.ode.solvers.base import Solver
 
 
 @lru_cache(maxsize=64)
