@@ -19,8 +19,8 @@ import torch
 
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.problem import CALLBACKS, Field, rms_norm
-from neuralode.ode.solvers.runge_kutta import Interpolant
 from neuralode.ode.solvers.base import Solver
+from neuralode.ode.solvers.runge_kutta import Interpolant
 
 MAX_ORDER = 12
 

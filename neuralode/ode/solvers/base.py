@@ -69,6 +69,17 @@ class Solver(ABC):
         """The dense output inside an accepted step (adaptive solvers)."""
 
 
+class TableauSolver(Solver):
+    """A Runge-Kutta solver: its tableau says its name, orders and whether it adapts, and so which
+    callbacks the loop calls (fixed steps are never accepted or rejected: callback_step only)."""
+
+    def __init__(self, tableau):
+        self.tableau = tableau
+        self.name, self.adaptive = tableau.name, tableau.adaptive
+        self.order, self.error_order = tableau.order, tableau.error_order
+        self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
+
+
 def check_complete(solver: Solver) -> Solver:
     """``solver``, or ``TypeError`` naming what it lacks."""
     if not isinstance(solver, Solver):

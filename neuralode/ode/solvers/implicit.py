@@ -48,10 +48,9 @@ from functools import lru_cache
 import torch
 
 from neuralode.ode.errors import InvalidOptionError, ODESolverError
+from neuralode.ode.solvers.base import TableauSolver
 from neuralode.ode.solvers.implicit_tableaux import ImplicitTableau
-from neuralode.ode.problem import CALLBACKS
 from neuralode.ode.solvers.runge_kutta import HermiteInterpolant, Interpolant
-from neuralode.ode.solvers.base import Solver
 
 JACOBIANS = ("auto", "autograd", "finite_difference")
 # Radau IIA 5's embedded estimate (Hairer and Wanner II, IV.8): gamma0 = 1 / MU and weights E.
@@ -111,18 +110,13 @@ class ImplicitStep:
     failed: str | None = None
 
 
-class ImplicitRungeKutta(Solver):
+class ImplicitRungeKutta(TableauSolver):
     """Any implicit Runge-Kutta tableau; adaptive when the tableau names an error estimate."""
 
     extra_options = ("newton_tol", "newton_max_iter", "jacobian")
 
     def __init__(self, tableau: ImplicitTableau):
-        self.tableau = tableau
-        self.name = tableau.name
-        self.adaptive = tableau.adaptive
-        self.order = tableau.order
-        self.error_order = tableau.error_order
-        self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
+        super().__init__(tableau)
         self._stiffly_accurate = tuple(tableau.a[-1]) == tuple(tableau.b)  # y1 is the last stage
         self.newton_tol: float | None = None  # None: the defaults of the module docstring
         self.newton_max_iter = 7 if self.adaptive else 10

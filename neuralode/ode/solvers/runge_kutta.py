@@ -12,9 +12,9 @@ from functools import lru_cache
 
 import torch
 
-from neuralode.ode.problem import CALLBACKS, Field
+from neuralode.ode.problem import Field
+from neuralode.ode.solvers.base import TableauSolver
 from neuralode.ode.solvers.tableaux import ButcherTableau
-from neuralode.ode.solvers.base import Solver
 
 
 @lru_cache(maxsize=64)
@@ -47,17 +47,10 @@ class RKStep:
     stages: torch.Tensor
 
 
-class ExplicitRungeKutta(Solver):
+class ExplicitRungeKutta(TableauSolver):
     """Any explicit Runge-Kutta tableau; adaptive when the tableau has an embedded estimate."""
 
-    def __init__(self, tableau: ButcherTableau):
-        self.tableau = tableau
-        self.name = tableau.name
-        self.adaptive = tableau.adaptive
-        self.order = tableau.order
-        self.error_order = tableau.error_order
-        # The callbacks the loop calls: fixed steps are never accepted or rejected.
-        self.callbacks = CALLBACKS if self.adaptive else CALLBACKS[:1]
+    tableau: ButcherTableau
 
     def init(self, field: Field, t: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         """What a step from (t, y) starts from: the slope there."""

@@ -16,8 +16,8 @@ import math
 import torch
 
 from neuralode.ode.errors import InvalidOptionError
-from neuralode.ode.solvers.runge_kutta import Interpolant
 from neuralode.ode.solvers.base import Solver
+from neuralode.ode.solvers.runge_kutta import Interpolant
 
 SCIPY_SOLVERS = ("LSODA", "RK45", "RK23", "DOP853", "Radau", "BDF")
 
