@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -115,26 +116,38 @@ class NormPoint:
         return self.nfe_backward / self.nfe_forward
 
 
+@contextmanager
+def trained_solver_restored(net):
+    """Solve ``net``'s ODE block with other settings inside the block (``net.ode.solver = ...``);
+    afterwards the trained settings are back and no gradient is left on the parameters."""
+    trained = net.ode.solver
+    try:
+        yield trained
+    finally:
+        net.ode.solver = trained
+        net.zero_grad()
+
+
+def adjoint_step(net, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step's forward and backward pass (cross-entropy on ``x``, ``y``), no update."""
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+
+
 def adjoint_nfe_by_norm(net, x: torch.Tensor, y: torch.Tensor, norms: dict = ADJOINT_NORMS,
                         tolerances: tuple[float, ...] = NORM_TOLERANCES) -> list[NormPoint]:
     """Forward and backward NFE of one adjoint training step (cross-entropy on ``x``, ``y``)
     under each adjoint error norm, at the run's tolerance and at ``tolerances`` (rtol = atol)."""
-    block = net.ode
-    trained = block.solver
     points = []
-    try:
+    with trained_solver_restored(net) as trained:
         for tol in dict.fromkeys((trained.rtol, *tolerances)):
             for name, norm in norms.items():
                 options = {k: v for k, v in (trained.adjoint_options or {}).items() if k != "norm"}
-                block.solver = replace(trained, gradient="adjoint", rtol=tol, atol=tol,
-                                       adjoint_options={**options, **({"norm": norm} if norm else {})})
-                net.zero_grad()
+                net.ode.solver = replace(trained, gradient="adjoint", rtol=tol, atol=tol,
+                                         adjoint_options={**options, **({"norm": norm} if norm else {})})
                 with collect_stats() as stats:
-                    torch.nn.functional.cross_entropy(net(x), y).backward()
+                    adjoint_step(net, x, y)
                 points.append(NormPoint(name, tol, stats.nfe_forward, stats.nfe_backward))
-    finally:
-        block.solver = trained
-        net.zero_grad()
     return points
 
 
@@ -244,10 +257,9 @@ def scipy_available() -> bool:
     return True
 
 
-def solved_by(block, method: str, options: dict):
-    """The block's solver settings with ``method`` (and its options) for both the forward solve
+def solved_by(trained, method: str, options: dict):
+    """The trained solver settings with ``method`` (and its options) for both the forward solve
     and the adjoint's backward one, at the run's tolerances and adjoint norm."""
-    trained = block.solver
     return replace(trained, method=method, options=dict(options), gradient="adjoint", adjoint_method=None,
                    adjoint_options={k: v for k, v in (trained.adjoint_options or {}).items() if k == "norm"})
 
@@ -262,20 +274,14 @@ def step_profiles(net, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y
                   solvers: dict = PROFILE_SOLVERS) -> list[StepProfile]:
     """For each solver: the model's test error on ``x_test`` and one adjoint training step on
     ``x``, ``y`` (its forward and backward solves' statistics)."""
-    block = net.ode
-    trained = block.solver
     profiles = []
-    try:
+    with trained_solver_restored(net) as trained:
         for label, (method, options) in solvers.items():
-            block.solver = solved_by(block, method, options)
+            net.ode.solver = solved_by(trained, method, options)
             error = test_error_of(net, x_test, y_test) if len(x_test) else None
-            net.zero_grad()
-            torch.nn.functional.cross_entropy(net(x), y).backward()
+            adjoint_step(net, x, y)
             forward, backward = SolveProfile.of(last_stats()), SolveProfile.of(last_stats(backward=True))
             profiles.append(StepProfile(model, label, error, len(x_test), forward, backward))
-    finally:
-        block.solver = trained
-        net.zero_grad()
     return profiles
 
 
@@ -283,12 +289,10 @@ def per_image_profiles(net, x: torch.Tensor, y: torch.Tensor, model: str,
                        solvers: dict = PER_IMAGE_SOLVERS) -> list[StepProfile]:
     """For each solver: the model's test error on ``x`` solving one image at a time, and the mean
     forward NFE of those solves (steps are not counted: scipy takes its own inside one call)."""
-    block = net.ode
-    trained = block.solver
     profiles, first = [], None
-    try:
+    with trained_solver_restored(net) as trained:
         for label, (method, options) in solvers.items():
-            block.solver = solved_by(block, method, options)
+            net.ode.solver = solved_by(trained, method, options)
             predicted, nfe = [], 0
             with torch.no_grad():
                 for i in range(len(x)):
@@ -300,8 +304,6 @@ def per_image_profiles(net, x: torch.Tensor, y: torch.Tensor, model: str,
             profiles.append(StepProfile(model, label, sum(p != int(t) for p, t in zip(predicted, y)) / n, len(x),
                                         SolveProfile(round(nfe / n, 1), None, None), None,
                                         sum(a == b for a, b in zip(predicted, first))))
-    finally:
-        block.solver = trained
     return profiles
 
 
