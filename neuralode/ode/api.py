@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from neuralode.ode.errors import InvalidOptionError
-from neuralode.ode.gradients import GRADIENTS, AdjointSettings
+from neuralode.ode.gradients import GRADIENTS
 from neuralode.ode.problem import Problem, attach_callbacks, make_problem
-from neuralode.ode.setup import check_gradient_arguments, make_setup
+from neuralode.ode.setup import AdjointSettings, check_gradient_arguments, make_setup
 
 
 def solver_event_fn(event_fn: Callable, problem: Problem) -> Callable:
@@ -61,7 +61,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     adjoint = AdjointSettings(adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options)
     problem = make_problem(func, y0, t)
     setup = make_setup(method, rtol, atol, options, problem.shapes)
-    check_gradient_arguments(gradient, setup.options, adjoint.given, adjoint_options, adjoint_method, method)
+    check_gradient_arguments(gradient, setup.options, adjoint, method)
     if strategy.through_solver and not setup.solver.differentiable and torch.is_grad_enabled():
         _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient, named)
     event = None

@@ -7,7 +7,6 @@ adjoint ODE backward (``adjoint.py``, Algorithm 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from neuralode.ode.adjoint import solve_adjoint
 from neuralode.ode.checkpoint import solve_checkpointed
 from neuralode.ode.errors import AdjointParamsError
 from neuralode.ode.problem import Problem
-from neuralode.ode.setup import Setup, make_adjoint_setup
+from neuralode.ode.setup import AdjointSettings, Setup, make_adjoint_setup
 
 
 def default_params(func, adjoint_params, gradient: str) -> tuple[torch.Tensor, ...]:
@@ -29,21 +28,6 @@ def default_params(func, adjoint_params, gradient: str) -> tuple[torch.Tensor, .
                 "Pass adjoint_params=(tensors...) (or adjoint_params=() if there are none)")
         adjoint_params = tuple(func.parameters())
     return tuple(p for p in adjoint_params if isinstance(p, torch.Tensor) and p.requires_grad)
-
-
-@dataclass(frozen=True)
-class AdjointSettings:
-    """The ``adjoint_*`` arguments of ``odeint``: the backward solve's method, tolerances, options."""
-
-    method: str | None = None
-    rtol: Any = None
-    atol: Any = None
-    options: dict | None = None
-
-    @property
-    def given(self) -> list[str]:
-        """The names of the arguments given."""
-        return [f"adjoint_{k}" for k in ("method", "rtol", "atol", "options") if getattr(self, k) is not None]
 
 
 class GradientStrategy:
@@ -93,7 +77,7 @@ class Adjoint(GradientStrategy):
 
     def solve(self, problem, setup, t, event, func, adjoint_params, adjoint):
         params = default_params(func, adjoint_params, self.name)
-        adjoint_setup = make_adjoint_setup(setup, problem, adjoint.method, adjoint.rtol, adjoint.atol, adjoint.options)
+        adjoint_setup = make_adjoint_setup(setup, problem, adjoint)
         return solve_adjoint(problem, setup, adjoint_setup, func, t, event, params)
 
 

@@ -56,16 +56,15 @@ class SolverSettings:
         # The same checks odeint makes; imported here so that the config schema, which imports
         # this module, does not import torch (the ODE core below settings.py never imports it).
         from neuralode.ode.gradients import GRADIENTS
-        from neuralode.ode.setup import check_gradient_arguments, check_solve_arguments
+        from neuralode.ode.setup import AdjointSettings, check_gradient_arguments, check_solve_arguments
 
         if self.gradient not in GRADIENTS:
             raise InvalidOptionError(f"solver.gradient={self.gradient!r} is not a gradient strategy; "
                                      f"choose one of {', '.join(GRADIENTS)}")
         check_solve_arguments(self.method, self.rtol, self.atol, self.options, prefix="solver.")
-        given = [k for k in ("adjoint_method", "adjoint_rtol", "adjoint_atol") if getattr(self, k) is not None]
-        given += ["adjoint_options"] if self.adjoint_options else []
-        check_gradient_arguments(self.gradient, self.options, given, self.adjoint_options, self.adjoint_method,
-                                 self.method, prefix="solver.")
+        adjoint = AdjointSettings(self.adjoint_method, self.adjoint_rtol, self.adjoint_atol,
+                                  self.adjoint_options or None)  # {} is the config's "none given"
+        check_gradient_arguments(self.gradient, self.options, adjoint, self.method, prefix="solver.")
         if self.gradient != "adjoint":
             return self
         a_method = self.adjoint_method or self.method

@@ -174,8 +174,24 @@ def make_setup(method, rtol, atol, options, shapes=None, prefix="") -> Setup:
     return Setup(solver, rtol, atol, options)
 
 
-def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, options) -> Setup:
+@dataclass(frozen=True)
+class AdjointSettings:
+    """The ``adjoint_*`` arguments of ``odeint``: the backward solve's method, tolerances, options."""
+
+    method: str | None = None
+    rtol: Any = None
+    atol: Any = None
+    options: dict | None = None
+
+    @property
+    def given(self) -> list[str]:
+        """The names of the arguments given."""
+        return [f"adjoint_{k}" for k in ("method", "rtol", "atol", "options") if getattr(self, k) is not None]
+
+
+def make_adjoint_setup(setup: Setup, problem: Problem, adjoint: AdjointSettings) -> Setup:
     """The backward solve's settings: the forward's unless the ``adjoint_*`` arguments say otherwise."""
+    method, rtol, atol, options = adjoint.method, adjoint.rtol, adjoint.atol, adjoint.options
     solver = make_solver(method) if method is not None else setup.solver
     if options is None:
         # Inherit the forward's options when they fit the backward method; a forward norm,
@@ -208,21 +224,21 @@ def make_adjoint_setup(setup: Setup, problem: Problem, method, rtol, atol, optio
     return Setup(solver, rtol, atol, options)
 
 
-def check_gradient_arguments(gradient: str, options: dict, adjoint_given: list[str], adjoint_options: dict | None,
-                             adjoint_method: str | None, method: str | None, prefix: str = "") -> None:
+def check_gradient_arguments(gradient: str, options: dict, adjoint: AdjointSettings, method: str | None,
+                             prefix: str = "") -> None:
     """The rules between the gradient strategy and the other arguments, for ``odeint`` and for
     ``SolverSettings`` alike (``prefix`` "solver." names config keys): ``checkpoint_every`` is
-    the checkpoint's, the ``adjoint_*`` arguments (``adjoint_given``: the names given) the
-    adjoint's, and a seminorm needs an adaptive backward method."""
+    the checkpoint's, the ``adjoint_*`` arguments the adjoint's, and a seminorm needs an adaptive
+    backward method."""
     if "checkpoint_every" in options and gradient != "checkpoint":
         raise InvalidOptionError(f"{prefix}options.checkpoint_every applies to gradient='checkpoint' only, not "
                                  f"gradient={gradient!r}; remove it or set {prefix}gradient=checkpoint")
     if gradient != "adjoint":
-        if adjoint_given:
-            raise InvalidOptionError(f"{prefix}{adjoint_given[0]} applies to gradient='adjoint' only, not "
+        if adjoint.given:
+            raise InvalidOptionError(f"{prefix}{adjoint.given[0]} applies to gradient='adjoint' only, not "
                                      f"gradient={gradient!r}; remove it or set {prefix}gradient=adjoint")
         return
-    backward = adjoint_method or method
-    if (adjoint_options or {}).get("norm") == "seminorm" and not make_solver(backward, f"{prefix}adjoint_").adaptive:
+    backward = adjoint.method or method
+    if (adjoint.options or {}).get("norm") == "seminorm" and not make_solver(backward, f"{prefix}adjoint_").adaptive:
         raise InvalidOptionError(f"norm='seminorm' needs an adaptive adjoint method, got {backward!r}: set "
                                  f"{prefix}adjoint_method to an adaptive one (e.g. dopri5) or drop the seminorm")
