@@ -122,15 +122,15 @@ class Setup:
         """Whether solves run in ``batched_loop.py`` (per-sample steps, or fewer host reads)."""
         return uses_device_loop(self.options)
 
-    def controller(self, problem: Problem, t: torch.Tensor | None, event: bool):
+    def controller(self, problem: Problem, t: torch.Tensor | None, event: bool, rtol, atol):
+        """The step-size controller of one solve; ``rtol``, ``atol`` in the flat state's layout."""
         o = self.options
         if self.solver.adaptive:
             s0 = problem.times[0]
             knots = {k: sorted(v for v in (problem.direction * x for x in o.get(k) or ()) if v > s0)
                      for k in ("step_t", "jump_t")}
             return PIDController(
-                flat_tolerance(self.rtol, problem, problem.y0), flat_tolerance(self.atol, problem, problem.y0),
-                o.get("_norm") or make_norm(o.get("norm"), problem), first_step=o.get("first_step"),
+                rtol, atol, o.get("_norm") or make_norm(o.get("norm"), problem), first_step=o.get("first_step"),
                 min_step=o.get("min_step") or 0.0, max_step=o.get("max_step") or math.inf,
                 **{k: o[k] for k in ("safety", "min_factor", "max_factor", "icoeff", "pcoeff", "dcoeff") if k in o},
                 **knots)
@@ -151,17 +151,15 @@ class Setup:
 
     def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
         o = self.options
+        rtol, atol = (flat_tolerance(tol, problem, problem.y0) for tol in (self.rtol, self.atol))
         if self.on_device:
             if event_fn is not None or on_accept is not None:
                 raise InvalidOptionError("options 'per_sample'/'sync_every' do not support event_fn or "
                                          "gradient='checkpoint'; drop them or use the default loop")
-            rtol, atol = (flat_tolerance(tol, problem, problem.y0) for tol in (self.rtol, self.atol))
             norm = o.get("_norm") or make_norm(o.get("norm"), problem)
             return Solution(integrate_on_device(problem, self.solver, rtol, atol, norm, o, stats))
-        controller = self.controller(problem, t, event_fn is not None)
         # a solver that needs the tolerances, or steps its own way, may change the controller
-        controller = self.solver.prepare(controller, flat_tolerance(self.rtol, problem, problem.y0),
-                                         flat_tolerance(self.atol, problem, problem.y0))
+        controller = self.solver.prepare(self.controller(problem, t, event_fn is not None, rtol, atol), rtol, atol)
         return integrate(problem, self.solver, controller, stats, interp=self.interp,
                          perturb=bool(o.get("perturb", False)), event_fn=event_fn,
                          max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), on_accept=on_accept)
