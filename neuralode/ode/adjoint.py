@@ -77,6 +77,9 @@ class _AdjointSolve(torch.autograd.Function):
             like = [z, z, *params]
             return torch.cat([(p if p is not None else torch.zeros_like(q)).reshape(-1) for p, q in zip(parts, like)])
 
+        def augmented_jacobian(tt: torch.Tensor, aug: torch.Tensor) -> torch.Tensor:
+            return _augmented_jacobian(user_field, tt, aug, state_shape, params)
+
         t_grad = torch.zeros_like(t) if ctx.needs_input_grad[5] else None
 
         def f_at(i: int) -> torch.Tensor:
@@ -102,6 +105,7 @@ class _AdjointSolve(torch.autograd.Function):
                     t_grad[i] = (grad_ys[i] * f_at(i)).sum()
                 aug0 = torch.cat([ys[i].reshape(-1), a, a_params])
                 segment = make_problem(augmented, aug0, times[[i, i - 1]])
+                segment.user_jacobian = augmented_jacobian
                 attach_callbacks(segment, ctx.func, names=ADJOINT_CALLBACKS, supported=setup.solver.callbacks,
                                  method=setup.solver.name)
                 step_options = dict(backward_options)
@@ -119,6 +123,60 @@ class _AdjointSolve(torch.autograd.Function):
         _stats.record(stats, backward=True)
         param_grads = [g.view_as(p) for g, p in zip(a_params.split(n_params), params)]
         return (None, None, None, None, None, t_grad, a.view(state_shape), *param_grads)
+
+
+def _rows(out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The Jacobian of the vector ``out`` with respect to ``inputs`` (flattened, concatenated),
+    one row per element of ``out``: all rows in one batched backward pass where autograd can
+    vectorise it, else one pass per row."""
+    width = sum(x.numel() for x in inputs)
+    if not out.requires_grad:
+        return out.new_zeros(out.numel(), width)
+
+    def join(grads, batch: tuple[int, ...]) -> torch.Tensor:
+        return torch.cat([(g if g is not None else x.new_zeros(*batch, *x.shape)).reshape(*batch, -1)
+                          for g, x in zip(grads, inputs)], dim=-1)
+
+    try:
+        eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
+        grads = torch.autograd.grad(out, inputs, eye, retain_graph=True, allow_unused=True, is_grads_batched=True)
+        return join(grads, (out.numel(),))
+    except RuntimeError:  # an operation without a batching rule
+        return torch.stack([join(torch.autograd.grad(o, inputs, retain_graph=True, allow_unused=True), ())
+                            for o in out])
+
+
+def _augmented_jacobian(user_field, tt: torch.Tensor, aug: torch.Tensor, state_shape: torch.Size,
+                        params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The exact Jacobian of the augmented field ``[f, -a df/dz, -a df/dtheta]`` with respect to
+    ``[z, a, a_theta]``, for implicit methods as the backward method. With ``J = df/dz``,
+    ``J_theta = df/dtheta`` and ``H`` the second derivatives of ``a . f``, its blocks are::
+
+        [ J            0           0 ]
+        [ -H_zz        -J^T        0 ]
+        [ -H_theta,z   -J_theta^T  0 ]
+
+    from two batched backward passes: the rows of ``[J, J_theta]`` (one per component of ``f``) and
+    the rows of ``d(a J)/d[z, theta]`` (one per component of ``a J``, through a graph of the vjp)."""
+    n = state_shape.numel()
+    with torch.enable_grad():
+        z = aug[:n].detach().view(state_shape).requires_grad_(True)
+        a = aug[n:2 * n].detach().view(state_shape)
+        inputs = (z, *params)
+        dz = user_field(tt, z)
+        f_rows = _rows(dz.reshape(-1), inputs)  # (n, n + P): [J, J_theta]
+        if dz.requires_grad:
+            (a_jac,) = torch.autograd.grad(dz, z, a, create_graph=True, allow_unused=True)
+        else:
+            a_jac = None
+        h_rows = (_rows(a_jac.reshape(-1), inputs) if a_jac is not None  # (n, n + P): row j is d(a J)_j / d[z, theta]
+                  else aug.new_zeros(n, f_rows.shape[1]))
+    size = aug.numel()
+    jac = aug.new_zeros(size, size)
+    jac[:n, :n] = f_rows[:, :n]
+    jac[n:, :n] = -h_rows.T
+    jac[n:, n:2 * n] = -f_rows.T
+    return jac.detach()
 
 
 def solve_adjoint(problem: Problem, setup, adjoint_setup, func, t: torch.Tensor, event, params):

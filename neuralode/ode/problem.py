@@ -105,6 +105,9 @@ class Problem:
     nfe: int = 0  # evaluations of func through ``field``
     callbacks: dict[str, Callable] = field(default_factory=dict)  # in solver terms: (s, y, ds)
     event_s: float | None = None  # where an event ended the solve (solver time)
+    # d user_field / dy as an (n, n) matrix, (t, y) -> J, where one is known exactly (the adjoint's
+    # augmented field, which torch.func cannot transform); implicit methods use it over their own.
+    user_jacobian: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def field(self, s: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
         self.nfe += 1
@@ -113,6 +116,15 @@ class Problem:
             t = torch.nextafter(t, t + self.direction * perturb)
         dy = self.user_field(t, y)
         return dy if self.direction > 0 else -dy
+
+    def jacobian(self, s: float, y: torch.Tensor, perturb: int = 0) -> torch.Tensor:
+        """``d field / dy`` at ``(s, y)`` from ``user_jacobian`` (one evaluation of func counted)."""
+        self.nfe += 1
+        t = torch.full((), self.direction * s, dtype=y.dtype, device=y.device)
+        if perturb:
+            t = torch.nextafter(t, t + self.direction * perturb)
+        J = self.user_jacobian(t, y)
+        return J if self.direction > 0 else -J
 
     def unpack(self, ys: torch.Tensor):
         """Solutions stacked over time, back in the user's structure."""

@@ -159,7 +159,7 @@ class Setup:
             norm = o.get("_norm") or make_norm(o.get("norm"), problem)
             return Solution(integrate_on_device(problem, self.solver, rtol, atol, norm, o, stats))
         # a solver that needs the tolerances, or steps its own way, may change the controller
-        controller = self.solver.prepare(self.controller(problem, t, event_fn is not None, rtol, atol), rtol, atol)
+        controller = self.solver.prepare(self.controller(problem, t, event_fn is not None, rtol, atol), rtol, atol, problem)
         return integrate(problem, self.solver, controller, stats, interp=self.interp,
                          perturb=bool(o.get("perturb", False)), event_fn=event_fn,
                          max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), on_accept=on_accept)

@@ -197,7 +197,7 @@ class FixedGridAdams(Solver):
                           "reduces to rk4 (the 3/8 rule)", stacklevel=4)
         self._set_order()
 
-    def prepare(self, controller, rtol, atol):
+    def prepare(self, controller, rtol, atol, problem):
         """The tolerances of the corrector iteration (odeint's rtol/atol)."""
         self.rtol, self.atol = rtol, atol
         return controller
@@ -295,7 +295,7 @@ class AdaptiveAdams(Solver):
         _check_int(options, "max_order", 2, MAX_ORDER, prefix)
         self.max_order = self.order = options.get("max_order", self.max_order)
 
-    def prepare(self, controller, rtol, atol):
+    def prepare(self, controller, rtol, atol, problem):
         """The controller's tolerances and norm: the order is chosen inside ``step``, so that a
         replayed step (checkpointed gradient) chooses the same order as the forward solve."""
         self.rtol, self.atol, self.norm = controller.rtol, controller.atol, controller.norm

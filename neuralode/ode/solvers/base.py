@@ -37,8 +37,9 @@ class Solver(ABC):
     def configure(self, options: dict, prefix: str = "") -> None:
         """Check and take the ``extra_options`` given (``InvalidOptionError`` naming a bad one)."""
 
-    def prepare(self, controller, rtol, atol):
-        """Called before each solve with the (flat) tolerances; returns the controller to use."""
+    def prepare(self, controller, rtol, atol, problem):
+        """Called before each solve with the (flat) tolerances and the problem; returns the
+        controller to use."""
         return controller
 
     def count_into(self, stats) -> None:

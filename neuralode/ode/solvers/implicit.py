@@ -21,13 +21,14 @@ default Hairer's ``max(10 eps / rtol, min(0.03, rtol^0.5))`` for adaptive method
 
 The Jacobian. ``jacobian="auto"`` (the default) takes it from ``torch.func.jacrev`` (exact, all
 columns in one vectorised pass) and falls back, for the rest of the solve, to forward
-differences (``n`` evaluations of ``f``) when ``func`` cannot be transformed. The adjoint's
-augmented field is such a case: it detaches the state and calls ``torch.autograd.grad`` inside,
-which ``jacrev`` refuses and which ``torch.autograd.functional.jacobian`` silently answers with
-zeros (measured: both on torch 2.x), so implicit methods as ``adjoint_method`` pay
-``2 n_state + n_params`` evaluations per Jacobian (reused while Newton converges).
-``jacobian="autograd"`` or ``"finite_difference"`` forces one. Jacobians are dense: the
-cost is ``O(n^2)`` memory and ``O((s n)^3)`` per LU, meant for small stiff systems.
+differences (``n`` evaluations of ``f``) when ``func`` cannot be transformed.
+``jacobian="autograd"`` or ``"finite_difference"`` forces one. A problem that knows its
+Jacobian exactly says so (``Problem.user_jacobian``), and "auto"/"autograd" use that: the
+adjoint's augmented field is such a case. It calls ``torch.autograd.grad`` inside, which
+``jacrev`` refuses (and ``torch.autograd.functional.jacobian`` silently answers with zeros), so
+``adjoint.py`` builds its Jacobian from two batched backward passes instead of the
+``2 n_state + n_params`` evaluations of a difference Jacobian. Jacobians are dense: the cost is
+``O(n^2)`` memory and ``O((s n)^3)`` per LU, meant for small stiff systems.
 
 Gradients. Newton runs without a graph. When autograd is on (``gradient="direct"``, and the
 checkpointed replay) one more Newton step is taken with a graph, with the exact matrix
@@ -122,11 +123,14 @@ class ImplicitRungeKutta(TableauSolver):
         self.newton_max_iter = 7 if self.adaptive else 10
         self.jacobian = "auto"
         self._tolerances = None  # (rtol, atol) of the solve, from ``prepare``
+        self._exact_jacobian = None  # the problem's own Jacobian, from ``prepare``
         self._reset()
 
-    def prepare(self, controller, rtol, atol):
-        """The solve's tolerances: Newton's stopping test is relative to them (adaptive only)."""
+    def prepare(self, controller, rtol, atol, problem):
+        """The solve's tolerances (Newton's stopping test is relative to them, adaptive only), and
+        the problem's exact Jacobian where it has one."""
         self._tolerances = (rtol, atol) if self.adaptive else None
+        self._exact_jacobian = problem.jacobian if problem.user_jacobian is not None else None
         return controller
 
     def configure(self, options: dict, prefix: str = "") -> None:
@@ -175,6 +179,8 @@ class ImplicitRungeKutta(TableauSolver):
         just after (+1) or before (-1) ``t``, so that with options["perturb"] (or at a jump_t)
         no evaluation falls on a step's boundary."""
         self.n_jacobian += 1
+        if self._exact_jacobian is not None and self._jac_mode != "finite_difference":
+            return self._exact_jacobian(t, y, perturb).detach().contiguous()
         shape, n = y.shape, y.numel()
         if self._jac_mode in ("auto", "autograd"):
             try:

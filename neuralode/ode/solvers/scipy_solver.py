@@ -79,7 +79,7 @@ class ScipySolver(Solver):
                                      f"{', '.join(SCIPY_SOLVERS)}, got {solver!r}")
         self.solver = solver
 
-    def prepare(self, controller, rtol, atol):
+    def prepare(self, controller, rtol, atol, problem):
         """Tolerances (per element, as NumPy, when given per component) and step bounds for scipy."""
         as_scipy = lambda tol: tol.detach().double().cpu().numpy() if isinstance(tol, torch.Tensor) else tol  # noqa: E731
         self.rtol, self.atol = as_scipy(rtol), as_scipy(atol)
