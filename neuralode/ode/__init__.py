@@ -10,10 +10,10 @@ Layout, one concern a file:
     problem.py      user input -> one flat state, increasing float time; tolerances, norms, callbacks
     solvers/        the solvers, one family a file, on the Solver base class (solvers/base.py):
                     explicit RK (tableaux as data), implicit RK (Newton with a torch.func Jacobian),
-                    Adams multistep, scipy's solve_ivp (imported only when it runs)
+                    Adams multistep, scipy's solve_ivp (imported only when it runs), SDE steps
     methods.py      every method by name
     controllers.py  PID and constant step-size controllers; the starting-step and PID rules
-    loop.py         the host integration loop, with event and per-step hooks
+    loop.py         the host integration loop, with event and per-step hooks (sdeint's too)
     batched_loop.py the batched, sync-free loop (per-sample steps), on the same rules
     setup.py        a solve's options and tolerances checked, its controller, which loop runs it
     gradients.py    the gradient strategies (direct, adjoint, checkpoint) as objects, by name:
@@ -23,7 +23,8 @@ Layout, one concern a file:
     events.py       odeint_event: gradients through the event time
     dense.py        odeint_dense: the solution as a function of time
     settings.py     SolverSettings: one solve's settings as a config value, checked here
-    sde.py          sdeint: Ito SDEs on a fixed grid (Euler-Maruyama, Milstein), diagonal noise
+    sde.py          sdeint: Ito SDEs on a fixed grid (Euler-Maruyama, Milstein), diagonal noise,
+                    solved by loop.py with solvers/stochastic.py
 
 This package imports nothing but torch (and scipy, lazily, for scipy_solver), and nothing from the
 rest of neuralode.

@@ -103,8 +103,8 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
             if not controller.adaptive and event_fn is not None and _nonfinite(y1):  # the event reads anyway
                 raise NonFiniteStateError(
                     f"the state became non-finite (NaN/inf) between {where(t)} and {where(t1)} (by step "
-                    f"{stats.n_accepted}, method {method}); try a smaller step_size, or check func for values "
-                    "that blow up")
+                    f"{stats.n_accepted}, method {method}); try a smaller {solver.step_size_option}, or check func "
+                    "for values that blow up")
             record = AcceptedStep(t, t1, start, jump or perturb)
             interpolant = None
 
@@ -140,7 +140,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 done = i_out == len(times)
             if done:
                 if finite is not None and not bool(finite):
-                    raise _nonfinite_outputs(ys, output_steps, problem, method)
+                    raise _nonfinite_outputs(ys, output_steps, problem, solver)
                 stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
                 solver.count_into(stats)  # implicit methods count Jacobians and LU factorisations
                 if on_accept is not None:
@@ -160,13 +160,14 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
 
 
 def _nonfinite_outputs(ys: list[torch.Tensor], output_steps: list[int], problem: Problem,
-                       method: str) -> NonFiniteStateError:
+                       solver) -> NonFiniteStateError:
     """The error for a fixed-step solve whose outputs hold NaN/inf, naming the first such output."""
     bad = next(i for i, y in enumerate(ys) if _nonfinite(y))
     before, at = (problem.user_time(problem.times[j]) for j in (bad - 1, bad))
     return NonFiniteStateError(
         f"the state became non-finite (NaN/inf) between t={before:.6g} and t={at:.6g} (by step "
-        f"{output_steps[bad]}, method {method}); try a smaller step_size, or check func for values that blow up")
+        f"{output_steps[bad]}, method {solver.name}); try a smaller {solver.step_size_option}, or check func for "
+        "values that blow up")
 
 
 def outputs_at(interpolate: Callable, times: list[float], t1: float, y1: torch.Tensor) -> list[torch.Tensor]:

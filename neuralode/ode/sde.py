@@ -9,19 +9,17 @@ component of ``y`` gets its own independent Brownian motion. The increments are 
 ``generator`` (``torch.randn``), so a seed fixes the path; ``bm`` gives the increments instead
 (a :class:`BrownianGrid` shares one path between solves on different grids: convergence tests).
 
-Methods:
-
-- ``euler``: Euler-Maruyama, ``y + f h + g dW``: strong order 1/2, weak order 1;
-- ``milstein``: the derivative-free Milstein scheme for diagonal noise (Kloeden & Platen 1992,
-  eq. 11.1.5), ``y + f h + g dW + (g(y + g sqrt(h)) - g) (dW^2 - h) / (2 sqrt(h))``: strong
-  order 1. Where ``g`` does not depend on ``y`` (additive noise, SDE-Net's) it is Euler-Maruyama.
+Methods (``solvers/stochastic.py``): ``euler`` (Euler-Maruyama, strong order 1/2) and
+``milstein`` (derivative-free Milstein for diagonal noise, strong order 1). The steps run in the
+ODE core's one loop (``loop.py``) on a fixed grid, so the state checks, statistics and errors are
+``odeint``'s.
 
 Why not torchsde: SDE-Net needs a few Euler-Maruyama steps with backprop through them, which is
 this file; torchsde's adaptive solvers, Brownian trees and stochastic adjoint are not used by any
 experiment here, and the core stays torch-only with the same named errors and statistics as
 ``odeint`` (``collect_stats`` counts the evaluations of ``f`` and ``g``).
 
-This module imports nothing but torch and the core's own errors, problem checks and statistics.
+This module imports nothing but torch and the core's own loop, solvers, checks and statistics.
 """
 
 from __future__ import annotations
@@ -31,11 +29,14 @@ from typing import Callable
 
 import torch
 
-from neuralode.ode.errors import InvalidOptionError, InvalidTimeError, NonFiniteStateError, StateMismatchError
-from neuralode.ode.problem import check_times
+from neuralode.ode.controllers import ConstantSteps
+from neuralode.ode.errors import InvalidOptionError, InvalidTimeError, StateMismatchError
+from neuralode.ode.loop import integrate
+from neuralode.ode.problem import make_problem
+from neuralode.ode.solvers.stochastic import SDE_ORDERS, StochasticSolver
 from neuralode.ode.stats import SolveStats, record
 
-SDE_METHODS = ("euler", "milstein")
+SDE_METHODS = tuple(SDE_ORDERS)
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Increments = Callable[[float, float], torch.Tensor]
@@ -94,28 +95,21 @@ def sdeint(drift: Field, diffusion: Field, y0: torch.Tensor, t: torch.Tensor, *,
     if not isinstance(y0, torch.Tensor) or not torch.is_floating_point(y0):
         raise StateMismatchError(f"y0 must be a floating-point tensor, got {type(y0).__name__}"
                                  + (f" of {y0.dtype}" if isinstance(y0, torch.Tensor) else ""))
-    times, direction = check_times(t)
-    if direction < 0:
+    problem = make_problem(lambda tt, y: _checked_drift(drift, tt, y), y0, t)
+    if problem.direction < 0:
         raise InvalidTimeError("sdeint integrates forward in time only: t must be strictly increasing")
     if dt is not None and not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
         raise InvalidOptionError(f"dt must be a positive number of time units (or None: one step per interval), got {dt!r}")
-
-    stats = SolveStats()
-
-    def f(s: float, y: torch.Tensor) -> torch.Tensor:
-        out = drift(torch.tensor(s, dtype=y.dtype, device=y.device), y)
-        stats.nfe += 1
-        if not isinstance(out, torch.Tensor) or out.shape != y.shape:
-            raise StateMismatchError(
-                f"drift(t, y) must return a tensor of the state's shape {tuple(y.shape)}, got "
-                + (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__))
-        return out
+    diffusion_calls, broadcasting = 0, set()  # shapes of g that broadcast to the state's
 
     def g(s: float, y: torch.Tensor) -> torch.Tensor:
+        nonlocal diffusion_calls
+        diffusion_calls += 1
         out = diffusion(torch.tensor(s, dtype=y.dtype, device=y.device), y)
-        stats.nfe += 1
         if not isinstance(out, torch.Tensor):
             raise StateMismatchError(f"diffusion(t, y) must return a tensor, got {type(out).__name__}")
+        if out.shape in broadcasting:  # checked once a shape: torch.broadcast_shapes costs more than a step
+            return out
         try:
             shape = torch.broadcast_shapes(out.shape, y.shape)
         except RuntimeError:
@@ -125,6 +119,7 @@ def sdeint(drift: Field, diffusion: Field, y0: torch.Tensor, t: torch.Tensor, *,
                 f"diffusion(t, y) returned shape {tuple(out.shape)}, which does not broadcast to the state's shape "
                 f"{tuple(y.shape)}; for diagonal noise return the state's shape, or one that broadcasts to it "
                 f"(e.g. (batch, 1, 1, 1): one sigma per example)")
+        broadcasting.add(out.shape)
         return out
 
     def increment(s: float, e: float, y: torch.Tensor) -> torch.Tensor:
@@ -138,24 +133,29 @@ def sdeint(drift: Field, diffusion: Field, y0: torch.Tensor, t: torch.Tensor, *,
         noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=device)
         return noise.to(y.device) * math.sqrt(e - s)
 
-    y, out = y0, [y0]
+    stats = SolveStats()
+    solver = StochasticSolver(method, g, increment)
+    solution = integrate(problem, solver, ConstantSteps(_grid(problem.times, dt)), stats)
+    stats.nfe = problem.nfe + diffusion_calls
+    record(stats)
+    return torch.stack(solution.ys)
+
+
+def _checked_drift(drift: Field, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    out = drift(t, y)
+    if not isinstance(out, torch.Tensor) or out.shape != y.shape:
+        raise StateMismatchError(
+            f"drift(t, y) must return a tensor of the state's shape {tuple(y.shape)}, got "
+            + (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__))
+    return out
+
+
+def _grid(times: list[float], dt: float | None) -> list[float]:
+    """Each interval between output times in ``ceil(length / dt)`` equal steps (one when dt is
+    None), every output time a grid point."""
+    grid = [times[0]]
     for a, b in zip(times, times[1:]):
         n = 1 if dt is None else max(1, math.ceil((b - a) / dt - 1e-9))
-        for k in range(n):
-            s, e = a + (b - a) * k / n, a + (b - a) * (k + 1) / n
-            h = e - s
-            dw = increment(s, e, y)
-            gy = g(s, y)
-            y_next = y + f(s, y) * h + gy * dw
-            if method == "milstein":
-                root = math.sqrt(h)
-                support = g(s, y + gy * root)  # derivative-free estimate of g g' = (g(y + g sqrt h) - g) / sqrt h
-                y_next = y_next + (support - gy) * (dw * dw - h) / (2 * root)
-            y = y_next
-            stats.n_accepted += 1
-        if not bool(torch.isfinite(y).all()):
-            raise NonFiniteStateError(
-                f"the SDE state became non-finite by t={b}; lower dt, or check drift and diffusion for overflow")
-        out.append(y)
-    record(stats)
-    return torch.stack(out)
+        grid.extend(a + (b - a) * k / n for k in range(1, n))
+        grid.append(b)
+    return grid

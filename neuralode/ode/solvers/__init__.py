@@ -7,6 +7,7 @@
     implicit.py          the generic implicit Runge-Kutta solver (Newton, torch.func Jacobians)
     adams.py             Adams multistep: torchdiffeq's fixed-grid ones, adaptive ``adams``
     scipy_solver.py      scipy.integrate.solve_ivp as a method
+    stochastic.py        Euler-Maruyama and Milstein steps of an SDE (``sdeint``)
 
 ``neuralode.ode.methods`` names them.
 """

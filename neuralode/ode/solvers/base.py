@@ -27,12 +27,14 @@ class Solver(ABC):
     multistep        what ``init``/``next_init`` return is a history (with ``slope``, ``tensors``,
                      ``with_tensors``), stored at checkpoints, since a step cannot restart from y
     differentiable   False: no gradient through its steps (scipy_solver)
+    step_size_option what a fixed-step user lowers when the state blows up (named in the error)
     """
 
     callbacks: tuple[str, ...] = CALLBACKS
     extra_options: tuple[str, ...] = ()
     multistep = False
     differentiable = True
+    step_size_option = "step_size"
 
     def configure(self, options: dict, prefix: str = "") -> None:
         """Check and take the ``extra_options`` given (``InvalidOptionError`` naming a bad one)."""
