@@ -192,11 +192,13 @@ def make_adjoint_setup(setup: Setup, problem: Problem, adjoint: AdjointSettings)
     method, rtol, atol, options = adjoint.method, adjoint.rtol, adjoint.atol, adjoint.options
     solver = make_solver(method) if method is not None else setup.solver
     if options is None:
-        # Inherit the forward's options when they fit the backward method; a forward norm,
-        # step_t/jump_t or grid are for the forward state and times, so they are not inherited.
+        # Inherit the forward's options when they fit the backward method, as torchdiffeq does:
+        # step_t, jump_t and a grid_constructor are in the user's time, which the backward solve
+        # retraces (a discontinuity of f in t is one of the augmented field too); a forward norm
+        # is for the forward state, not [z, a, a_theta].
         # per_sample: the backward state [z, a, a_theta] has no batch rows (a_theta sums over them).
         # compile: the backward field calls torch.autograd.grad, which torch.compile cannot trace.
-        skip = ("norm", "step_t", "jump_t", "grid_constructor", "checkpoint_every", "per_sample", "compile")
+        skip = ("norm", "checkpoint_every", "per_sample", "compile")
         # ... nor the forward method's own options (newton_tol, ...) when the backward method lacks them.
         skip += tuple(k for k in setup.solver.extra_options if k not in solver.extra_options)
         options = {k: v for k, v in setup.options.items() if k not in skip} if solver.adaptive == setup.solver.adaptive else {}

@@ -339,6 +339,49 @@ def test_jump_t_at_discontinuity(ode, closed_right, backwards):
     assert max_err(ys, exact) < 1e-10
 
 
+class CountedKink(nn.Module):
+    """y' = -y/2 before t = 0.5, y^2 after: a field (and so an adjoint field) that jumps at 0.5."""
+
+    nfe = 0
+
+    def forward(self, t, y):
+        self.nfe += 1
+        return -0.5 * y if t < 0.5 else y ** 2
+
+
+def test_jump_t_applies_to_the_adjoints_backward_solve(ode):
+    """The backward solve retraces the same times, so it steps onto the jump too (the forward's
+    options are its options when adjoint_options is not given): fewer evaluations both ways."""
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    counts = {}
+    for jump in (True, False):
+        f, y0 = CountedKink(), torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
+        options = dict(jump_t=torch.tensor([0.5], dtype=F64)) if jump else {}
+        ys = ode.odeint_adjoint(f, y0, t, method="dopri5", options=options, adjoint_params=())
+        forward = f.nfe
+        ys.sum().backward()
+        counts[jump] = (forward, f.nfe - forward)
+    assert counts[True][0] < counts[False][0] and counts[True][1] < counts[False][1], counts
+
+
+def test_grid_constructor_applies_to_the_adjoints_backward_solve(ode):
+    """Euler on the grid 0, 0.3, 0.9, 1 of y' = y, and back on the same grid: the adjoint of the
+    discrete forward solve, dy1/dy0 = 1.3 * 1.6 * 1.1 (one Euler step over [0, 1] would give 2)."""
+    calls = []
+
+    def grid(func, y0, t):
+        calls.append(t.tolist())
+        return torch.tensor([0.0, 0.3, 0.9, 1.0], dtype=F64) if t[0] < t[-1] else torch.tensor([1.0, 0.9, 0.3, 0.0], dtype=F64)
+
+    y0 = torch.tensor([1.0], dtype=F64, requires_grad=True)
+    ys = ode.odeint_adjoint(lambda t, y: y, y0, torch.tensor([0.0, 1.0], dtype=F64), method="euler",
+                            options=dict(grid_constructor=grid), adjoint_params=())
+    ys[-1].sum().backward()
+    assert ys[-1].item() == pytest.approx(1.3 * 1.6 * 1.1, abs=1e-12)
+    assert y0.grad.item() == pytest.approx(1.3 * 1.6 * 1.1, abs=1e-12)
+    assert len(calls) == 2 and calls[1][0] > calls[1][-1]  # the backward solve asked for its own grid
+
+
 @pytest.mark.parametrize("closed_right", [True, False], ids=["f(0.5)=1", "f(0.5)=0"])
 @pytest.mark.parametrize("method", FIXED)
 def test_fixed_perturb_at_grid_discontinuity(ode, method, closed_right):
