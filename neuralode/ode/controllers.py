@@ -135,25 +135,26 @@ def _where(cond, a, b):
     return torch.where(cond, a, b) if isinstance(cond, torch.Tensor) else (a if cond else b)
 
 
+def _clip(x, low, high):
+    return x.clamp(low, high) if isinstance(x, torch.Tensor) else min(max(x, low), high)
+
+
 def step_factor(rule, ratio, accept, r1, r2, k: int):
     """The PID rule of :class:`PIDController`: the factor on ``h`` after an attempt with error
     ratio ``ratio`` (accepted or not), past accepted ratios ``r1``, ``r2`` and error order ``k``;
     ``rule`` holds ``safety``, ``b1``-``b3`` and ``min_factor``/``max_factor``. Floats (the host
     loop) or per-row tensors (the batched loop)."""
     finite = (ratio == ratio) & (abs(ratio) < math.inf)
-    positive = _where(finite & (ratio > 0), ratio, 1.0)
-    factor = rule.safety * positive ** (-rule.b1 / k)
+    factor = rule.safety * _where(finite & (ratio > 0), ratio, 1.0) ** (-rule.b1 / k)
     if rule.b2:
         factor = factor * r1 ** (-rule.b2 / k)
     if rule.b3:
         factor = factor * r2 ** (-rule.b3 / k)
-    factor = _where(factor < rule.min_factor, rule.min_factor, factor)
-    factor = _where(factor > rule.max_factor, rule.max_factor, factor)
-    factor = _where(ratio == 0, rule.max_factor, factor)
-    factor = _where(finite, factor, rule.min_factor)
+    factor = _where(finite, _where(ratio == 0, rule.max_factor, _clip(factor, rule.min_factor, rule.max_factor)),
+                    rule.min_factor)
     # A step after an accepted one is not smaller, nor one after a rejection larger: torchdiffeq's
     # rule, so that a solve takes its steps (Hairer's dopri5.f lets an accepted step shrink).
-    return _where(accept, _where(factor < 1.0, 1.0, factor), _where(factor > 1.0, 1.0, factor))
+    return _where(accept, _clip(factor, 1.0, math.inf), _clip(factor, 0.0, 1.0))
 
 
 def starting_step(evaluate, y0: torch.Tensor, f0: torch.Tensor, error_order: int, rtol, atol, norm):
