@@ -241,7 +241,7 @@ def solve_neuralode(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torc
 
 def solve_neuralode_compiled(f: Counted, y0: torch.Tensor, p: Problem, mode: str) -> torch.Tensor | None:
     if not p.adaptive:
-        return None  # the compiled step is the adaptive one of the device loop
+        return None  # the compiled step is the adaptive one of the batched loop
     options = {"compile": True}
     if mode in ("forward", "direct"):
         return odeint(f, y0, times_for(y0, p), method=p.method, rtol=p.rtol, atol=p.atol, options=options)

@@ -5,7 +5,7 @@ Van der Pol, x'' = mu (1 - x^2) x' - x from (2, 0), with mu spread evenly over [
 256 samples, dopri5 at rtol = atol = 1e-6 over t in [0, 10] (5 outputs). Rows:
 
 * neuralode, shared step, the default loop (reads the error norm on the host at each attempt);
-* neuralode, shared step on the device loop, ``sync_every`` = 1 and 8;
+* neuralode, shared step on the batched loop, ``sync_every`` = 1 and 8;
 * neuralode, ``per_sample=True``;
 * torchdiffeq (shared step) and torchode (a step per sample, its default), when installed.
 
@@ -98,8 +98,8 @@ def main() -> None:
 
     runs = [
         ("neuralode, shared step (default loop)", solve_neuralode, {}),
-        ("neuralode, shared step, device loop, sync_every=1", solve_neuralode, {"sync_every": 1}),
-        ("neuralode, shared step, device loop, sync_every=8", solve_neuralode, {"sync_every": 8}),
+        ("neuralode, shared step, batched loop, sync_every=1", solve_neuralode, {"sync_every": 1}),
+        ("neuralode, shared step, batched loop, sync_every=8", solve_neuralode, {"sync_every": 8}),
         ("neuralode, per_sample=True (sync_every=1)", solve_neuralode, {"per_sample": True, "sync_every": 1}),
         ("neuralode, per_sample=True, sync_every=8", solve_neuralode, {"per_sample": True, "sync_every": 8}),
     ]

@@ -70,7 +70,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
             raise InvalidOptionError(f"with event_fn, t must hold 2 times (the start, and any later time for the "
                                      f"direction), got {len(problem.times)}")
         event = solver_event_fn(event_fn, problem)
-    attach_callbacks(problem, func, supported=() if setup.on_device else setup.solver.callbacks,
+    attach_callbacks(problem, func, supported=() if setup.batched else setup.solver.callbacks,
                      method=setup.solver.name)
 
     ys, event_s = strategy.solve(problem, setup, t, event, func, adjoint_params, adjoint)

@@ -37,7 +37,7 @@ from neuralode.ode.solvers.runge_kutta import ExplicitRungeKutta, _coefficients,
 from neuralode.ode.stats import SolveStats
 
 #: Options that route an adaptive explicit Runge-Kutta solve here.
-DEVICE_LOOP_OPTIONS = ("per_sample", "sync_every", "compile")
+BATCHED_LOOP_OPTIONS = ("per_sample", "sync_every", "compile")
 #: A step ends at the latest at the OUTPUTS_PER_STEP-th output time after its start, so that the
 #: outputs inside a step are a fixed number of dense-output evaluations, with no host read to
 #: count them. Solves with more outputs than that per natural step take a few more steps.
@@ -52,13 +52,13 @@ def default_sync_every(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
-def uses_device_loop(options: dict) -> bool:
+def uses_batched_loop(options: dict) -> bool:
     """Whether ``options`` send a solve here."""
     return bool(options.get("per_sample")) or options.get("sync_every") is not None or bool(options.get("compile"))
 
 
-def check_device_loop(solver, options: dict, prefix: str = "") -> None:
-    """Refuse the device loop's options where it cannot run, naming what to use instead."""
+def check_batched_options(solver, options: dict, prefix: str = "") -> None:
+    """Refuse the batched loop's options where it cannot run, naming what to use instead."""
     per_sample, sync_every = options.get("per_sample", False), options.get("sync_every")
     if not isinstance(per_sample, bool):
         raise InvalidOptionError(f"{prefix}option 'per_sample' must be True or False, got {per_sample!r}")
@@ -69,7 +69,7 @@ def check_device_loop(solver, options: dict, prefix: str = "") -> None:
     if not isinstance(compile_option, (bool, dict)):
         raise InvalidOptionError(f"{prefix}option 'compile' must be True, False or a dict of torch.compile "
                                  f"arguments (e.g. {{'mode': 'max-autotune'}}), got {compile_option!r}")
-    if not uses_device_loop(options):
+    if not uses_batched_loop(options):
         return
     if not isinstance(solver, ExplicitRungeKutta) or not solver.adaptive or solver.tableau.dense_stages:
         raise InvalidOptionError(
@@ -83,7 +83,7 @@ def check_device_loop(solver, options: dict, prefix: str = "") -> None:
                                  "'norm' cannot be applied per sample: drop one of them")
 
 
-def integrate_on_device(problem: Problem, solver, rtol, atol, norm, options: dict,
+def integrate_batched(problem: Problem, solver, rtol, atol, norm, options: dict,
                         stats: SolveStats) -> list[torch.Tensor]:
     """Solve ``problem`` (see the module's docstring); the state at each output time."""
     tab = solver.tableau

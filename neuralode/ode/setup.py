@@ -13,7 +13,7 @@ import torch
 
 from neuralode.ode import stats as _stats
 from neuralode.ode.controllers import ConstantSteps, PIDController, check_grid, uniform_grid
-from neuralode.ode.batched_loop import DEVICE_LOOP_OPTIONS, check_device_loop, integrate_on_device, uses_device_loop
+from neuralode.ode.batched_loop import BATCHED_LOOP_OPTIONS, check_batched_options, integrate_batched, uses_batched_loop
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.loop import Solution, integrate
 from neuralode.ode.methods import make_solver
@@ -27,7 +27,7 @@ from neuralode.ode.problem import (
 
 # Options of each kind of method (torchdiffeq's names; min_factor/max_factor are its dfactor/ifactor).
 ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "norm", "safety", "min_factor",
-                    "max_factor", "dfactor", "ifactor", "icoeff", "pcoeff", "dcoeff", "step_t", "jump_t", "dtype") + DEVICE_LOOP_OPTIONS
+                    "max_factor", "dfactor", "ifactor", "icoeff", "pcoeff", "dcoeff", "step_t", "jump_t", "dtype") + BATCHED_LOOP_OPTIONS
 FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_steps", "norm", "dtype")
 GRADIENT_OPTIONS = ("checkpoint_every",)  # gradient="checkpoint" only
 
@@ -91,7 +91,7 @@ def check_options(solver, options: dict | None, prefix: str = "") -> dict:
             options[key] = values
     if set(options.get("step_t") or ()) & set(options.get("jump_t") or ()):
         raise InvalidOptionError(f"{prefix}options 'step_t' and 'jump_t' must not share a time")
-    check_device_loop(solver, options, prefix)
+    check_batched_options(solver, options, prefix)
     solver.configure({k: options[k] for k in solver.extra_options if k in options}, prefix)
     return options
 
@@ -118,9 +118,9 @@ class Setup:
         return self.options.get("interp", "linear")
 
     @property
-    def on_device(self) -> bool:
+    def batched(self) -> bool:
         """Whether solves run in ``batched_loop.py`` (per-sample steps, or fewer host reads)."""
-        return uses_device_loop(self.options)
+        return uses_batched_loop(self.options)
 
     def controller(self, problem: Problem, t: torch.Tensor | None, event: bool, rtol, atol):
         """The step-size controller of one solve; ``rtol``, ``atol`` in the flat state's layout."""
@@ -152,12 +152,12 @@ class Setup:
     def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
         o = self.options
         rtol, atol = (flat_tolerance(tol, problem, problem.y0) for tol in (self.rtol, self.atol))
-        if self.on_device:
+        if self.batched:
             if event_fn is not None or on_accept is not None:
                 raise InvalidOptionError("options 'per_sample'/'sync_every' do not support event_fn or "
                                          "gradient='checkpoint'; drop them or use the default loop")
             norm = o.get("_norm") or make_norm(o.get("norm"), problem)
-            return Solution(integrate_on_device(problem, self.solver, rtol, atol, norm, o, stats))
+            return Solution(integrate_batched(problem, self.solver, rtol, atol, norm, o, stats))
         # a solver that needs the tolerances, or steps its own way, may change the controller
         controller = self.solver.prepare(self.controller(problem, t, event_fn is not None, rtol, atol), rtol, atol, problem)
         return integrate(problem, self.solver, controller, stats, interp=self.interp,

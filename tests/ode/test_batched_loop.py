@@ -98,7 +98,7 @@ def test_func_receives_each_samples_own_time():
 
 
 @pytest.mark.parametrize("sync_every", [1, 3])
-def test_the_device_loop_on_one_row_takes_the_host_loops_steps(sync_every):
+def test_the_batched_loop_on_one_row_takes_the_host_loops_steps(sync_every):
     func = MLPField()
     y0 = torch.randn(5, 2, dtype=D, generator=torch.Generator().manual_seed(1))
     t = torch.linspace(0, 2, 4, dtype=D)
@@ -188,7 +188,7 @@ def test_decreasing_times_and_tuple_states():
     (dict(options={"per_sample": True}, gradient="adjoint", adjoint_options={"per_sample": True}), "no batch rows"),
     (dict(gradient="adjoint", adjoint_options={"compile": True}), "adjoint_options 'compile' cannot apply"),
 ])
-def test_bad_device_loop_options_are_named(kwargs, message):
+def test_bad_batched_loop_options_are_named(kwargs, message):
     with pytest.raises(InvalidOptionError, match=message):
         odeint(MLPField(), torch.zeros(2, 2, dtype=D), torch.tensor([0.0, 1.0], dtype=D), **kwargs)
 
@@ -224,7 +224,7 @@ def test_per_sample_on_cuda_equals_cpu():
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-9)
 
 
-def test_the_adjoint_backward_on_the_device_loop_takes_the_default_loops_steps():
+def test_the_adjoint_backward_on_the_batched_loop_takes_the_default_loops_steps():
     func = MLPField()
     y0 = torch.randn(4, 2, dtype=D, generator=torch.Generator().manual_seed(5), requires_grad=True)
     t = torch.linspace(0, 2, 5, dtype=D)
