@@ -95,8 +95,9 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                 raise stalled_solve_error(where(t), stats.n_accepted, h_next, method, not math.isfinite(ratio))
         else:
             stats.n_accepted += 1
-            if getattr(step, "order", 0):  # a variable-order step says which order it took
-                stats.orders.append(step.order)
+            order = solver.order_taken(step)
+            if order:  # a variable-order method
+                stats.orders.append(order)
             if "callback_accept_step" in callbacks:
                 callbacks["callback_accept_step"](t, y, step_size)
             y1 = step.y1

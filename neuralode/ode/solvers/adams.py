@@ -295,6 +295,9 @@ class AdaptiveAdams(Solver):
         _check_int(options, "max_order", 2, MAX_ORDER, prefix)
         self.max_order = self.order = options.get("max_order", self.max_order)
 
+    def order_taken(self, step: AdamsStep) -> int:
+        return step.order
+
     def prepare(self, controller, rtol, atol, problem):
         """The controller's tolerances and norm: the order is chosen inside ``step``, so that a
         replayed step (checkpointed gradient) chooses the same order as the forward solve."""

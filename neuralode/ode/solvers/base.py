@@ -47,6 +47,10 @@ class Solver(ABC):
     def count_into(self, stats) -> None:
         """Add the solver's own counts (Jacobians, factorisations) to a solve's statistics."""
 
+    def order_taken(self, step) -> int:
+        """The order an accepted step took, for ``SolveStats.orders``; 0: a fixed-order method."""
+        return 0
+
     def slope_of(self, carried) -> torch.Tensor:
         """The slope at the current point, from what ``init``/``next_init`` returned."""
         return carried

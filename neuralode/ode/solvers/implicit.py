@@ -124,6 +124,7 @@ class ImplicitRungeKutta(TableauSolver):
         self.jacobian = "auto"
         self._tolerances = None  # (rtol, atol) of the solve, from ``prepare``
         self._exact_jacobian = None  # the problem's own Jacobian, from ``prepare``
+        self._user_time = lambda s: s  # solver time -> the user's, from ``prepare``
         self._reset()
 
     def prepare(self, controller, rtol, atol, problem):
@@ -131,6 +132,7 @@ class ImplicitRungeKutta(TableauSolver):
         the problem's exact Jacobian where it has one."""
         self._tolerances = (rtol, atol) if self.adaptive else None
         self._exact_jacobian = problem.jacobian if problem.user_jacobian is not None else None
+        self._user_time = problem.user_time  # for messages
         return controller
 
     def configure(self, options: dict, prefix: str = "") -> None:
@@ -403,7 +405,7 @@ class ImplicitRungeKutta(TableauSolver):
             z, info = self._newton(field, t, y.detach(), h, f0.detach(), perturb_end)
         if z is None:
             if not self.adaptive:
-                where = getattr(getattr(field, "__self__", None), "user_time", lambda s: s)
+                where = self._user_time
                 raise NewtonError(
                     f"method {self.name!r}: Newton's iteration for the step from t={where(t):.6g} with step size "
                     f"{h:.3g} failed: {info}, even with a fresh Jacobian and full Newton. The step is too large for the implicit "
