@@ -66,6 +66,7 @@ class Case:
     message: str  # a regular expression the error must match
     base: tuple[str, ...] = SPIRAL
     setup: Callable[[Path, Path], Path | None] | None = None  # (tmp, trained run) -> an existing run folder
+    run_dir: str | None = None  # hydra.run.dir ("{tmp}" as above); None: <tmp>/run or the setup's folder
 
 
 # ---- setups: files and folders a case refers to ---------------------------------------------
@@ -103,6 +104,10 @@ def used_run_folder(tmp: Path, trained: Path) -> Path:
     return tmp / "used"
 
 
+def a_file(tmp: Path, trained: Path) -> None:
+    (tmp / "afile").write_text("not a folder\n")
+
+
 def empty_folder(tmp: Path, trained: Path) -> Path:
     (tmp / "empty_run").mkdir()
     return tmp / "empty_run"
@@ -120,7 +125,19 @@ CASES = [
     pytest.param(Case(("+model.net.foo=1",), r"model.net.foo is not an argument of neuralode.models.latent_ode.LatentODE; its arguments: obs_dim"), id="model-key-added"),
     pytest.param(Case(("+optim.optimizer.momentum=0.9",), r"optim.optimizer.momentum is not an argument of torch.optim.Adam; its arguments: lr"), id="optimizer-key-added"),
     pytest.param(Case(("solver.options.checkpoint_every=0",), r"To append to your config use \+solver.options.checkpoint_every=0"), id="solver-option-without-plus"),
-    pytest.param(Case(("experiment=nope",), r"Could not find 'experiment/nope'; available options in 'experiment': cnf_density_matching, .*mnist_odenet"), id="unknown-experiment"),
+    pytest.param(Case(("experiment=nope",), r"experiment='nope' is not an option of the experiment group; its options: cnf_density_matching, .*mnist_odenet"), id="unknown-experiment"),
+    pytest.param(Case(("solver=3",), r"solver='3' is not an option of the solver group; its options: adams, dopri5"), id="group-option-a-number"),
+    pytest.param(Case(("-m", "experiment=latent_ode_spiral,nope"), r"experiment='nope' is not an option of the experiment group"), id="sweep-unknown-experiment"),
+    pytest.param(Case((), r"hydra.run.dir is empty, which would write the run into the current directory", run_dir=""), id="run-dir-empty"),
+    pytest.param(Case((), r"hydra.run.dir=.*afile/run lies below .*afile, which is a file", setup=a_file, run_dir="{tmp}/afile/run"), id="run-dir-below-a-file"),
+    pytest.param(Case((), r"hydra.run.dir=/proc/nope/run: cannot write in /proc", run_dir="/proc/nope/run"), id="run-dir-not-writable"),
+    pytest.param(Case(("seed=1180591620717411303424",), r"seed must be an integer in \[0, 2\^64\), got 1180591620717411303424"), id="seed-too-large"),
+    pytest.param(Case(("optim=sgd", "optim.scheduler.gamma=-1"), r"optim.scheduler.gamma must be a positive number"), id="scheduler-gamma-negative"),
+    pytest.param(Case(("optim=sgd", "optim.scheduler.milestones=abc"), r"optim.scheduler.milestones must be a list of increasing"), id="scheduler-milestones-text"),
+    pytest.param(Case(("optim=sgd", "optim.optimizer.momentum=-1"), r"optim.optimizer.momentum must be a number >= 0, got -1"), id="momentum-negative"),
+    pytest.param(Case(("optim=sgd", "optim.optimizer.weight_decay=-1"), r"optim.optimizer.weight_decay must be a number >= 0"), id="weight-decay-negative"),
+    pytest.param(Case(("data.train_on_whole_curve=2",), r"data.train_on_whole_curve must be true or false, got 2"), id="data-bool-given-int"),
+    pytest.param(Case(("solver.method=scipy_solver", "solver.gradient=direct"), r"solver.method=scipy_solver passes no gradient through its steps, so solver.gradient=direct cannot train"), id="scipy-solver-direct"),
     pytest.param(Case(("seed=abc",), r"seed=abc: Value 'abc' of type 'str' could not be converted to Integer"), id="seed-not-int"),
     pytest.param(Case(("solver.rtol=abc",), r"solver.rtol=abc: Value 'abc' of type 'str' could not be converted to Float"), id="rtol-not-float"),
     pytest.param(Case(("trainer.progress_bar=maybe",), r"trainer.progress_bar=maybe: Value 'maybe' is not a valid bool"), id="progress-bar-not-bool"),
@@ -264,10 +281,15 @@ def test_bad_input_is_refused_before_the_run_folder_exists(case: Case, tmp_path,
     run_dir = tmp_path / "run"
     if case.setup is not None:
         run_dir = case.setup(tmp_path, trained_run) or run_dir
+    run_dir_arg = str(run_dir) if case.run_dir is None else case.run_dir.format(tmp=tmp_path)
     before = snapshot(run_dir)
+    cwd = tmp_path / "cwd"  # an empty hydra.run.dir would write here
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     args = [arg.format(tmp=tmp_path, ckpt=trained_run / "last.pt") for arg in case.args]
-    code, err = run_train_cli([*case.base, *args, f"hydra.run.dir={run_dir}", f"paths.output_dir={tmp_path}/outputs"],
+    code, err = run_train_cli([*case.base, *args, f"hydra.run.dir={run_dir_arg}", f"paths.output_dir={tmp_path}/outputs"],
                               monkeypatch, capsys)
+    assert not any(cwd.iterdir()), "something was written into the current directory"
 
     assert "Traceback" not in err, err
     assert code == 2, f"exit status {code}, stderr:\n{err}"

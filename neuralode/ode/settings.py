@@ -65,6 +65,13 @@ class SolverSettings:
         adjoint = AdjointSettings(self.adjoint_method, self.adjoint_rtol, self.adjoint_atol,
                                   self.adjoint_options or None)  # {} is the config's "none given"
         check_gradient_arguments(self.gradient, self.options, adjoint, self.method, prefix="solver.")
+        from neuralode.ode.methods import make_solver
+
+        if GRADIENTS[self.gradient].through_solver and not make_solver(self.method).differentiable:
+            raise InvalidOptionError(
+                f"solver.method={self.method} passes no gradient through its steps, so solver.gradient="
+                f"{self.gradient} cannot train with it; set solver.gradient=adjoint (the backward solve runs "
+                "it too) or choose a differentiable method (e.g. solver.method=dopri5)")
         if self.gradient != "adjoint":
             return self
         a_method = self.adjoint_method or self.method

@@ -152,6 +152,12 @@ def check_trainer_settings(s: TrainerConfig, scheduler_interval: str, device: An
                           "use trainer.precision=bf16 on CPU")
 
 
+def check_seed(seed: Any) -> None:
+    """torch takes seeds below 2^64 (numpy gets the seed mod 2^32): a larger one failed mid-start-up."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
+        raise ConfigError(f"seed must be an integer in [0, 2^64), got {seed!r}")
+
+
 def check_logger_settings(s: LoggerConfig) -> None:
     for key in ("log_every_n_steps", "figures_every_n_evals"):
         if getattr(s, key) < 1:
@@ -163,6 +169,49 @@ def check_lr(lr: Any) -> None:
     and anything that is not a finite number."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"optim.optimizer.lr must be a positive number, got {lr!r}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _milestones(v: Any) -> bool:
+    return (isinstance(v, (list, tuple)) and all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in v)
+            and list(v) == sorted(set(v)))
+
+
+#: optim.optimizer / optim.scheduler arguments torch takes without complaint (or with a
+#: traceback mid-run) that make no sense: each key's rule, and the words that say it.
+_OPTIM_RULES = {
+    "momentum": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "dampening": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "eps": (lambda v: _number(v) and v > 0, "a positive number"),
+    "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+              "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    "gamma": (lambda v: _number(v) and v > 0, "a positive number (the factor on the learning rate)"),
+    "milestones": (lambda v: _milestones(v) or (isinstance(v, (list, tuple)) and bool(v) and all(map(_milestones, v))),
+                   "a list of increasing epoch (or step) numbers, e.g. [60, 100] (or one such list per "
+                   "parameter group)"),
+    "T_max": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "eta_min": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "step_size": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+}
+
+
+def check_optim_settings(optim: Any) -> None:
+    """``optim.optimizer`` and ``optim.scheduler`` (plain dicts, resolved): the learning rate
+    and the arguments of :data:`_OPTIM_RULES`, each named with what it must be."""
+    for part in ("optimizer", "scheduler"):
+        node = optim.get(part) if isinstance(optim, dict) else None
+        if not isinstance(node, dict):
+            continue
+        if part == "optimizer" and "lr" in node:
+            check_lr(node["lr"])
+        for key, value in node.items():
+            rule = _OPTIM_RULES.get(key)
+            if rule is not None and value is not None and not rule[0](value):
+                raise ConfigError(f"optim.{part}.{key} must be {rule[1]}, got {value!r}")
 
 
 def check_optimizer(optimizer: Any) -> None:

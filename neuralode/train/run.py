@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from neuralode.train.config import (
     TrainerConfig,
     UserError,
     check_override_keys,
+    config_groups,
     compose,
     register_configs,
     upgrade_stored_config,
@@ -158,7 +160,7 @@ def check_train_config(cfg: DictConfig) -> None:
 
     from hydra.errors import InstantiationException
 
-    from neuralode.train.config import check_logger_settings, check_lr, check_trainer_settings
+    from neuralode.train.config import check_logger_settings, check_optim_settings, check_seed, check_trainer_settings
     from neuralode.train.seeding import resolve_device
     from neuralode.train.targets import check_targets
 
@@ -172,9 +174,8 @@ def check_train_config(cfg: DictConfig) -> None:
     check_logger_settings(LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)))
     _check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
-    lr = OmegaConf.select(cfg, "optim.optimizer.lr")
-    if lr is not None:
-        check_lr(lr)
+    check_optim_settings(OmegaConf.to_container(cfg.optim, resolve=True))
+    check_seed(cfg.seed)
 
     def check_arguments(node: Any, key: str) -> None:
         """Keys of a ``_target_`` node that its class does not take, named with those it does."""
@@ -183,13 +184,21 @@ def check_train_config(cfg: DictConfig) -> None:
         target = node.get("_target_")
         if isinstance(target, str):  # an allowed class (check_targets above)
             module, _, name = target.rpartition(".")
-            parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+            built = getattr(importlib.import_module(module), name)
+            try:
+                parameters = inspect.signature(built, eval_str=True).parameters
+            except (NameError, TypeError):  # an annotation that does not resolve: names only
+                parameters = inspect.signature(built).parameters
             if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
                 valid = [p for p in parameters if p not in ("self", "params", "optimizer")]
                 for arg in node:
                     if not arg.startswith("_") and arg not in valid:
                         raise ConfigError(f"{key}.{arg} is not an argument of {target}; its arguments: "
                                           f"{', '.join(valid)}")
+            for arg, value in node.items():
+                expected = parameters[arg].annotation if arg in parameters else None
+                if not _plain_type_fits(expected, value):
+                    raise ConfigError(f"{key}.{arg} must be {_TYPE_WORDS[expected]}, got {value!r}")
         for arg, value in node.items():
             check_arguments(value, f"{key}.{arg}")
 
@@ -203,6 +212,24 @@ def check_train_config(cfg: DictConfig) -> None:
             key = text.rsplit("full_key: ", 1)[1].strip() if "full_key: " in text else where
             target = f" ({text.split(chr(39))[1]})" if text.startswith("Error in call to target '") else ""
             raise ConfigError(f"cannot build {key}{target}: {error.__cause__ or text}") from None
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _plain_type_fits(expected: Any, value: Any) -> bool:
+    """Whether ``value`` fits an argument annotated ``bool``, ``int``, ``float`` or ``str``
+    (other annotations, and null, are the class's to check): Python itself would take
+    ``augment=2`` or ``download='no'`` as true."""
+    if expected not in _TYPE_WORDS or value is None or (isinstance(value, str) and "${" in value):
+        return True  # an interpolation is checked once resolved, by the class
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
 
 
 def _check_numbers(node: Any, where: str) -> None:
@@ -416,10 +443,30 @@ def run_name(experiment_name: str, args: list[str]) -> str | None:
     return experiment_name + "".join(f"-{group}_{choice}" for group, choice in swapped)
 
 
+def check_group_choices(args: list[str]) -> None:
+    """``group=option`` arguments (and a sweep's ``group=a,b``) name options that exist, in
+    one line naming the group's options: Hydra says so in many lines, or for ``solver=3`` with
+    a traceback."""
+    groups = set(config_groups())
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+")
+        if not sep or key not in groups or any(c in value for c in "()[]{}$"):
+            continue
+        options = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
+        if not options:  # a group of sub-folders (recipe/<scale>/...)
+            continue
+        for choice in value.split(","):
+            if choice.strip() not in options:
+                raise ConfigError(f"{key}={choice.strip()!r} is not an option of the {key} group; its options: "
+                                  f"{', '.join(options)}")
+
+
 def _precheck_train(args: list[str]) -> list[str]:
     """Compose and check the config before Hydra creates the run folder, so that a bad setting
     leaves nothing behind; returns overrides to add (the run's name). Sweeps (-m) are checked
-    per job, inside their own runs."""
+    per job, inside their own runs, after their group choices are checked here."""
+    check_group_choices(args)
     if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in args):
         return []
     from hydra.errors import HydraException
@@ -434,12 +481,33 @@ def _precheck_train(args: list[str]) -> list[str]:
     if extra:
         cfg = compose("train", args + extra, return_hydra_config=True)
     container = OmegaConf.to_container(cfg, resolve=False)
-    run_dir = Path(str(cfg.hydra.run.dir))
+    run_dir = check_run_dir(str(cfg.hydra.run.dir))
     container.pop("hydra")  # the schema does not know it
     plain = OmegaConf.create(container)
     check_train_config(plain)
     resume_point(plain, run_dir)  # before Hydra writes its .hydra/ and train.log into the folder
     return extra
+
+
+def check_run_dir(text: str) -> Path:
+    """The run folder ``hydra.run.dir`` names, if it can be made: not empty (which would train
+    into the current directory), not below a file, and inside a folder that takes new entries
+    (tried with a temporary folder, removed again; the run folder itself is Hydra's to make)."""
+    if not text.strip():
+        raise ConfigError("hydra.run.dir is empty, which would write the run into the current directory; give a "
+                          "folder (hydra.run.dir=outputs/my_run) or leave it out")
+    run_dir = Path(text).expanduser()
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"hydra.run.dir={text} lies below {existing}, which is a file; choose another folder")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".neuralode-check-").cleanup()
+    except OSError as error:
+        raise ConfigError(f"hydra.run.dir={text}: cannot write in {existing} ({error.strerror}); "
+                          "choose a writable folder") from None
+    return run_dir
 
 
 def override_error_line(error: Exception) -> str:
