@@ -35,12 +35,14 @@ from torch import nn
 from neuralode.ode import (
     AdjointParamsError,
     InvalidOptionError,
+    NonFiniteStateError,
     InvalidTimeError,
     SolverSettings,
     StateMismatchError,
     odeint,
     odeint_adjoint,
 )
+from neuralode.ode.sde import sdeint
 from neuralode.train.config import compose
 from neuralode.train.run import train, train_cli
 
@@ -351,6 +353,15 @@ ODE_CASES = [
     pytest.param(lambda: odeint(decay, Y0, torch.tensor([0.0, 1.0, 0.5])), InvalidTimeError, r"strictly", id="t-not-monotone"),
     pytest.param(lambda: odeint(decay, torch.ones(2, dtype=torch.long), T), StateMismatchError, r"y0 must be a floating-point tensor, got dtype torch.int64", id="y0-integer"),
     pytest.param(lambda: odeint(lambda t, y: torch.zeros(3), Y0, T), StateMismatchError, r"func returned .*3.*2|shape", id="func-wrong-shape"),
+    pytest.param(lambda: odeint(decay, torch.ones(0), T), StateMismatchError, r"y0 has no elements \(shape \(0,\)\)", id="y0-empty"),
+    pytest.param(lambda: odeint(decay, torch.ones(2, dtype=torch.float16), T), InvalidOptionError, r"y0 is torch.float16, whose precision cannot resolve rtol=1e-07 .*give y0 in float32", id="y0-float16-adaptive"),
+    pytest.param(lambda: odeint(decay, Y0, T, event_fn=lambda t, y: bool(y[0] > 0.5)), InvalidOptionError, r"event_fn\(t, y\) must return a floating-point tensor .*got bool", id="event-fn-bool"),
+    pytest.param(lambda: odeint(decay, torch.ones(3), T, atol=torch.full((2,), 1e-6)), InvalidOptionError, r"atol has shape \(2,\), which does not broadcast to the state's shape \(3,\)", id="atol-wrong-shape"),
+    pytest.param(lambda: odeint_adjoint(decay, Y0, T, adjoint_params=[1.0]), AdjointParamsError, r"adjoint_params\[0\] is a float, not a tensor", id="adjoint-params-not-tensors"),
+    pytest.param(lambda: odeint(decay, Y0, T, method="rk4", options={"step_size": 1e-9}), InvalidOptionError, r"step_size=1e-09 over \[t=0, t=1\] makes 1,000,000,000 steps, more than max_num_steps=1,000,000", id="grid-too-long"),
+    pytest.param(lambda: sdeint(decay, lambda t, y: 0.1 * torch.ones_like(y), Y0, T, dt=1e-9), InvalidOptionError, r"dt=1e-09 over \[t=0, t=1\] makes 1,000,000,000 steps, more than max_num_steps", id="sde-grid-too-long"),
+    pytest.param(lambda: sdeint(decay, lambda t, y: 0.1 * torch.ones_like(y), torch.full((2,), math.nan), T, dt=0.1), NonFiniteStateError, r"the initial state or its derivative is non-finite", id="sde-y0-nan"),
+    pytest.param(lambda: SolverSettings.from_any({"method": "scipy_solver", "gradient": "direct"}), InvalidOptionError, r"solver.method=scipy_solver passes no gradient through its steps", id="settings-scipy-direct"),
     pytest.param(lambda: SolverSettings.from_any({"adjoint": True}), InvalidOptionError, r"unknown solver setting\(s\) \['adjoint'\]; valid: .*\('adjoint: true/false' is now 'gradient: adjoint/direct'\)", id="settings-renamed-adjoint"),
     pytest.param(lambda: SolverSettings.from_any({"gradient": "direct", "adjoint_rtol": 1e-3}), InvalidOptionError, r"solver.adjoint_rtol applies to gradient='adjoint' only, not gradient='direct'", id="settings-adjoint-rtol-direct"),
     pytest.param(lambda: SolverSettings.from_any({"gradient": "direct", "options": {"checkpoint_every": 5}}), InvalidOptionError, r"checkpoint_every.*gradient", id="settings-checkpoint-every-direct"),

@@ -13,7 +13,7 @@ from torch import nn
 from neuralode.ode.errors import InvalidOptionError
 from neuralode.ode.gradients import GRADIENTS
 from neuralode.ode.problem import Problem, attach_callbacks, make_problem
-from neuralode.ode.setup import AdjointSettings, check_gradient_arguments, make_setup
+from neuralode.ode.setup import AdjointSettings, check_gradient_arguments, check_state_precision, make_setup
 
 
 def solver_event_fn(event_fn: Callable, problem: Problem) -> Callable:
@@ -21,7 +21,13 @@ def solver_event_fn(event_fn: Callable, problem: Problem) -> Callable:
     changes sign when the first of them does (each is made positive at the start)."""
     def scalar(s, y):
         t = torch.tensor(problem.user_time(s), dtype=y.dtype, device=y.device)
-        return event_fn(t, problem.user_state(y))
+        value = event_fn(t, problem.user_state(y))
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            got = f"a tensor of {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InvalidOptionError(f"event_fn(t, y) must return a floating-point tensor (one value, or one per "
+                                     f"event) whose sign change ends the solve, got {got}; e.g. return y[0] - 1, "
+                                     "not a comparison such as y[0] > 1")
+        return value
 
     with torch.no_grad():
         signs = torch.sign(scalar(problem.times[0], problem.y0).detach())
@@ -61,6 +67,7 @@ def odeint(func: Callable, y0, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method:
     adjoint = AdjointSettings(adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options)
     problem = make_problem(func, y0, t)
     setup = make_setup(method, rtol, atol, options, problem.shapes)
+    check_state_precision(setup, problem.y0)
     check_gradient_arguments(gradient, setup.options, adjoint, method)
     if strategy.through_solver and not setup.solver.differentiable and torch.is_grad_enabled():
         _refuse_gradient_through(setup.solver.name, problem, t, func, adjoint_params, gradient, named)

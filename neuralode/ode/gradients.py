@@ -27,7 +27,12 @@ def default_params(func, adjoint_params, gradient: str) -> tuple[torch.Tensor, .
                 f"gradient={gradient!r} cannot find the parameters to differentiate: func is not an nn.Module. "
                 "Pass adjoint_params=(tensors...) (or adjoint_params=() if there are none)")
         adjoint_params = tuple(func.parameters())
-    return tuple(p for p in adjoint_params if isinstance(p, torch.Tensor) and p.requires_grad)
+    adjoint_params = tuple(adjoint_params)
+    for i, p in enumerate(adjoint_params):
+        if not isinstance(p, torch.Tensor):
+            raise AdjointParamsError(f"adjoint_params[{i}] is a {type(p).__name__}, not a tensor; pass the tensors to "
+                                     "differentiate, e.g. tuple(model.parameters())")
+    return tuple(p for p in adjoint_params if p.requires_grad)
 
 
 class GradientStrategy:

@@ -79,85 +79,91 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     # an output is finite is gathered on the device and read once, at the end.
     finite = None
     output_steps = [0]  # accepted steps by each output: for the error message only
-    while True:
-        t1, jump = controller.next_time(t, h, t_end)
-        step_size = t1 - t
-        if "callback_step" in callbacks:
-            callbacks["callback_step"](t, y, step_size)
-        step = solver.step(f, t, y, step_size, f0, perturb_end=jump or perturb)
-        accept, h_next, ratio = controller.adapt(solver, step, t, step_size, y)
-        attempts += 1
-        if not accept:
-            stats.n_rejected += 1
-            if "callback_reject_step" in callbacks:
-                callbacks["callback_reject_step"](t, y, step_size)
-            if controller.underflow(t, h_next, span):
-                raise stalled_solve_error(where(t), stats.n_accepted, h_next, method, not math.isfinite(ratio))
-        else:
-            stats.n_accepted += 1
-            order = solver.order_taken(step)
-            if order:  # a variable-order method
-                stats.orders.append(order)
-            if "callback_accept_step" in callbacks:
-                callbacks["callback_accept_step"](t, y, step_size)
-            y1 = step.y1
-            if not controller.adaptive and event_fn is not None and _nonfinite(y1):  # the event reads anyway
-                raise NonFiniteStateError(
-                    f"the state became non-finite (NaN/inf) between {where(t)} and {where(t1)} (by step "
-                    f"{stats.n_accepted}, method {method}); try a smaller {solver.step_size_option}, or check func "
-                    "for values that blow up")
-            record = AcceptedStep(t, t1, start, jump or perturb)
-            interpolant = None
-
-            def interpolate(s: float | list[float]):
-                nonlocal interpolant
-                if interpolant is None:
-                    interpolant = step_interpolant(solver, controller.adaptive, interp, f, t, step_size, y, step)
-                return interpolant.at(s) if isinstance(s, list) else interpolant(s)
-
-            done = False
-            if event_fn is not None:
-                with torch.no_grad():
-                    changed = torch.sign(event_fn(t1, y1)) != sign0
-                if changed:
-                    t_event = find_event(interpolate, event_fn, sign0, t, t1)
-                    if torch.is_grad_enabled():
-                        interpolant = None  # the search built it without a graph
-                    ys.append(y1 if t_event == t1 else interpolate(t_event))
-                    record.outputs.append((1, t_event))
-                    done = True
+    try:
+        while True:
+            t1, jump = controller.next_time(t, h, t_end)
+            step_size = t1 - t
+            if "callback_step" in callbacks:
+                callbacks["callback_step"](t, y, step_size)
+            step = solver.step(f, t, y, step_size, f0, perturb_end=jump or perturb)
+            accept, h_next, ratio = controller.adapt(solver, step, t, step_size, y)
+            attempts += 1
+            if not accept:
+                stats.n_rejected += 1
+                if "callback_reject_step" in callbacks:
+                    callbacks["callback_reject_step"](t, y, step_size)
+                if controller.underflow(t, h_next, span):
+                    raise stalled_solve_error(where(t), stats.n_accepted, h_next, method, not math.isfinite(ratio))
             else:
-                inside = []
-                while i_out < len(times) and times[i_out] <= t1:
-                    inside.append((i_out, times[i_out]))
-                    i_out += 1
-                if inside:  # all of this step's outputs in one product
-                    ys.extend(outputs_at(interpolate, [s for _, s in inside], t1, y1))
-                    record.outputs.extend(inside)
-                    output_steps.extend([stats.n_accepted] * len(inside))
-                    if not controller.adaptive:
-                        ok = torch.isfinite(y1).all()
-                        finite = ok if finite is None else finite & ok
-                done = i_out == len(times)
-            if done:
-                if finite is not None and not bool(finite):
-                    raise _nonfinite_outputs(ys, output_steps, problem, solver)
-                stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
-                solver.count_into(stats)  # implicit methods count Jacobians and LU factorisations
+                stats.n_accepted += 1
+                order = solver.order_taken(step)
+                if order:  # a variable-order method
+                    stats.orders.append(order)
+                if "callback_accept_step" in callbacks:
+                    callbacks["callback_accept_step"](t, y, step_size)
+                y1 = step.y1
+                if not controller.adaptive and event_fn is not None and _nonfinite(y1):  # the event reads anyway
+                    raise NonFiniteStateError(
+                        f"the state became non-finite (NaN/inf) between {where(t)} and {where(t1)} (by step "
+                        f"{stats.n_accepted}, method {method}); try a smaller {solver.step_size_option}, or check func "
+                        "for values that blow up")
+                record = AcceptedStep(t, t1, start, jump or perturb)
+                interpolant = None
+
+                def interpolate(s: float | list[float]):
+                    nonlocal interpolant
+                    if interpolant is None:
+                        interpolant = step_interpolant(solver, controller.adaptive, interp, f, t, step_size, y, step)
+                    return interpolant.at(s) if isinstance(s, list) else interpolant(s)
+
+                done = False
+                if event_fn is not None:
+                    with torch.no_grad():
+                        changed = torch.sign(event_fn(t1, y1)) != sign0
+                    if changed:
+                        t_event = find_event(interpolate, event_fn, sign0, t, t1)
+                        if torch.is_grad_enabled():
+                            interpolant = None  # the search built it without a graph
+                        ys.append(y1 if t_event == t1 else interpolate(t_event))
+                        record.outputs.append((1, t_event))
+                        done = True
+                else:
+                    inside = []
+                    while i_out < len(times) and times[i_out] <= t1:
+                        inside.append((i_out, times[i_out]))
+                        i_out += 1
+                    if inside:  # all of this step's outputs in one product
+                        ys.extend(outputs_at(interpolate, [s for _, s in inside], t1, y1))
+                        record.outputs.extend(inside)
+                        output_steps.extend([stats.n_accepted] * len(inside))
+                        if not controller.adaptive:
+                            ok = torch.isfinite(y1).all()
+                            finite = ok if finite is None else finite & ok
+                    done = i_out == len(times)
+                if done:
+                    if finite is not None and not bool(finite):
+                        raise _nonfinite_outputs(ys, output_steps, problem, solver)
+                    stats.next_step = h_next  # the controller's proposal: a warm start for a follow-on solve
+                    solver.count_into(stats)  # implicit methods count Jacobians and LU factorisations
+                    if on_accept is not None:
+                        on_accept(record, y1, None)
+                    return Solution(ys, t_event if event_fn is not None else None)
+                start = 1 if (jump or perturb) else 0
+                f0 = solver.next_init(f, t1, step, start)
                 if on_accept is not None:
-                    on_accept(record, y1, None)
-                return Solution(ys, t_event if event_fn is not None else None)
-            start = 1 if (jump or perturb) else 0
-            f0 = solver.next_init(f, t1, step, start)
-            if on_accept is not None:
-                on_accept(record, y1, f0)
-            t, y = t1, y1
-        h = h_next
-        if attempts >= max_num_steps and (controller.adaptive or event_fn is not None):
-            raise MaxStepsExceededError(
-                f"reached max_num_steps={max_num_steps} at {where(t)} of [{where(times[0])}, "
-                f"{where(t_end) if math.isfinite(t_end) else 'the event'}] with step {h:.3g} (method {method}); "
-                "raise options['max_num_steps'], loosen the tolerances, or check whether the dynamics are stiff")
+                    on_accept(record, y1, f0)
+                t, y = t1, y1
+            h = h_next
+            if attempts >= max_num_steps and (controller.adaptive or event_fn is not None):
+                raise MaxStepsExceededError(
+                    f"reached max_num_steps={max_num_steps} at {where(t)} of [{where(times[0])}, "
+                    f"{where(t_end) if math.isfinite(t_end) else 'the event'}] with step {h:.3g} (method {method}); "
+                    "raise options['max_num_steps'], loosen the tolerances, or check whether the dynamics are stiff")
+    except KeyboardInterrupt as stop:  # Ctrl-C (or SIGTERM in the trainer): say where the solve was
+        stop.add_note(f"interrupted inside an ODE solve at {where(t)} of [{where(times[0])}, "
+                      f"{where(t_end) if math.isfinite(t_end) else 'the event'}], after {stats.n_accepted} accepted "
+                      f"steps of {method} (step {h:.3g})")
+        raise
 
 
 def _nonfinite_outputs(ys: list[torch.Tensor], output_steps: list[int], problem: Problem,

@@ -77,6 +77,8 @@ def flatten_state(y0) -> tuple[torch.Tensor, list[int] | None, list[torch.Size] 
     if isinstance(y0, torch.Tensor):
         if not torch.is_floating_point(y0):
             raise StateMismatchError(f"y0 must be a floating-point tensor, got dtype {y0.dtype}")
+        if y0.numel() == 0:
+            raise StateMismatchError(f"y0 has no elements (shape {tuple(y0.shape)}): there is nothing to solve")
         return y0, None, None
     if not isinstance(y0, (tuple, list)) or not y0 or not all(isinstance(y, torch.Tensor) for y in y0):
         raise StateMismatchError(f"y0 must be a tensor or a non-empty tuple of tensors, got {type(y0).__name__}")
@@ -233,15 +235,26 @@ def _all_zero(tol) -> bool:
     return tol == 0
 
 
-def flat_tolerance(tol, problem: Problem, like: torch.Tensor):
-    """A tolerance in the flat state's layout: a float, or a tensor broadcastable to it."""
-    if isinstance(tol, tuple):  # one per tensor of a tuple state
-        parts = [torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(s).reshape(-1)
-                 for v, s in zip(tol, problem.shapes)]
-        return torch.cat(parts)
-    if isinstance(tol, torch.Tensor):
-        return tol.to(like.dtype, like.device).expand_as(like) if problem.shapes is None else tol.to(like)
-    return tol
+def flat_tolerance(tol, problem: Problem, like: torch.Tensor, name: str = "tolerance"):
+    """A tolerance (``name``: rtol or atol) in the flat state's layout: a float; a tensor that
+    broadcasts to the state's shape (for a tuple state: to the flat state); or one per tensor
+    of a tuple state."""
+    if not isinstance(tol, (tuple, torch.Tensor)):
+        return tol
+    if isinstance(tol, torch.Tensor) and problem.shapes is not None:
+        parts, shapes = (tol,), [like.shape]
+    else:
+        parts, shapes = (tol if isinstance(tol, tuple) else (tol,)), (problem.shapes or [like.shape])
+    flat = []
+    for i, (v, shape) in enumerate(zip(parts, shapes)):
+        v = torch.as_tensor(v).to(device=like.device, dtype=like.dtype)
+        try:
+            flat.append(v.expand(shape).reshape(-1))
+        except RuntimeError:
+            which = f" (state component {i})" if isinstance(tol, tuple) else ""
+            raise InvalidOptionError(f"{name} has shape {tuple(v.shape)}, which does not broadcast to the state's "
+                                     f"shape {tuple(shape)}{which}; give a number, or a tensor of that shape") from None
+    return torch.cat(flat) if len(flat) > 1 else flat[0]
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

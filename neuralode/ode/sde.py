@@ -32,7 +32,7 @@ import torch
 from neuralode.ode.controllers import ConstantSteps
 from neuralode.ode.errors import InvalidOptionError, InvalidTimeError, StateMismatchError
 from neuralode.ode.loop import integrate
-from neuralode.ode.problem import make_problem
+from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, make_problem
 from neuralode.ode.solvers.stochastic import SDE_ORDERS, StochasticSolver
 from neuralode.ode.stats import SolveStats, record
 
@@ -80,7 +80,7 @@ class BrownianGrid:
 
 def sdeint(drift: Field, diffusion: Field, y0: torch.Tensor, t: torch.Tensor, *, method: str = "euler",
            dt: float | None = None, generator: torch.Generator | None = None,
-           bm: Increments | None = None) -> torch.Tensor:
+           bm: Increments | None = None, max_num_steps: int = DEFAULT_MAX_NUM_STEPS) -> torch.Tensor:
     """Solve ``dy = drift(t, y) dt + diffusion(t, y) dW`` (Ito, diagonal noise) from ``y0`` at
     ``t[0]``; return the states at every time of ``t``, shape ``(len(t), *y0.shape)``.
 
@@ -88,7 +88,7 @@ def sdeint(drift: Field, diffusion: Field, y0: torch.Tensor, t: torch.Tensor, *,
     ``ceil(length / dt)`` equal steps (one step when ``dt`` is None). The Brownian increments are
     ``sqrt(h) * randn`` from ``generator`` (torch's global generator when None), or ``bm(s, t)``.
     Gradients reach ``y0``, and the parameters of ``drift`` and ``diffusion``, by autograd through
-    the steps.
+    the steps. A grid of more than ``max_num_steps`` steps is refused before it is built.
     """
     if method not in SDE_METHODS:
         raise InvalidOptionError(f"unknown SDE method {method!r}; the methods are: {', '.join(SDE_METHODS)}")
@@ -135,7 +135,7 @@ def sdeint(drift: Field, diffusion: Field, y0: torch.Tensor, t: torch.Tensor, *,
 
     stats = SolveStats()
     solver = StochasticSolver(method, g, increment)
-    solution = integrate(problem, solver, ConstantSteps(_grid(problem.times, dt)), stats)
+    solution = integrate(problem, solver, ConstantSteps(_grid(problem.times, dt, max_num_steps)), stats)
     stats.nfe = problem.nfe + diffusion_calls
     record(stats)
     return torch.stack(solution.ys)
@@ -150,12 +150,15 @@ def _checked_drift(drift: Field, t: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return out
 
 
-def _grid(times: list[float], dt: float | None) -> list[float]:
+def _grid(times: list[float], dt: float | None, max_num_steps: int) -> list[float]:
     """Each interval between output times in ``ceil(length / dt)`` equal steps (one when dt is
-    None), every output time a grid point."""
+    None), every output time a grid point; refused when longer than ``max_num_steps``."""
+    counts = [1 if dt is None else max(1, math.ceil((b - a) / dt - 1e-9)) for a, b in zip(times, times[1:])]
+    if sum(counts) > max_num_steps:
+        raise InvalidOptionError(f"dt={dt:g} over [t={times[0]:g}, t={times[-1]:g}] makes {sum(counts):,} steps, more "
+                                 f"than max_num_steps={max_num_steps:,}; use a larger dt, or raise max_num_steps")
     grid = [times[0]]
-    for a, b in zip(times, times[1:]):
-        n = 1 if dt is None else max(1, math.ceil((b - a) / dt - 1e-9))
+    for (a, b), n in zip(zip(times, times[1:]), counts):
         grid.extend(a + (b - a) * k / n for k in range(1, n))
         grid.append(b)
     return grid

@@ -6,6 +6,7 @@ batched one of ``batched_loop.py``). ``odeint`` and ``SolverSettings.validate`` 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,24 @@ def check_options(solver, options: dict | None, prefix: str = "") -> dict:
     return options
 
 
+def check_state_precision(setup: "Setup", y0: torch.Tensor) -> None:
+    """A half-precision state stalls adaptive error control at tolerances it cannot resolve
+    (float16's eps is 1e-3): the step shrinks until max_num_steps. Refused below 10 eps, unless
+    under torch.autocast, where a half state is the mixed-precision run's choice (the trainer's
+    bf16 ODE-Net trains so)."""
+    if (not setup.solver.adaptive or y0.dtype not in (torch.float16, torch.bfloat16)
+            or torch.is_autocast_enabled(y0.device.type)):
+        return
+    rtols = setup.rtol if isinstance(setup.rtol, tuple) else (setup.rtol,)
+    rtol = max(float(r.max()) if isinstance(r, torch.Tensor) else float(r) for r in rtols)
+    floor = 10 * torch.finfo(y0.dtype).eps
+    if rtol < floor:
+        raise InvalidOptionError(
+            f"y0 is {y0.dtype}, whose precision cannot resolve rtol={rtol:g} (it needs rtol >= {floor:.2g}): "
+            f"method {setup.solver.name!r} would shrink its steps without end; give y0 in float32 (under "
+            "torch.autocast func's layers still compute in half precision), loosen rtol, or use a fixed-step method")
+
+
 def check_solve_arguments(method, rtol, atol, options, prefix: str = "") -> None:
     """The checks ``odeint`` makes of its settings, without a problem to solve (config validation)."""
     solver = make_solver(method, prefix)
@@ -146,12 +165,22 @@ class Setup:
             grid = torch.as_tensor(grid).detach().double().cpu().tolist()
             return ConstantSteps(check_grid([problem.direction * g for g in grid], times[0], times[-1]))
         if o.get("step_size") is not None and len(times) > 1:
+            steps, limit = (times[-1] - times[0]) / o["step_size"], o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
+            if steps > limit:  # refused before a list of that many times is built
+                raise InvalidOptionError(
+                    f"step_size={o['step_size']:g} over [t={problem.user_time(times[0]):g}, "
+                    f"t={problem.user_time(times[-1]):g}] makes {math.ceil(steps):,} steps, more than "
+                    f"max_num_steps={limit:,}; use a larger step_size, or raise options['max_num_steps']")
             return ConstantSteps(uniform_grid(times[0], times[-1], o["step_size"]))
+        if len(times) > 1:
+            warnings.warn(f"method {self.solver.name!r} got neither options['step_size'] nor "
+                          "options['grid_constructor'], so it takes one step between consecutive times of t (as "
+                          "torchdiffeq does); give options={'step_size': h} for steps of h", stacklevel=2)
         return ConstantSteps(times)
 
     def integrate(self, problem: Problem, stats: _stats.SolveStats, t=None, event_fn=None, on_accept=None) -> Solution:
         o = self.options
-        rtol, atol = (flat_tolerance(tol, problem, problem.y0) for tol in (self.rtol, self.atol))
+        rtol, atol = (flat_tolerance(tol, problem, problem.y0, name) for tol, name in ((self.rtol, "rtol"), (self.atol, "atol")))
         if self.batched:
             if event_fn is not None or on_accept is not None:
                 raise InvalidOptionError("options 'per_sample'/'sync_every' do not support event_fn or "

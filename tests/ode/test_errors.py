@@ -1,5 +1,7 @@
 """Each bad input or failing solve raises its named error with a useful message."""
 
+import re
+
 import pytest
 import torch
 
@@ -148,3 +150,38 @@ def test_an_incomplete_solver_fails_when_it_is_built_not_mid_solve():
         check_complete(Nameless())
     with pytest.raises(TypeError, match="is not a neuralode.ode.solvers.base.Solver"):
         check_complete(object())
+
+
+def test_a_fixed_step_method_without_a_grid_warns_naming_step_size():
+    """One step between output times is torchdiffeq's behaviour, kept, but said: y(10) of y' = -y
+    in one rk4 step is 291, not 4.5e-5."""
+    with pytest.warns(UserWarning, match=r"'rk4' got neither options\['step_size'\] nor options\['grid_constructor'\]"):
+        ys = odeint(lambda t, y: -y, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 10.0], dtype=torch.float64),
+                    method="rk4")
+    assert ys[-1].item() == pytest.approx(291.0)
+
+
+def test_a_tolerance_tensor_per_element_of_a_tensor_state():
+    y0, t = torch.ones(3, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
+    per_element = odeint(lambda t, y: -y, y0, t, rtol=1e-8, atol=torch.full((3,), 1e-9, dtype=torch.float64))
+    scalar = odeint(lambda t, y: -y, y0, t, rtol=1e-8, atol=1e-9)
+    assert torch.equal(per_element, scalar)
+
+
+def test_an_interrupted_solve_says_where_it_was():
+    """Ctrl-C (KeyboardInterrupt) inside a long solve keeps its type and gains a note: the time,
+    the span and the steps taken."""
+    calls = 0
+
+    def field(t, y):
+        nonlocal calls
+        calls += 1
+        if calls == 60:
+            raise KeyboardInterrupt
+        return -y
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        odeint(field, torch.ones(1, dtype=torch.float64), torch.tensor([0.0, 100.0], dtype=torch.float64))
+    note = " ".join(getattr(stopped.value, "__notes__", []))
+    assert re.search(r"interrupted inside an ODE solve at t=[\d.]+ of \[t=0, t=100\], after \d+ accepted steps of dopri5",
+                     note), note
