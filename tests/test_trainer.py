@@ -78,6 +78,33 @@ def test_figures_are_drawn_at_the_first_evaluation_every_nth_and_the_last(tmp_pa
     assert drawn == [4, 20, 24]  # evaluations 1, 5 and 6 (the last), at 4 steps an epoch
 
 
+def test_without_a_terminal_progress_is_logged_as_lines(tmp_path, caplog):
+    """tqdm is off when stderr is not a terminal (as under pytest): a line every
+    log_every_n_steps steps instead, with the batch, step, loss, NFE, rate and time left."""
+    trainer = make_trainer(tmp_path, ode=True, max_epochs=1, progress_bar=True,
+                           logging=LoggerConfig(tensorboard=False, log_figures=False, log_every_n_steps=2))
+    with caplog.at_level("INFO", logger="neuralode.train.trainer"):
+        trainer.fit()
+    lines = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert [re.match(r"epoch 1/1 batch (\d)/4 step \1: loss [\d.]+ .*nfe \d+/\d+, [\d.]+ steps/s, epoch done in \d+m\d\ds",
+                     line) is not None for line in lines] == [True, True], lines
+
+
+def test_progress_lines_are_due_by_steps_or_by_time():
+    from neuralode.train.loggers import ProgressLines
+
+    now = [0.0]
+    lines = ProgressLines(every_n_steps=100, every_s=60.0, clock=lambda: now[0])
+    scalars = {"loss": 1.0, "n_solves": 0}
+    now[0] = 10.0
+    assert lines.update("epoch 1/1", 5, 1000, 5, scalars) is None  # neither 100 steps nor a minute yet
+    now[0] = 61.0
+    assert lines.update("epoch 1/1", 6, 1000, 6, scalars) == ("epoch 1/1 batch 6/1000 step 6: loss 1.0000, "
+                                                              "0.10 steps/s, epoch done in 2h48m")
+    now[0] = 62.0
+    assert lines.update("epoch 1/1", 106, 1000, 106, scalars) is not None  # 100 steps since the last line
+
+
 def test_no_nfe_keys_for_a_model_without_ode(tmp_path):
     make_trainer(tmp_path, ode=False, max_steps=2).fit()
     record = read_metrics(tmp_path)[-1]

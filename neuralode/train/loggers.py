@@ -155,6 +155,47 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+class ProgressLines:
+    """Progress as log lines, for a run whose output goes to a file (a cluster job, ``make run >
+    log``): tqdm turns itself off without a terminal, so an epoch would be silent to its end.
+    A line every ``every_n_steps`` steps or ``every_s`` seconds, whichever comes first: the
+    epoch, the batch, the step, loss/accuracy/NFE, steps/s and the epoch's time left."""
+
+    def __init__(self, every_n_steps: int, every_s: float = 60.0, clock: Callable[[], float] | None = None):
+        import time
+
+        self.every_n_steps, self.every_s = every_n_steps, every_s
+        self.clock = clock or time.monotonic
+        self.start = self.last = self.clock()
+        self.start_batch = self.last_batch = 0
+
+    def begin(self, batch: int) -> None:
+        self.start = self.last = self.clock()
+        self.start_batch = self.last_batch = batch
+
+    def update(self, desc: str, batch: int, total: int, step: int, scalars: dict[str, float]) -> str | None:
+        """The line logged after training batch ``batch`` of ``total`` (None when none is due)."""
+        now = self.clock()
+        if batch - self.last_batch < self.every_n_steps and now - self.last < self.every_s and batch < total:
+            return None
+        self.last, self.last_batch = now, batch
+        rate = (batch - self.start_batch) / max(now - self.start, 1e-9)
+        left = (total - batch) / rate if rate > 0 else math.inf
+        shown = " ".join(f"{k} {v}" for k, v in progress_postfix(scalars).items())
+        line = (f"{desc} batch {batch}/{total} step {step}: {shown}, {rate:.2f} steps/s, epoch done in "
+                f"{_duration(left)}")
+        log.info(line)
+        return line
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def progress_postfix(scalars: dict[str, float]) -> dict[str, str]:
     """What the progress bar shows after a training step: loss, accuracy, NFE forward/backward."""
     postfix = {"loss": f"{scalars['loss']:.4f}"}

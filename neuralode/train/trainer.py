@@ -42,7 +42,7 @@ from neuralode.train.config import (
 )
 from neuralode.train.divergence import checked_loss, solver_failure_is_divergence
 from neuralode.train.evaluation import evaluate, move_to_device
-from neuralode.train.loggers import RunLoggers, progress_postfix, write_json
+from neuralode.train.loggers import ProgressLines, RunLoggers, progress_postfix, write_json
 from neuralode.train.memory import SavedTensorsMeter, memory_peaks_mb, reset_cuda_peak
 from neuralode.train.precision import Precision
 from neuralode.train.records import Record, run_summary
@@ -196,6 +196,11 @@ class Trainer:
             total=n_batches, initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}/{s.max_epochs}",
             disable=None if s.progress_bar and self.is_main else True, leave=False, dynamic_ncols=True,
         )
+        # Without a terminal tqdm is off (disable=None): progress goes to the log as lines instead.
+        lines = (ProgressLines(self.logging.log_every_n_steps) if bar.disable and s.progress_bar and self.is_main
+                 else None)
+        if lines is not None:
+            lines.begin(p.batch_in_epoch)
         tick = time.perf_counter()
         while p.batch_in_epoch < n_batches:
             scalars = self._training_step(next(batches))
@@ -207,6 +212,8 @@ class Trainer:
                 self.scheduler.step()
             bar.update(1)
             bar.set_postfix(progress_postfix(scalars), refresh=False)
+            if lines is not None:
+                lines.update(f"epoch {p.epoch + 1}/{s.max_epochs}", p.batch_in_epoch, n_batches, p.step, scalars)
             if self._log is not None:
                 self._log.step_loss(scalars["loss"], p.step)
             if self._finished():
