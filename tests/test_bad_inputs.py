@@ -302,6 +302,37 @@ def test_bad_input_is_refused_before_the_run_folder_exists(case: Case, tmp_path,
     assert not (tmp_path / "outputs").exists(), "something was written under paths.output_dir"
 
 
+# ---- eval: the same guarantees --------------------------------------------------------------
+
+EVAL_CASES = [
+    pytest.param(("ckpt={ckpt}", "limit_eval_batches=0"), r"limit_eval_batches must be a positive integer", id="eval-limit-zero"),
+    pytest.param(("ckpt={ckpt}", "limit_eval_batches=abc"), r"limit_eval_batches=abc: Value 'abc' of type 'str' could not be converted to Integer", id="eval-limit-text"),
+    pytest.param(("ckpt={ckpt}", "+data.eval_batch_size=0"), r"data.eval_batch_size must be a positive integer, got 0", id="eval-batch-size-zero"),
+    pytest.param(("ckpt={tmp}/missing.pt",), r"ckpt=.*missing.pt: .*missing.pt does not exist", id="eval-ckpt-missing"),
+    pytest.param(("ckpt={ckpt}", "hydra.run.dir="), r"hydra.run.dir is empty", id="eval-run-dir-empty"),
+]
+
+
+@pytest.mark.parametrize("args", [p.values[0] for p in EVAL_CASES], ids=[p.id for p in EVAL_CASES])
+def test_bad_eval_input_is_refused_before_anything_is_written(args, tmp_path, trained_run, monkeypatch, capsys):
+    from neuralode.train.run import eval_cli
+
+    message = next(p.values[1] for p in EVAL_CASES if p.values[0] == args)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    GlobalHydra.instance().clear()
+    argv = [a.format(tmp=tmp_path, ckpt=trained_run / "last.pt") for a in args]
+    monkeypatch.setattr(sys, "argv", ["neuralode eval", *argv, f"paths.output_dir={tmp_path}/outputs"])
+    with pytest.raises(SystemExit) as stop:
+        eval_cli()
+    GlobalHydra.instance().clear()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err, err
+    assert re.search(message, err), f"{message!r} not in:\n{err}"
+    assert not (tmp_path / "outputs").exists() and not any(cwd.iterdir())
+
+
 # ---- the ODE core's own argument checks, called directly -----------------------------------
 
 class Decay(nn.Module):

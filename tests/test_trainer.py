@@ -105,6 +105,20 @@ def test_progress_lines_are_due_by_steps_or_by_time():
     assert lines.update("epoch 1/1", 106, 1000, 106, scalars) is not None  # 100 steps since the last line
 
 
+def test_a_shared_checkpoint_reads_this_machines_data_folder(tmp_path):
+    """The stored data.root names the author's machine: load_trained puts data_dir there, unless
+    the data overrides name a root themselves."""
+    from neuralode.train.run import load_trained
+
+    run_dir = tmp_path / "run"
+    train(compose("train", tiny_mnist("mnist_mlp", f"paths.data_dir={tmp_path}/theirs")), run_dir)
+    _, data, _ = load_trained(run_dir / "last.pt", data_dir=str(tmp_path / "mine"))
+    assert str(data.root) == str(tmp_path / "mine")
+    _, data, _ = load_trained(run_dir / "last.pt", data_overrides={"root": str(tmp_path / "given")},
+                              data_dir=str(tmp_path / "mine"))
+    assert str(data.root) == str(tmp_path / "given")
+
+
 def test_no_nfe_keys_for_a_model_without_ode(tmp_path):
     make_trainer(tmp_path, ode=False, max_steps=2).fit()
     record = read_metrics(tmp_path)[-1]

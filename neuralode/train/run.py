@@ -87,25 +87,30 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(
-    ckpt: str | Path, device: str = "auto", limit_eval_batches: int | None = None, data_overrides: dict | None = None
+    ckpt: str | Path, device: str = "auto", limit_eval_batches: int | None = None, data_overrides: dict | None = None,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Rebuild the model and data from the config stored in a checkpoint (a file, or a run
-    directory: its best.pt, else last.pt) and return its test metrics."""
+    directory: its best.pt, else last.pt) and return its test metrics. ``data_dir`` (this
+    machine's ``paths.data_dir``) replaces a stored ``data.root`` that ``data_overrides`` leave:
+    a shared checkpoint's folder names its author's machine."""
     from neuralode.train.evaluation import evaluate
     from neuralode.train.seeding import resolve_device
 
     path = _checkpoint_file(Path(ckpt))
     device = resolve_device(device)
-    task, data, state = load_trained(path, device, data_overrides)
+    task, data, state = load_trained(path, device, data_overrides, data_dir)
     metrics = evaluate(task, data.eval_dataloader(), device, limit_eval_batches)
     last = state["history"][-1] if state["history"] else {}
     return {"ckpt": str(path), "epoch": last.get("epoch"), "step": state["progress"]["step"],
             **{f"test_{key}": value for key, value in metrics.items()}}
 
 
-def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | None = None):
+def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | None = None,
+                 data_dir: str | None = None):
     """The task (in eval mode, on ``device``) and data module that a checkpoint file's stored
-    config describes, with its trained weights, and the checkpoint. The file's digest is checked
+    config describes, with its trained weights, and the checkpoint. ``data_dir`` replaces a
+    stored ``data.root`` that ``data_overrides`` leave. The file's digest is checked
     and every ``_target_`` in its config must be one of neuralode's own classes: a shared
     checkpoint may name any callable, and nothing is built from it unchecked."""
     from neuralode.train.checkpoint import load_checkpoint, load_weights
@@ -116,7 +121,10 @@ def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | N
     config = upgrade_stored_config(state["config"])
     check_targets(config, f"checkpoint {path}")
     stored = OmegaConf.create(config)
-    task, data = build_task_and_data(stored.model, OmegaConf.merge(stored.data, data_overrides or {}))
+    overrides = dict(data_overrides or {})
+    if data_dir is not None and "root" in stored.data and "root" not in overrides:
+        overrides["root"] = data_dir
+    task, data = build_task_and_data(stored.model, OmegaConf.merge(stored.data, overrides))
     load_weights(task, state, f"{path}: the stored model does not match the stored config")
     return task.to(device).eval(), data, state
 
@@ -416,7 +424,8 @@ def _train_main(cfg: DictConfig) -> None:
 @_report_user_errors
 def _eval_main(cfg: DictConfig) -> None:
     _check_schema(cfg, EvalConfig)
-    result = evaluate_checkpoint(cfg.ckpt, cfg.device, cfg.limit_eval_batches, OmegaConf.to_container(cfg.data))
+    result = evaluate_checkpoint(cfg.ckpt, cfg.device, cfg.limit_eval_batches, OmegaConf.to_container(cfg.data),
+                                 data_dir=str(cfg.paths.data_dir))
     out = Path(HydraConfig.get().runtime.output_dir) / "eval.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
@@ -532,7 +541,33 @@ def override_error_line(error: Exception) -> str:
 
 def eval_cli() -> None:
     """``python -m neuralode eval ckpt=<file or run dir> [overrides]``."""
-    _run_hydra(_eval_main, EvalConfig)
+    _run_hydra(_eval_main, EvalConfig, precheck=_precheck_eval)
+
+
+def _precheck_eval(args: list[str]) -> list[str]:
+    """The eval settings, checked before Hydra makes the eval's run folder (as train's are):
+    the overrides compose, limit_eval_batches is positive, data sizes are positive integers,
+    the checkpoint (or run folder) exists, and the output folder can be made."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose("eval", args, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(override_error_line(error)) from None
+    check_run_dir(str(cfg.hydra.run.dir))
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra")
+    plain = OmegaConf.create(container)
+    _check_schema(plain, EvalConfig)
+    limit = plain.limit_eval_batches
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit_eval_batches must be a positive integer (or null: the whole test set), got {limit}")
+    _check_numbers(OmegaConf.to_container(plain.data, resolve=True), "data")
+    path = _checkpoint_file(Path(str(plain.ckpt)))
+    if not path.is_file():
+        raise ConfigError(f"ckpt={plain.ckpt}: {path} does not exist; give a checkpoint file or a run folder")
+    return []
 
 
 def _run_hydra(main, schema: type, torchrun_ok: bool = False, precheck=None) -> None:
