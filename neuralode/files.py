@@ -11,10 +11,14 @@ temporary file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from neuralode.errors import UserError
 
 #: A temporary file of write_atomically: "." + the target's name + "." + mkstemp's random part + ".tmp".
 TEMP_NAME = re.compile(r"\.(?P<name>[^/]+)\.[A-Za-z0-9_]{8}\.tmp")
@@ -49,3 +53,43 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+class BrokenFileError(UserError, ValueError):
+    """A run's JSON file (summary.json, a line of metrics.jsonl) that does not parse."""
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path``, or :class:`BrokenFileError` naming the file and the place."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BrokenFileError(f"{path} is not valid JSON ({_where(error)}); the run that wrote it may have been "
+                              "cut off or the file edited: rerun it, or move the folder aside") from None
+
+
+def read_json_lines(path: str | Path) -> list[Any]:
+    """One JSON value a non-empty line of ``path`` (``metrics.jsonl``), or
+    :class:`BrokenFileError` naming the file and the line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise BrokenFileError(f"{path} is not text ({error.reason}); move the folder aside") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise BrokenFileError(f"{path}, line {number}, is not valid JSON ({error.msg}): {line[:60]!r}; "
+                                  "remove the line (the other records are whole) or rerun the run") from None
+    return records
+
+
+def _where(error: Exception) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"line {error.lineno}, column {error.colno}: {error.msg}"
+    return str(error)

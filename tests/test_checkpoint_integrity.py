@@ -222,3 +222,24 @@ def test_temp_name_pattern_matches_what_save_checkpoint_writes(tmp_path, monkeyp
     monkeypatch.setattr(os, "replace", replace)
     save_checkpoint(tmp_path / "best.pt", state())
     assert len(seen) == 1 and TEMP_NAME.fullmatch(seen[0])
+
+
+def test_a_file_size_limit_is_one_line_naming_ulimit(tmp_path):
+    """A real RLIMIT_FSIZE (ulimit -f) in a training process: EFBIG from the checkpoint, the
+    metrics or TensorBoard's thread ends the run with one error line (and at most one warning
+    line from the event writer's thread), exit status 2, no traceback."""
+    import resource
+    import subprocess
+    import sys
+
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, 20 * 1024)); "
+              "sys.argv = ['neuralode', 'train', 'experiment=latent_ode_spiral', 'scale=smoke', 'trainer.max_epochs=1', "
+              f"'hydra.run.dir={tmp_path}/run', 'paths.output_dir={tmp_path}/outputs']; "
+              "from neuralode.__main__ import main; main()")
+    assert resource.RLIMIT_FSIZE  # Linux and macOS have it
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith("error: the file size limit (ulimit -f) was reached") and "resume=true" in lines[-1]
+    assert len(lines) <= 2, done.stderr

@@ -119,6 +119,30 @@ def test_a_shared_checkpoint_reads_this_machines_data_folder(tmp_path):
     assert str(data.root) == str(tmp_path / "given")
 
 
+def test_broken_run_files_are_named_with_the_place(tmp_path):
+    from neuralode.files import BrokenFileError, read_json, read_json_lines
+
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(BrokenFileError, match=r"summary.json is not valid JSON \(line 1, column 2: .*\); the run"):
+        read_json(tmp_path / "summary.json")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n\ngarbage\n')
+    with pytest.raises(BrokenFileError, match=r"metrics.jsonl, line 3, is not valid JSON .*'garbage'; remove the line"):
+        read_json_lines(tmp_path / "metrics.jsonl")
+
+
+def test_a_table_of_a_run_with_a_broken_summary_is_one_line(tmp_path, capsys):
+    from neuralode.paper.cli import dispatch
+
+    run_dir = tmp_path / "run"
+    train(compose("train", tiny_mnist("mnist_mlp")), run_dir)
+    (run_dir / "summary.json").write_text("{not json")
+    with pytest.raises(SystemExit) as stop:
+        dispatch("table", ["table1", str(run_dir), "--out", str(tmp_path / "tables")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert re.fullmatch(r"error: .*summary.json is not valid JSON \(line 1, column 2: .*\n", err), err
+
+
 def test_no_nfe_keys_for_a_model_without_ode(tmp_path):
     make_trainer(tmp_path, ode=False, max_steps=2).fit()
     record = read_metrics(tmp_path)[-1]

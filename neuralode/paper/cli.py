@@ -13,6 +13,7 @@ import re
 import sys
 
 import neuralode.paper
+from neuralode.errors import UserError
 
 KINDS = {"table": re.compile(r"table\d+|memory|report|sdenet"), "figure": re.compile(r"fig\d+|ffjord2d")}
 
@@ -32,7 +33,17 @@ def dispatch(kind: str, argv: list[str]) -> None:
     if name not in names:
         print(f"error: unknown {kind} {name!r}; available: {', '.join(names)}", file=sys.stderr)
         sys.exit(2)
-    importlib.import_module(f"neuralode.paper.{name}").main(rest)
+    try:
+        importlib.import_module(f"neuralode.paper.{name}").main(rest)
+    except UserError as error:  # a broken run file, a setting: one line, as train and eval say it
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        if error.filename is None:
+            raise
+        print(f"error: cannot write or read {error.filename}: {error.strerror}; check --out and the run folders",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def table_cli() -> None:

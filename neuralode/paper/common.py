@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import json
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window (also on machines without a display)
 
+from neuralode.files import read_json
 from neuralode.source import REPO_ROOT
 
 #: The scales of every target: ``smoke`` (CPU, minutes: the pipeline), ``cpu`` (the paper's claims
@@ -155,7 +155,7 @@ def read_finished_run(path: Path) -> tuple[dict, list[dict]]:
     if not summary_file.is_file() or not metrics_file.is_file():
         raise RunFolderError(f"{path} is not a finished run: it needs summary.json and metrics.jsonl "
                              "(an unfinished run can be continued with resume=true hydra.run.dir=<dir>)")
-    return json.loads(summary_file.read_text()), read_metrics(metrics_file)
+    return read_json(summary_file), read_metrics(metrics_file)
 
 
 def run_config(path: Path):

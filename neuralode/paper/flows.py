@@ -13,7 +13,6 @@ from their ``metrics.jsonl``, then loads the trained flows and draws densities a
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Callable, Hashable, Sequence, TypeVar
 import numpy as np
 import torch
 
+from neuralode.files import read_json, read_json_lines
 from neuralode.paper import common
 from neuralode.paper.common import SCALES, out_dir, smoke_threads, write_table_files
 
@@ -64,8 +64,7 @@ def load_run(path: Path) -> FlowRun | None:
     summary, metrics = path / "summary.json", path / "metrics.jsonl"
     if not summary.is_file() or not metrics.is_file():
         return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return FlowRun(path, json.loads(summary.read_text()), records)
+    return FlowRun(path, read_json(summary), read_json_lines(metrics))
 
 
 def load_task(run_dir: Path, device: torch.device | str = "cpu"):

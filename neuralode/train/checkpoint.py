@@ -44,6 +44,15 @@ DISK_FULL = tuple(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)
 _warned_unverified: set[str] = set()
 
 
+def full_disk_words(error: OSError) -> str:
+    """What stopped a write that ran out of room: the disk, a quota, or the file size limit."""
+    return "the file size limit (ulimit -f) was reached" if error.errno == errno.EFBIG else "no space left on device"
+
+
+def full_disk_remedy(error: OSError) -> str:
+    return "raise the limit (ulimit -f unlimited)" if error.errno == errno.EFBIG else "free space"
+
+
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, corrupt or not written by this trainer."""
 
@@ -66,11 +75,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, buffer.getvalue())
     except OSError as error:
-        if error.errno in DISK_FULL:
+        if error.errno in DISK_FULL or error.errno == errno.EFBIG:
             kept = f"the previous {path.name} is kept" if path.is_file() else f"no {path.name} was written"
-            raise CheckpointError(
-                f"no space left on device writing {path}; {kept}; free space and resume with resume=true"
-            ) from None
+            raise CheckpointError(f"{full_disk_words(error)} writing {path}; {kept}; {full_disk_remedy(error)} and "
+                                  "resume with resume=true") from None
         raise
 
 

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from neuralode.files import write_atomically
+from neuralode.files import read_json_lines, write_atomically
 
 log = logging.getLogger("neuralode.train.trainer")  # the run's log lines, under the trainer's name
 
@@ -38,7 +38,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_json_lines(path)
 
 
 class TensorBoardLogger:

@@ -14,6 +14,7 @@ processes), and only rank 0 lets Hydra write its files (.hydra/, train.log); see
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -406,8 +407,19 @@ def _report_user_errors(fn):
 def _train_main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    _quiet_full_disk_in_threads()
     try:
         train(cfg, run_dir)
+    except OSError as error:  # a write that ran out of room outside the checkpoint (metrics, events, logs)
+        from neuralode.train.checkpoint import DISK_FULL, full_disk_remedy, full_disk_words
+
+        if error.errno not in (*DISK_FULL, errno.EFBIG):
+            raise
+        kept = "last.pt holds the last checkpoint" if (run_dir / "last.pt").is_file() else "no checkpoint was written"
+        where = f" writing {error.filename}" if error.filename else ""
+        print(f"error: {full_disk_words(error)}{where}; {kept}; {full_disk_remedy(error)} and continue with "
+              f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt as stop:
         status = 128 + getattr(stop, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
         if _torchrun_world_size() > 1 and os.environ.get("RANK") != "0":
@@ -418,6 +430,26 @@ def _train_main(cfg: DictConfig) -> None:
         print(f"\ninterrupted; to continue this run:\n  {_launcher()} -m neuralode train {' '.join(kept)} "
               f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
         sys.exit(status)
+
+
+def _quiet_full_disk_in_threads() -> None:
+    """TensorBoard writes its events from a thread of its own: a full disk there would print a
+    thread traceback before the run's own one-line error. One line for it instead."""
+    import threading
+
+    from neuralode.train.checkpoint import DISK_FULL, full_disk_words
+
+    default = threading.excepthook
+
+    def hook(args):
+        error = args.exc_value
+        if isinstance(error, OSError) and error.errno in (*DISK_FULL, errno.EFBIG):
+            print(f"warning: {full_disk_words(error)} in {args.thread.name if args.thread else 'a thread'} "
+                  f"(TensorBoard events): {error.filename or ''}", file=sys.stderr)
+            return
+        default(args)
+
+    threading.excepthook = hook
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
