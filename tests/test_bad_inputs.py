@@ -218,6 +218,9 @@ CASES = [
     pytest.param(Case(("model._target_=builtins.open",), r"model._target_='builtins.open' is not one of neuralode's classes .*refusing to build it"), id="target-builtins-open"),
     pytest.param(Case(("data._target_=os.system",), r"data._target_='os.system' is not one of neuralode's classes"), id="target-os-system"),
     pytest.param(Case(("optim.optimizer._target_=torch.optim.Nope",), r"optim.optimizer._target_='torch.optim.Nope' is not one of"), id="target-unknown-optimizer"),
+    pytest.param(Case(("model._target_=neuralode.data.mnist.MNISTDataModule",), r"model._target_='neuralode.data.mnist.MNISTDataModule' is not a neuralode.tasks.Task; refusing to build it as model"), id="target-data-class-as-model"),
+    pytest.param(Case(("data._target_=torch.optim.SGD",), r"data._target_='torch.optim.SGD' is not a neuralode.data.DataModule"), id="target-optimizer-as-data"),
+    pytest.param(Case(("optim.optimizer._target_=torch.optim.lr_scheduler.StepLR",), r"is not a torch.optim optimizer; refusing to build it as optim.optimizer"), id="target-scheduler-as-optimizer"),
     pytest.param(Case(("device=tpu",), r"device='tpu' is not a device; use auto, cpu, cuda or cuda:N"), id="device-unknown"),
     pytest.param(Case(("device=cuda:99",), r"device=cuda:99"), id="device-cuda-99"),
     # ---- checkpoints and run folders --------------------------------------------------------

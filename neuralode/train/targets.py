@@ -14,7 +14,9 @@ truncate a file on evaluation. So every config built from is first passed throug
   ``optim`` group, ``_partial_: true``).
 
 A target is imported to be checked only when its module is one of those packages, so checking
-a hostile name runs no code from anywhere else.
+a hostile name runs no code from anywhere else. The slots ``model``, ``data``,
+``optim.optimizer`` and ``optim.scheduler`` must each name their kind of class (a Task, a
+DataModule, an optimiser, a scheduler).
 """
 
 from __future__ import annotations
@@ -32,6 +34,32 @@ PROJECT_PACKAGES = ("neuralode.models", "neuralode.tasks", "neuralode.data")
 #: ``torch.optim.<Name>`` (an optimiser) and ``torch.optim.lr_scheduler.<Name>`` (a scheduler).
 TORCH_MODULES = ("torch.optim", "torch.optim.lr_scheduler")
 
+def _slot_bases() -> dict:
+    """Each config slot's base class, and its words for the message (imported when checked)."""
+    import torch.optim
+    import torch.optim.lr_scheduler as schedulers
+
+    from neuralode.data.base import DataModule
+    from neuralode.tasks.base import Task
+
+    return {
+        "model": (Task, "a neuralode.tasks.Task"),
+        "data": (DataModule, "a neuralode.data.DataModule"),
+        "optim.optimizer": (torch.optim.Optimizer, "a torch.optim optimizer"),
+        "optim.scheduler": ((schedulers.LRScheduler, schedulers.ReduceLROnPlateau), "a learning-rate scheduler"),
+    }
+
+
+#: The slots whose built object the trainer uses as one kind of thing: a data module
+#: (even neuralode's own unpickler) cannot be built as ``model``, nor an optimiser as ``data``.
+SLOTS = ("model", "data", "optim.optimizer", "optim.scheduler")
+
+
+def _class_of(target: str) -> type:
+    module_name, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
 _DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
@@ -45,6 +73,11 @@ def check_targets(config: Any, where: str) -> None:
                 f"{where}: {key}={target!r} is not one of neuralode's classes (models, tasks, data) nor a "
                 "torch.optim optimizer or scheduler; refusing to build it"
             )
+        slot = key.removesuffix("._target_")
+        if slot in SLOTS:
+            base, words = _slot_bases()[slot]
+            if not issubclass(_class_of(target), base):
+                raise ConfigError(f"{where}: {key}={target!r} is not {words}; refusing to build it as {slot}")
 
 
 def is_allowed_target(target: Any) -> bool:
