@@ -86,9 +86,11 @@ def two_step_dopri5_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, two_step_dopri5_run: Path, tmp_path: Path):
+def test_fig3_from_a_two_step_checkpoint(two_step_run: Path, two_step_dopri5_run: Path, tmp_path: Path, capsys):
     fig3.main([str(two_step_run), "--variant", str(two_step_dopri5_run), "--out", str(tmp_path), "--images", "4",
                "--test-images", "16"])
+    stages = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[fig3 ")]
+    assert len(stages) >= 5 and "(a) and (b)" in stages[1], stages  # a line a stage while it measures
     assert (tmp_path / "fig3.png").read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "tensorboard" / "fig3").glob("events.out.tfevents.*"))
     rows = read_csv(tmp_path / "fig3.csv")

@@ -205,6 +205,17 @@ def collect_runs(paths: Iterable[str | Path], load_run: Callable[[Path], Run]) -
     return runs
 
 
+class Stages:
+    """Progress of a long paper command, one stderr line a stage with the time so far, so that a
+    figure that measures for minutes is not silent (issue 32: fig3 sat 180 s without a line)."""
+
+    def __init__(self, name: str):
+        self.name, self.started = name, time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        print(f"[{self.name} {time.perf_counter() - self.started:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
 def write_table_files(folder: Path, name: str, markdown: str, headers: Sequence[str],
                       rows: Sequence[Sequence[Any]]) -> tuple[Path, Path]:
     """``<folder>/<name>.md`` and ``<folder>/<name>.csv``."""

@@ -46,9 +46,9 @@ import torch
 
 from neuralode.ode import collect_stats, last_stats, odeint
 from neuralode.ode.problem import rms_norm
-from neuralode.paper.common import (add_figure_args, checkpoint_in, claims_table, ensure_runs_or_exit, fmt, load_trained,
-                                    markdown_table, out_dir, progress, save_figure, scale_settings, smoke_threads, verdict,
-                                    write_csv)
+from neuralode.paper.common import (Stages, add_figure_args, checkpoint_in, claims_table, ensure_runs_or_exit, fmt,
+                                    load_trained, markdown_table, out_dir, progress, save_figure, scale_settings,
+                                    smoke_threads, verdict, write_csv)
 from neuralode.train.loggers import read_metrics
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -594,17 +594,24 @@ def main(argv: list[str] | None = None) -> None:
     images, test_images = settings["images"], settings.get("test_images", settings["images"])
     settings["per_image_images"] = min(settings.get("per_image_images", 0), max(images, test_images))
 
+    stage = Stages("fig3")
+    stage(f"loading {run} and {max(images, test_images)} test images")
     ckpt, metrics, net, x_all, y_all, state = load_or_exit(run, max(images, test_images))
     x, y = x_all[:images], y_all[:images]
     label = solver_label(net)
-    m = Measurements(tolerance_sweep(net, x, repeats=settings["repeats"]),
-                     [TrainingNFE(label, training_nfe(read_metrics(metrics)))],
-                     adjoint_nfe_by_norm(net, x, y),
+    stage(f"(a) and (b): forward solves at {len(TOLERANCES)} tolerances on {images} images")
+    sweep = tolerance_sweep(net, x, repeats=settings["repeats"])
+    stage("(d): the adjoint step at 3 tolerances x 3 norms")
+    norms = adjoint_nfe_by_norm(net, x, y)
+    stage(f"one adjoint step by solver, and each solver's error on {test_images} test images")
+    m = Measurements(sweep, [TrainingNFE(label, training_nfe(read_metrics(metrics)))], norms,
                      step_profiles(net, x, y, x_all[:test_images], y_all[:test_images], label))
     per_image = settings.get("per_image_images", 0)
     if per_image and scipy_available():
+        stage(f"LSODA cross-check, image by image on {per_image} images")
         m.profiles += per_image_profiles(net, x_all[:per_image], y_all[:per_image], label)
     if variant is not None:
+        stage(f"the variant {variant}: its step by solver")
         _, other_metrics, other, *_ = load_or_exit(variant, 0)
         other_label = solver_label(other)
         m.training.append(TrainingNFE(other_label, training_nfe(read_metrics(other_metrics))))
