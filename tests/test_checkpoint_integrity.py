@@ -241,5 +241,6 @@ def test_a_file_size_limit_is_one_line_naming_ulimit(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    assert lines[-1].startswith("error: the file size limit (ulimit -f) was reached") and "resume=true" in lines[-1]
+    assert lines[-1].startswith("error: the file size limit (ulimit -f) was reached")
+    assert "raise the limit (ulimit -f unlimited)" in lines[-1]
     assert len(lines) <= 2, done.stderr

@@ -77,8 +77,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     except OSError as error:
         if error.errno in DISK_FULL or error.errno == errno.EFBIG:
             kept = f"the previous {path.name} is kept" if path.is_file() else f"no {path.name} was written"
+            then = ("resume with resume=true" if (path.parent / "last.pt").is_file()
+                    else "run the same command again (there is no last.pt to resume from yet)")
             raise CheckpointError(f"{full_disk_words(error)} writing {path}; {kept}; {full_disk_remedy(error)} and "
-                                  "resume with resume=true") from None
+                                  f"{then}") from None
         raise
 
 

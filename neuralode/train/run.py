@@ -415,10 +415,13 @@ def _train_main(cfg: DictConfig) -> None:
 
         if error.errno not in (*DISK_FULL, errno.EFBIG):
             raise
-        kept = "last.pt holds the last checkpoint" if (run_dir / "last.pt").is_file() else "no checkpoint was written"
         where = f" writing {error.filename}" if error.filename else ""
-        print(f"error: {full_disk_words(error)}{where}; {kept}; {full_disk_remedy(error)} and continue with "
-              f"resume=true hydra.run.dir={run_dir}", file=sys.stderr)
+        if (run_dir / "last.pt").is_file():
+            then = f"last.pt holds the last checkpoint; {full_disk_remedy(error)} and continue with resume=true " \
+                   f"hydra.run.dir={run_dir}"
+        else:
+            then = f"no checkpoint was written; {full_disk_remedy(error)} and run the same command again"
+        print(f"error: {full_disk_words(error)}{where}; {then}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:
         status = 128 + getattr(stop, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
