@@ -46,7 +46,7 @@ _HOME = {
     "solvers.tableaux": ("TABLEAUX", "ButcherTableau"),
     "solvers.implicit": ("NewtonError",),
     "errors": ("ODESolverError", "NonFiniteStateError", "StepSizeUnderflowError", "MaxStepsExceededError",
-               "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError"),
+               "InvalidTimeError", "StateMismatchError", "InvalidOptionError", "AdjointParamsError", "TimeLimitError"),
 }
 _MODULE_OF = {name: module for module, names in _HOME.items() for name in names}
 

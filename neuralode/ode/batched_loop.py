@@ -26,12 +26,13 @@ gradients, fixed-step, multistep and implicit methods.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import torch
 
 from neuralode.ode.controllers import starting_step, step_factor
-from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, stalled_solve_error
+from neuralode.ode.errors import InvalidOptionError, MaxStepsExceededError, stalled_solve_error, time_limit_error
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
 from neuralode.ode.solvers.runge_kutta import ExplicitRungeKutta, _coefficients, hermite_basis
 from neuralode.ode.stats import SolveStats
@@ -124,6 +125,7 @@ def integrate_batched(problem: Problem, solver, rtol, atol, norm, options: dict,
     history = (torch.ones(n_rows, dtype=torch.float64, device=device),) * 2  # the controller's last two ratios
     sync_every = options.get("sync_every") or default_sync_every(device)
     max_num_steps = options.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
+    deadline = time.monotonic() + options["max_seconds"] if options.get("max_seconds") else None
     y, iterations = y0, 0
 
     while True:
@@ -150,6 +152,9 @@ def integrate_batched(problem: Problem, solver, rtol, atol, norm, options: dict,
             raise _stalled_error(problem, s, h, underflow, nonfinite, n_accepted, solver.name, per_sample)
         if done:
             break
+        if deadline is not None and time.monotonic() > deadline:
+            raise time_limit_error(options["max_seconds"], f"t={problem.user_time(float(s.min())):.6g} (the slowest row)",
+                                   int(n_accepted.max()), solver.name)
         if iterations >= max_num_steps:
             raise MaxStepsExceededError(
                 f"reached max_num_steps={max_num_steps} attempted steps with {int((s < t_end).sum())} of {n_rows} "

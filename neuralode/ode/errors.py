@@ -17,6 +17,16 @@ class MaxStepsExceededError(ODESolverError):
     """More than ``max_num_steps`` steps were attempted before reaching the last output time."""
 
 
+class TimeLimitError(ODESolverError):
+    """The solve ran longer than ``options['max_seconds']`` of wall-clock time."""
+
+
+def time_limit_error(max_seconds: float, where: str, steps: int, method: str) -> TimeLimitError:
+    return TimeLimitError(f"stopped after options['max_seconds']={max_seconds:g} s of solving, at {where} after "
+                          f"{steps} accepted steps (method {method}); raise max_seconds, loosen the tolerances, or "
+                          "try a method for stiff problems (radau5)")
+
+
 class InvalidTimeError(ODESolverError, ValueError):
     """``t`` is not a 1-D, finite, strictly monotone tensor."""
 

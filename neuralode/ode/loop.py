@@ -5,12 +5,13 @@ callbacks and a per-step hook (the checkpointed gradient records steps through i
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, stalled_solve_error
+from neuralode.ode.errors import MaxStepsExceededError, NonFiniteStateError, stalled_solve_error, time_limit_error
 from neuralode.ode.problem import DEFAULT_MAX_NUM_STEPS, Problem, check_start
 from neuralode.ode.solvers.runge_kutta import HermiteInterpolant, LinearInterpolant
 from neuralode.ode.stats import SolveStats
@@ -41,13 +42,14 @@ def _nonfinite(y: torch.Tensor) -> bool:
 
 def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp: str = "linear",
               perturb: bool = False, event_fn: Callable | None = None,
-              max_num_steps: int = DEFAULT_MAX_NUM_STEPS,
+              max_num_steps: int = DEFAULT_MAX_NUM_STEPS, max_seconds: float | None = None,
               on_accept: Callable[[AcceptedStep, torch.Tensor, torch.Tensor], None] | None = None) -> Solution:
     """Solve ``problem`` from its first time to its last (or to the event), returning the state at
     every output time. ``interp`` picks fixed-step outputs between grid points: "linear" or
     "cubic"; adaptive solvers use their own dense output. ``perturb`` evaluates a fixed step's
     first slope just after its start and its last stage just before its end.
-    ``event_fn(s, y)`` (in solver time) ends the solve where its sign changes.
+    ``event_fn(s, y)`` (in solver time) ends the solve where its sign changes. ``max_seconds``
+    (None: no limit) stops a solve that runs longer with :class:`TimeLimitError`.
     """
     f, times, callbacks = problem.field, problem.times, problem.callbacks
     method = solver.name
@@ -79,6 +81,7 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
     # an output is finite is gathered on the device and read once, at the end.
     finite = None
     output_steps = [0]  # accepted steps by each output: for the error message only
+    deadline = time.monotonic() + max_seconds if max_seconds else None
     try:
         while True:
             t1, jump = controller.next_time(t, h, t_end)
@@ -154,6 +157,8 @@ def integrate(problem: Problem, solver, controller, stats: SolveStats, *, interp
                     on_accept(record, y1, f0)
                 t, y = t1, y1
             h = h_next
+            if deadline is not None and time.monotonic() > deadline:
+                raise time_limit_error(max_seconds, where(t), stats.n_accepted, method)
             if attempts >= max_num_steps and (controller.adaptive or event_fn is not None):
                 raise MaxStepsExceededError(
                     f"reached max_num_steps={max_num_steps} at {where(t)} of [{where(times[0])}, "

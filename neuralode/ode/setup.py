@@ -27,9 +27,9 @@ from neuralode.ode.problem import (
 )
 
 # Options of each kind of method (torchdiffeq's names; min_factor/max_factor are its dfactor/ifactor).
-ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "norm", "safety", "min_factor",
+ADAPTIVE_OPTIONS = ("first_step", "min_step", "max_step", "max_num_steps", "max_seconds", "norm", "safety", "min_factor",
                     "max_factor", "dfactor", "ifactor", "icoeff", "pcoeff", "dcoeff", "step_t", "jump_t", "dtype") + BATCHED_LOOP_OPTIONS
-FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_steps", "norm", "dtype")
+FIXED_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_num_steps", "max_seconds", "norm", "dtype")
 GRADIENT_OPTIONS = ("checkpoint_every",)  # gradient="checkpoint" only
 
 
@@ -52,7 +52,7 @@ def check_options(solver, options: dict | None, prefix: str = "") -> dict:
             if name in options:
                 raise InvalidOptionError(f"give {prefix}options {name!r} or its torchdiffeq name {alias!r}, not both")
             options[name] = options.pop(alias)
-    for key in ("step_size", "first_step"):
+    for key in ("step_size", "first_step", "max_seconds"):
         if options.get(key) is not None and not _positive(options[key]):
             raise InvalidOptionError(f"{prefix}option {key!r} must be a positive finite number, got {options[key]!r}")
     if options.get("min_step") is not None and not (options["min_step"] == 0 or _positive(options["min_step"])):
@@ -191,7 +191,8 @@ class Setup:
         controller = self.solver.prepare(self.controller(problem, t, event_fn is not None, rtol, atol), rtol, atol, problem)
         return integrate(problem, self.solver, controller, stats, interp=self.interp,
                          perturb=bool(o.get("perturb", False)), event_fn=event_fn,
-                         max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), on_accept=on_accept)
+                         max_num_steps=o.get("max_num_steps", DEFAULT_MAX_NUM_STEPS), max_seconds=o.get("max_seconds"),
+                         on_accept=on_accept)
 
 
 def make_setup(method, rtol, atol, options, shapes=None, prefix="") -> Setup:

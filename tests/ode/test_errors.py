@@ -185,3 +185,20 @@ def test_an_interrupted_solve_says_where_it_was():
     note = " ".join(getattr(stopped.value, "__notes__", []))
     assert re.search(r"interrupted inside an ODE solve at t=[\d.]+ of \[t=0, t=100\], after \d+ accepted steps of dopri5",
                      note), note
+
+
+@pytest.mark.parametrize("options", [{}, {"per_sample": True}], ids=["host loop", "batched loop"])
+def test_max_seconds_stops_a_long_solve_with_a_named_error(options):
+    """Van der Pol at mu = 1000 with dopri5 takes minutes; options['max_seconds'] (off by default,
+    as torchdiffeq has no limit) stops it and says where it was."""
+    from neuralode.ode import TimeLimitError
+
+    def vdp(t, y):
+        return torch.stack([y[..., 1], 1000 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], dim=-1)
+
+    y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(TimeLimitError, match=r"stopped after options\['max_seconds'\]=0.2 s of solving, at t=[\d.]+"):
+        odeint(vdp, y0, torch.tensor([0.0, 3000.0], dtype=torch.float64), rtol=1e-8, atol=1e-8,
+               options={"max_seconds": 0.2, **options})
+    with pytest.raises(InvalidOptionError, match="option 'max_seconds' must be a positive finite number"):
+        odeint(vdp, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), options={"max_seconds": -1})
