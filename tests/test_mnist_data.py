@@ -556,3 +556,15 @@ def test_files_of_mnists_size_with_other_bytes_are_refused(tmp_path):
                                                    r"\(md5 [0-9a-f]{32}, the original's 6bbc9ace"):
         mnist.check_raw_files(root)
     assert not (mnist.raw_dir(root) / mnist.MD5_VERDICT).exists()
+
+
+def test_a_root_where_mnist_cannot_be_prepared_is_refused_when_the_module_is_built(tmp_path):
+    """At the trial build of train's pre-check, before a run folder exists: a root below a file
+    (or on a read-only disk), or download=False without the files."""
+    (tmp_path / "afile").write_text("not a folder\n")
+    with pytest.raises(mnist.MNISTUnavailableError, match=r"MNIST cannot be prepared in .*afile.*not a directory"):
+        MNISTDataModule(root=str(tmp_path / "afile" / "data"))
+    with pytest.raises(mnist.MNISTUnavailableError, match="download=False and the files are not there"):
+        MNISTDataModule(root=str(tmp_path / "empty"), download=False)
+    MNISTDataModule(root=str(tmp_path / "fresh"))  # a writable folder to prepare in: fine
+    assert not (tmp_path / "fresh").exists()  # the check leaves nothing behind

