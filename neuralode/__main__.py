@@ -11,8 +11,8 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("neuralode.train.run:train_cli", "train an experiment: train experiment=mnist_odenet [key=value ...] [-m]"),
-    "eval": ("neuralode.train.run:eval_cli", "test metrics of a checkpoint: eval ckpt=<file or run dir>"),
+    "train": ("neuralode.train.cli:train_cli", "train an experiment: train experiment=mnist_odenet [key=value ...] [-m]"),
+    "eval": ("neuralode.train.cli:eval_cli", "test metrics of a checkpoint: eval ckpt=<file or run dir>"),
     "table": ("neuralode.paper.cli:table_cli", "a table of the paper from runs: table <name> [options]"),
     "figure": ("neuralode.paper.cli:figure_cli", "a figure of the paper: figure <name> [options]"),
 }

@@ -1,7 +1,7 @@
 """Bad inputs, one table: every user error is refused before a run folder exists, with exit
 status 2 and one or two lines naming the key, the value and what is allowed (no traceback).
 
-The command line runs in-process (``neuralode.train.run.train_cli`` with ``sys.argv`` set):
+The command line runs in-process (``neuralode.train.cli.train_cli`` with ``sys.argv`` set):
 the checks all happen before Hydra starts a run, so no subprocess is needed. Each case gets
 ``hydra.run.dir=<tmp>/run`` and ``paths.output_dir=<tmp>/outputs`` and must leave neither
 behind; a case that names an existing folder (resume, a used run folder) must leave it
@@ -44,7 +44,8 @@ from neuralode.ode import (
 )
 from neuralode.ode.sde import sdeint
 from neuralode.train.config import compose
-from neuralode.train.run import train, train_cli
+from neuralode.train.cli import train_cli
+from neuralode.train.run import train
 
 #: Every base ends the same way: CPU, quiet, and one step should a case be accepted by mistake.
 QUIET = ("device=cpu", "trainer.progress_bar=false", "logger.tensorboard=false", "logger.log_figures=false",
@@ -318,7 +319,7 @@ EVAL_CASES = [
 
 @pytest.mark.parametrize("args", [p.values[0] for p in EVAL_CASES], ids=[p.id for p in EVAL_CASES])
 def test_bad_eval_input_is_refused_before_anything_is_written(args, tmp_path, trained_run, monkeypatch, capsys):
-    from neuralode.train.run import eval_cli
+    from neuralode.train.cli import eval_cli
 
     message = next(p.values[1] for p in EVAL_CASES if p.values[0] == args)
     cwd = tmp_path / "cwd"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from neuralode.train import run
+from neuralode.train import cli, run
 from neuralode.train.checkpoint import load_checkpoint
 from neuralode.train.config import ConfigError, compose
 from neuralode.train.distributed import ShardedShuffle, StridedShard, device_for_rank, per_rank_batch_size
@@ -112,7 +112,7 @@ def test_what_torchrun_cannot_run_is_refused(monkeypatch, capsys, subcommand, ar
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(sys, "argv", [f"neuralode {subcommand}", *args])
     with pytest.raises(SystemExit) as exit_info:
-        (run.train_cli if subcommand == "train" else run.eval_cli)()
+        (cli.train_cli if subcommand == "train" else cli.eval_cli)()
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 

@@ -72,7 +72,7 @@ MASKED_SUMMARY = ("elapsed_s", "run_dir")
 #: A checkpoint's progress: the wall time of the epoch so far (MASKED_METRICS' epoch_time_s).
 MASKED_PROGRESS = ("train_time_s",)
 #: A checkpoint's stored config: resume=true is how a process was started, not a setting of
-#: the run (run.RESUMABLE_CHANGES lets it change); a checkpoint written by a resumed process
+#: the run (run_dirs.RESUMABLE_CHANGES lets it change); a checkpoint written by a resumed process
 #: records resume=true. The config holds no run-folder paths (hydra.run.dir is not in it).
 MASKED_CONFIG = ("resume",)
 

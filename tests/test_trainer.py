@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from neuralode.train.config import ConfigError, LoggerConfig, compose
 from neuralode.train.loggers import read_metrics
-from neuralode.train.run import lock_run_dir, train
+from neuralode.train.run import train
+from neuralode.train.run_dirs import lock_run_dir
 from neuralode.train.seeding import resolve_device
 from neuralode.train.signals import Interrupted
 from neuralode.train.divergence import TrainingError
@@ -390,7 +391,7 @@ def test_resume_without_a_checkpoint_says_which_run_dir_to_name(tmp_path):
 
 
 def test_a_swapped_group_renames_the_run():
-    from neuralode.train.run import run_name
+    from neuralode.train.cli import run_name
 
     assert run_name("mnist_odenet", ["experiment=mnist_odenet", "model=resnet"]) == "mnist_odenet-model_resnet"
     assert run_name("mnist_odenet", ["experiment=mnist_odenet", "solver=rk4", "seed=1"]) == "mnist_odenet-solver_rk4"
@@ -400,7 +401,7 @@ def test_a_swapped_group_renames_the_run():
 
 def test_a_renamed_run_resumes_under_its_name(tmp_path):
     """The name a swapped group gives is added before the resume check compares settings."""
-    from neuralode.train.run import _precheck_train
+    from neuralode.train.cli import _precheck_train
 
     args = [*tiny_mnist("mnist_mlp", "model=mlp", "trainer.max_steps=2"), f"hydra.run.dir={tmp_path}"]
     extra = _precheck_train(args)
