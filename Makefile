@@ -14,7 +14,7 @@ PAPER_TARGETS :=
 -include mk/*.mk
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench bench-ode bench-mnist bench-gradients bench-latent tensorboard clean
+.PHONY: help install run test test-fast bench bench-ode bench-mnist bench-gradients bench-latent tensorboard clean docs
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
+	touch $@
+
 install: $(VENV)/.installed  ## create .venv and install neuralode with its test extras
 
 run: install  ## train the default experiment (ODE-Net on MNIST, 1 epoch); override with RUN_ARGS=...
@@ -41,6 +45,9 @@ test: install  ## run the test suite (CPU, one process per core: about 8 minutes
 
 test-fast: install  ## the suite without tests marked slow (subprocesses, end-to-end runs, sampled repeats): under a minute on 2 cores
 	$(PY) -m pytest -q -n auto --dist loadgroup -m "not slow" $(ARGS)
+
+docs: $(VENV)/.installed-docs  ## the documentation site -> site/ (mkdocs build --strict: a broken link or reference fails)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 
@@ -64,5 +71,5 @@ tensorboard: install  ## TensorBoard over every run under outputs/
 	$(VENV)/bin/tensorboard --logdir outputs
 
 clean:  ## remove caches (keeps outputs/ and data/)
-	rm -rf .pytest_cache build dist *.egg-info
+	rm -rf .pytest_cache build dist site *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

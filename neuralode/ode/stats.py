@@ -76,6 +76,13 @@ def last_stats(backward: bool = False) -> SolveStats | None:
 
 @contextmanager
 def collect_stats():
+    """Sum the statistics of every solve inside the ``with`` block (forward and backward NFE,
+    solves, steps, Jacobians) into the :class:`StatsCollector` it yields::
+
+        with collect_stats() as stats:
+            loss = model(x); loss.backward()
+        print(stats.nfe_forward, stats.nfe_backward)
+    """
     collector = StatsCollector()
     _active.append(collector)
     try:
