@@ -27,7 +27,7 @@ def check_train_config(cfg: DictConfig) -> None:
 
     from hydra.errors import InstantiationException
 
-    from neuralode.train.config import check_logger_settings, check_optim_settings, check_seed, check_trainer_settings
+    from neuralode.train.config import check_optim_settings, check_seed, check_trainer_settings
     from neuralode.train.seeding import resolve_device
     from neuralode.train.targets import check_targets
 
@@ -38,7 +38,7 @@ def check_train_config(cfg: DictConfig) -> None:
     device = resolve_device(cfg.device)
     check_trainer_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval,
                            device)
-    check_logger_settings(LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True)))
+    LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True))  # checks itself
     check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
     check_optim_settings(OmegaConf.to_container(cfg.optim, resolve=True))

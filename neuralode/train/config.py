@@ -76,6 +76,22 @@ class TrainerConfig:
     tf32: Optional[bool] = None  # CUDA matrix products and convolutions in TF32 (null: PyTorch's defaults)
     channels_last: bool = False  # NHWC weights and image batches
 
+    def __post_init__(self) -> None:
+        """Checked once, where the settings are made (the trainer takes them as they are)."""
+        positive = {
+            "max_epochs": self.max_epochs, "max_steps": self.max_steps, "limit_train_batches": self.limit_train_batches,
+            "limit_eval_batches": self.limit_eval_batches, "eval_every_n_steps": self.eval_every_n_steps,
+        }
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise ConfigError(f"trainer.{name} must be a positive integer (or null), got {value}")
+        clip = self.grad_clip_norm
+        if clip is not None and not (math.isfinite(clip) and clip > 0):
+            raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {clip}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be {', '.join(list(PRECISIONS)[:-1])} or "
+                              f"{list(PRECISIONS)[-1]}, got {self.precision!r}")
+
 
 @dataclass
 class LoggerConfig:
@@ -87,6 +103,11 @@ class LoggerConfig:
     # small model's epoch (a spiral RNN's: 0.27 s against 0.18 s of training).
     figures_every_n_evals: int = 10
     log_every_n_steps: int = 50  # train/loss_step in TensorBoard
+
+    def __post_init__(self) -> None:
+        for key in ("log_every_n_steps", "figures_every_n_evals"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"logger.{key} must be a positive integer, got {getattr(self, key)}")
 
 
 @dataclass
@@ -131,22 +152,10 @@ class EvalConfig:
 
 
 def check_trainer_settings(s: TrainerConfig, scheduler_interval: str, device: Any = None) -> None:
-    """The trainer's settings, checked before anything is built or written (those that depend
-    on the device only when it is given)."""
-    positive = {
-        "max_epochs": s.max_epochs, "max_steps": s.max_steps, "limit_train_batches": s.limit_train_batches,
-        "limit_eval_batches": s.limit_eval_batches, "eval_every_n_steps": s.eval_every_n_steps,
-    }
-    for name, value in positive.items():
-        if value is not None and value < 1:
-            raise ConfigError(f"trainer.{name} must be a positive integer (or null), got {value}")
-    if s.grad_clip_norm is not None and not (math.isfinite(s.grad_clip_norm) and s.grad_clip_norm > 0):
-        raise ConfigError(f"trainer.grad_clip_norm must be a positive number (or null: no clipping), got {s.grad_clip_norm}")
+    """What the trainer's settings cannot check alone (they check themselves when made): the
+    scheduler's interval, and, when the device is given, what it supports."""
     if scheduler_interval not in ("epoch", "step"):
         raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
-    if s.precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision must be {', '.join(list(PRECISIONS)[:-1])} or {list(PRECISIONS)[-1]}, "
-                          f"got {s.precision!r}")
     if s.precision == "fp16" and device is not None and getattr(device, "type", str(device)) != "cuda":
         raise ConfigError(f"trainer.precision=fp16 needs a CUDA device (this run uses {device}); "
                           "use trainer.precision=bf16 on CPU")
@@ -156,12 +165,6 @@ def check_seed(seed: Any) -> None:
     """torch takes seeds below 2^64 (numpy gets the seed mod 2^32): a larger one failed mid-start-up."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
         raise ConfigError(f"seed must be an integer in [0, 2^64), got {seed!r}")
-
-
-def check_logger_settings(s: LoggerConfig) -> None:
-    for key in ("log_every_n_steps", "figures_every_n_evals"):
-        if getattr(s, key) < 1:
-            raise ConfigError(f"logger.{key} must be a positive integer, got {getattr(s, key)}")
 
 
 def check_lr(lr: Any) -> None:

@@ -36,7 +36,6 @@ from neuralode.train.checkpoint import CheckpointError, load_checkpoint, load_we
 from neuralode.train.config import (
     LoggerConfig,
     TrainerConfig,
-    check_logger_settings,
     check_optimizer,
     check_trainer_settings,
 )
@@ -94,7 +93,6 @@ class Trainer:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0  # writes every file and the progress bar
         self.seed = seed
-        check_logger_settings(self.logging)
         self.optimizer = optimizer(self.task.parameter_groups())  # parameters, or groups with settings of their own
         check_optimizer(self.optimizer)
         # Under torchrun the training step runs through DDP, which all-reduces the gradients.
