@@ -12,7 +12,7 @@ import torch
 
 from neuralode.models.cnf import CNF, PlanarField
 from neuralode.models.planar_nf import PlanarFlow
-from neuralode.paper import common, ffjord2d, fig4, fig5, flows
+from neuralode.paper import common, ffjord2d, fig4, fig5
 
 PNG = b"\x89PNG"
 
@@ -124,7 +124,7 @@ def test_fig5_along_the_flow_and_figure(tmp_path):
     data = {"two_circles": np.random.default_rng(0).normal(size=(50, 2)), "two_moons": np.zeros((50, 2))}
     fig = fig5.make_figure(drawn, data, fig5.FRACTIONS, 4.0, "test")
     assert len(fig.axes) == 8 * 7  # per data set: CNF and NF, density and samples; fractions + data
-    path = flows.save_figure(fig, tmp_path, "fig5", tensorboard=False)
+    path = common.save_figure(fig, tmp_path, "fig5", tensorboard=False, dpi=110)
     assert path.read_bytes()[:4] == PNG
 
 
@@ -151,4 +151,4 @@ def test_fig5_and_ffjord_tables_from_run_folders(tmp_path):
     assert "| pinwheel | 3.100 | 300 | 22.0 | 21.7 | 32 | 70-100 |" in text and "| rings | no run |" in text
     fig = ffjord2d.make_figure({"pinwheel": (np.ones((6, 6)), np.zeros((10, 2)))},
                                {toy: np.zeros((10, 2)) for toy in runs}, runs, 4.0, "test")
-    assert flows.save_figure(fig, tmp_path, "ffjord2d", tensorboard=False).read_bytes()[:4] == PNG
+    assert common.save_figure(fig, tmp_path, "ffjord2d", tensorboard=False, dpi=110).read_bytes()[:4] == PNG

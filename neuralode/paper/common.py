@@ -70,17 +70,6 @@ def out_dir(path: Path | None) -> Path:
     return folder
 
 
-def resolve_device(spec: str):
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {spec} asked for CUDA, but torch sees no GPU here; use --device cpu")
-    return device
-
-
 def smoke_threads(scale: str) -> None:
     """Below paper scale use one CPU thread (unless OMP_NUM_THREADS says otherwise): the tensors
     are small and the CPU often shared, where two threads fighting are many times slower than one."""

@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, claims_table, fmt, markdown_table, scale_settings, verdict
+from neuralode.paper.common import RunSpec, runs_root, claims_table, fmt, markdown_table, scale_settings, verdict
 from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
-                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs, train_runs,
+                                   imshow_density, load_run, parse, require_runs, save_outputs, train_runs,
                                    scatter_points, write_tables)
 
 TOYS = ("8gaussians", "pinwheel", "checkerboard", "swissroll", "moons", "circles", "2spirals", "rings")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     args, started = parse(parser, argv)
     draw = scale_settings("ffjord2d", args.scale)
     args.toys = args.toys or draw["toys"]
-    root = args.runs or runs_root(args.scale, "ffjord2d")
+    root = args.runs or runs_root(args.scale) / "ffjord2d"
     specs = [RunSpec("ffjord_toy2d", root / toy, (f"data.name={toy}",)) for toy in args.toys]
     failed = [] if args.no_train else train_runs(specs, args)
     runs = require_runs(collect(root, args.toys), root, "FFJORD")

@@ -29,9 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, claims_table, markdown_table, scale_settings, verdict
+from neuralode.paper.common import RunSpec, runs_root, claims_table, markdown_table, scale_settings, verdict
 from neuralode.paper.flows import (FlowRun, draw_runs, flow_parser, grid_density, imshow_density, load_run,
-                                   parse, require_runs, runs_root, save_outputs, train_runs, write_tables)
+                                   parse, require_runs, save_outputs, train_runs, write_tables)
 
 ENERGIES = ("u1", "u2", "u3")
 SIZES = (2, 8, 32)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES), help="K = M values (default: 2 8 32)")
     parser.add_argument("--grid", type=int, default=None, help="density grid points per side")
     args, started = parse(parser, argv)
-    root = args.runs or runs_root(args.scale, "fig4")
+    root = args.runs or runs_root(args.scale) / "fig4"
     failed = [] if args.no_train else train_runs(run_specs(root, args.energies, args.sizes), args)
     runs = require_runs(collect(root, args.energies, args.sizes), root, "Figure 4")
     folder = write_tables(args.out, "fig4", render(runs, args.scale, args.energies, args.sizes, root), CSV_HEADERS,

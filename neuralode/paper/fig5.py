@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, claims_table, fmt, markdown_table, scale_settings, verdict
+from neuralode.paper.common import RunSpec, runs_root, claims_table, fmt, markdown_table, scale_settings, verdict
 from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
-                                   imshow_density, load_run, parse, require_runs, runs_root, save_outputs, train_runs,
+                                   imshow_density, load_run, parse, require_runs, save_outputs, train_runs,
                                    scatter_points, write_tables)
 
 DATASETS = {"two_circles": "Two Circles", "two_moons": "Two Moons"}
@@ -133,7 +133,7 @@ def csv_rows(runs: dict[tuple[str, str], FlowRun | None]) -> list[list]:
 
 def main(argv: list[str] | None = None) -> None:
     args, started = parse(flow_parser("python -m neuralode figure fig5", "fig5", __doc__), argv)
-    root = args.runs or runs_root(args.scale, "fig5")
+    root = args.runs or runs_root(args.scale) / "fig5"
     specs = [RunSpec(experiment(flow, dataset), root / experiment(flow, dataset)) for flow, dataset in TRAINING_ORDER]
     failed = [] if args.no_train else train_runs(specs, args)
     runs = require_runs(collect(root), root, "Figure 5")

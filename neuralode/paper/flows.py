@@ -74,11 +74,6 @@ def load_task(run_dir: Path, device: torch.device | str = "cpu"):
     return load_trained(Path(run_dir) / "last.pt", device)[0]
 
 
-def runs_root(scale: str, figure: str) -> Path:
-    """Where a figure's runs go: ``outputs/paper/runs/<scale>/<figure>``."""
-    return common.runs_root(scale) / figure
-
-
 def draw_runs(runs: dict[Hashable, FlowRun | None], draw: Callable[[torch.nn.Module, float], T],
               half_width: float = 4.0) -> tuple[dict[Hashable, T], float]:
     """``draw(flow, plot_range)`` for every run with a trained model (``last.pt``), by key; and the
@@ -128,11 +123,6 @@ def scatter_points(ax, points: np.ndarray | None, half_width: float, title: str 
     ax.set_title(title, fontsize=9)
 
 
-def save_figure(fig, folder: Path, name: str, tensorboard: bool, step: int = 0) -> Path:
-    """``common.save_figure`` at the 110 dpi these figures have always used."""
-    return common.save_figure(fig, folder, name, step=step, tensorboard=tensorboard, dpi=110)
-
-
 # --------------------------------------------------------------------------- command line
 def flow_parser(prog: str, figure: str, doc: str) -> argparse.ArgumentParser:
     """The options of every flow figure (scale, folders, device, training, Hydra overrides);
@@ -178,7 +168,7 @@ def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float
     runs that ``failed`` to train, if any."""
     from neuralode.train.memory import peak_rss_mb
 
-    png = save_figure(fig, folder, name, tensorboard=tensorboard)
+    png = common.save_figure(fig, folder, name, tensorboard=tensorboard, dpi=110)  # these figures' dpi
     trained = [run.last_with("peak_rss_mb") for run in runs.values() if run is not None]
     trained = [value for value in trained if value is not None]
     with (folder / f"{name}.md").open("a") as md:

@@ -32,7 +32,7 @@ from torch import nn
 from neuralode.models.odenet import ODENet
 from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
-from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table, out_dir, resolve_device,
+from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table, out_dir,
                                     root_dir, write_csv)
 from neuralode.source import source_commit
 
@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(s["threads"])
     if min(s["depths"]) < 1 or s["batch_size"] < 1 or s["repeats"] < 1 or not all(0 < t < 1 for t in s["tols"]):
         raise SystemExit("error: depths, --batch-size and --repeats must be positive integers and tolerances in (0, 1)")
+    from neuralode.train.seeding import resolve_device
+
     device = resolve_device(args.device)
     folder = out_dir(args.out)
     print(f"memory scaling, scale {args.scale}: batch {s['batch_size']}, {s['channels']} channels, device {device}")
