@@ -11,6 +11,7 @@ temporary file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -93,3 +94,20 @@ def _where(error: Exception) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"line {error.lineno}, column {error.colno}: {error.msg}"
     return str(error)
+
+
+def check_can_create(path: str | Path) -> Path:
+    """The nearest existing folder above (or at) ``path``, once it has taken a temporary entry
+    (made and removed again): ``path`` can then be created. Raises ``NotADirectoryError`` when
+    that nearest existing path is a file, and the probe's ``OSError`` (read-only, no permission)
+    otherwise; either one's ``filename`` is the existing path."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".neuralode-check-").cleanup()
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(existing)) from None
+    return existing

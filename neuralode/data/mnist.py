@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import fcntl
 import gzip
 import hashlib
@@ -57,7 +56,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from neuralode.data.base import DataModule
 from neuralode.errors import UserError
-from neuralode.files import write_atomically
+from neuralode.files import check_can_create, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -429,16 +428,11 @@ def check_preparable(root: str | Path, download: bool) -> None:
     would give after the run folder exists."""
     if not download:
         raise MNISTUnavailableError(_help(root, "download=False and the files are not there."))
-    existing = raw_dir(root)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     try:
-        if not existing.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(existing))
-        tempfile.TemporaryDirectory(dir=existing, prefix=".neuralode-check-").cleanup()
+        check_can_create(raw_dir(root))
     except OSError as error:
         raise MNISTUnavailableError(
-            f"MNIST cannot be prepared in {raw_dir(root)}: {existing}: {error.strerror or error} (the folder must be "
+            f"MNIST cannot be prepared in {raw_dir(root)}: {error.filename}: {error.strerror or error} (the folder must be "
             "writable, or hold the files already: data.root=<a folder with MNIST/raw>)") from None
 
 

@@ -5,13 +5,13 @@ folder. Each raises :class:`ConfigError` with one line naming the key and what t
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from neuralode.files import check_can_create
 from neuralode.train.config import CONFIG_DIR, ConfigError, LoggerConfig, TrainConfig, TrainerConfig, config_groups
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,13 @@ def check_run_dir(text: str) -> Path:
         raise ConfigError("hydra.run.dir is empty, which would write the run into the current directory; give a "
                           "folder (hydra.run.dir=outputs/my_run) or leave it out")
     run_dir = Path(text).expanduser()
-    existing = run_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise ConfigError(f"hydra.run.dir={text} lies below {existing}, which is a file; choose another folder")
     try:
-        tempfile.TemporaryDirectory(dir=existing, prefix=".neuralode-check-").cleanup()
+        check_can_create(run_dir)
+    except NotADirectoryError as error:
+        raise ConfigError(f"hydra.run.dir={text} lies below {error.filename}, which is a file; choose another "
+                          "folder") from None
     except OSError as error:
-        raise ConfigError(f"hydra.run.dir={text}: cannot write in {existing} ({error.strerror}); "
+        raise ConfigError(f"hydra.run.dir={text}: cannot write in {error.filename} ({error.strerror}); "
                           "choose a writable folder") from None
     return run_dir
 
