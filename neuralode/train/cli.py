@@ -145,24 +145,36 @@ def _precheck_train(args: list[str]) -> list[str]:
     check_group_choices(args)
     if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in args):
         return []
+    cfg = _compose_checked("train", args)
+    name = run_name(str(cfg.name), args)
+    extra = [f"name={name}"] if name else []
+    if extra:
+        cfg = _compose_checked("train", args + extra)
+    plain, run_dir = _split_run_dir(cfg)
+    check_train_config(plain)
+    resume_point(plain, run_dir)  # before Hydra writes its .hydra/ and train.log into the folder
+    return extra
+
+
+def _compose_checked(config_name: str, args: list[str]) -> DictConfig:
+    """The config the command line composes (with Hydra's node), or Hydra's and OmegaConf's
+    refusal of an override as one line."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        cfg = compose("train", args, return_hydra_config=True)
+        return compose(config_name, args, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(override_error_line(error)) from None
-    name = run_name(str(cfg.name), args)
-    extra = [f"name={name}"] if name else []
-    if extra:
-        cfg = compose("train", args + extra, return_hydra_config=True)
-    container = OmegaConf.to_container(cfg, resolve=False)
+
+
+def _split_run_dir(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The config without Hydra's node (the schema does not know it), and the run folder it names,
+    checked (:func:`check_run_dir`)."""
     run_dir = check_run_dir(str(cfg.hydra.run.dir))
-    container.pop("hydra")  # the schema does not know it
-    plain = OmegaConf.create(container)
-    check_train_config(plain)
-    resume_point(plain, run_dir)  # before Hydra writes its .hydra/ and train.log into the folder
-    return extra
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra")
+    return OmegaConf.create(container), run_dir
 
 
 def override_error_line(error: Exception) -> str:
@@ -194,17 +206,7 @@ def _precheck_eval(args: list[str]) -> list[str]:
     """The eval settings, checked before Hydra makes the eval's run folder (as train's are):
     the overrides compose, limit_eval_batches is positive, data sizes are positive integers,
     the checkpoint (or run folder) exists, and the output folder can be made."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        cfg = compose("eval", args, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(override_error_line(error)) from None
-    check_run_dir(str(cfg.hydra.run.dir))
-    container = OmegaConf.to_container(cfg, resolve=False)
-    container.pop("hydra")
-    plain = OmegaConf.create(container)
+    plain, _ = _split_run_dir(_compose_checked("eval", args))
     check_schema(plain, EvalConfig)
     limit = plain.limit_eval_batches
     if limit is not None and limit < 1:
