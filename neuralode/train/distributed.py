@@ -156,11 +156,9 @@ def average_progress(p) -> None:
     ranks. Sums are linear, so the epoch means stay right as each rank keeps adding its own
     steps, and every rank (hence the checkpoint, written from rank 0) holds the same values: a
     resume is exact."""
-    local = {f"train_{key}": value for key, value in p.train_sums.items()}
-    local.update(nfe_forward=p.nfe_forward, nfe_backward=p.nfe_backward, n_solves=p.n_solves)
-    mean = {key: value / world_size() for key, value in sum_over_ranks(local).items()}
-    p.train_sums = {key: mean[f"train_{key}"] for key in p.train_sums}
-    p.nfe_forward, p.nfe_backward, p.n_solves = mean["nfe_forward"], mean["nfe_backward"], mean["n_solves"]
+    p.train_sums = {key: value / world_size() for key, value in sum_over_ranks(p.train_sums).items()}
+    solves = sum_over_ranks({"nfe_forward": p.nfe_forward, "nfe_backward": p.nfe_backward, "n_solves": p.n_solves})
+    p.nfe_forward, p.nfe_backward, p.n_solves = (solves[key] / world_size() for key in ("nfe_forward", "nfe_backward", "n_solves"))
     p.peak_saved_bytes = max(gather(p.peak_saved_bytes))
 
 

@@ -118,9 +118,11 @@ class RunLoggers:
         if figures is not None and self.settings.log_figures:
             self.tensorboard.log_figures(figures(), record.step)
 
-    def finish(self, config: Mapping[str, Any], num_parameters: int, final: Mapping[str, Any]) -> None:
-        if self.tensorboard is not None:
-            metrics = {k: v for k, v in final.items() if k.startswith(("test_", "nfe_"))}
+    def finish(self, config: Mapping[str, Any], num_parameters: int, final) -> None:
+        """TensorBoard's HPARAMS entry: the run's settings beside ``final``'s metrics (the last
+        :class:`~neuralode.train.records.Record`, or None: no evaluation this process, no entry)."""
+        if self.tensorboard is not None and final is not None:
+            metrics = final.measured()
             hparams = {k: v for k, v in flatten(config).items() if k.split(".")[0] in HPARAM_GROUPS}
             self.tensorboard.log_hparams({**hparams, "num_parameters": num_parameters}, metrics)
 

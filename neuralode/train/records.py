@@ -1,6 +1,6 @@
 """One evaluation's metrics as a typed record, from which both the metrics.jsonl line and the
 TensorBoard scalars are derived (rather than string prefixes added in one place and parsed
-back in another)."""
+back in another). :func:`json_key` is the one place that names a metric's metrics.jsonl key."""
 
 from __future__ import annotations
 
@@ -21,10 +21,7 @@ class Record:
 
     def as_json(self) -> dict[str, Any]:
         """The metrics.jsonl line (the keys every table reads: train_loss, test_error, ...)."""
-        line: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
-        line.update({f"train_{k}": v for k, v in self.train.items()})
-        line.update({f"nfe_{k}": v for k, v in self.nfe.items()})
-        line.update({f"test_{k}": v for k, v in self.test.items()})
+        line: dict[str, Any] = {"epoch": self.epoch, "step": self.step, **self.measured()}
         line["lr"] = self.lr
         line.update({f"{k}_time_s": v for k, v in self.time_s.items()})
         line.update({f"{k}_mb": v for k, v in self.memory_mb.items()})
@@ -44,15 +41,29 @@ class Record:
             tags["memory/peak_mb"] = peak
         return tags
 
+    def measured(self) -> dict[str, float]:
+        """The training, NFE and test metrics under their metrics.jsonl keys (what a log line and
+        TensorBoard's HPARAMS tab show)."""
+        return {**{json_key("train", k): v for k, v in self.train.items()},
+                **{json_key("nfe", k): v for k, v in self.nfe.items()},
+                **{json_key("test", k): v for k, v in self.test.items()}}
+
     def summary_line(self) -> str:
         shown = [f"epoch {self.epoch} step {self.step}"]
-        shown += [f"{k} {v:.4g}" for k, v in self.as_json().items() if k.startswith(("train_", "test_", "nfe_"))]
+        shown += [f"{k} {v:.4g}" for k, v in self.measured().items()]
         shown.append(f"{self.time_s.get('epoch', 0.0):.1f}s")
         return " | ".join(shown)
 
 
+def json_key(group: str, metric: str) -> str:
+    """A metric's key in metrics.jsonl and summary.json: ``json_key("test", "error")`` is
+    ``test_error``, the name every table reads."""
+    return f"{group}_{metric}"
+
+
 def run_summary(history: list[dict[str, Any]], monitor: str, best: float | None, **run: Any) -> dict[str, Any]:
     """summary.json: what trained and how far (``run``: name, run_dir, task, ..., in that order),
-    then the metrics.jsonl line with the best value of ``monitor`` and the last line."""
-    best_line = next((line for line in history if line.get(monitor) == best), None)
-    return {**run, "monitor": monitor, "best": best_line, "final": history[-1]}
+    then the metrics.jsonl line with the best value of the test metric ``monitor`` and the last line."""
+    key = json_key("test", monitor)
+    best_line = next((line for line in history if line.get(key) == best), None)
+    return {**run, "monitor": key, "best": best_line, "final": history[-1]}

@@ -72,6 +72,7 @@ def evaluate_checkpoint(
     machine's ``paths.data_dir``) replaces a stored ``data.root`` that ``data_overrides`` leave:
     a shared checkpoint's folder names its author's machine."""
     from neuralode.train.evaluation import evaluate
+    from neuralode.train.records import json_key
     from neuralode.train.seeding import resolve_device
 
     path = checkpoint_file(Path(ckpt))
@@ -80,7 +81,7 @@ def evaluate_checkpoint(
     metrics = evaluate(task, data.eval_dataloader(), device, limit_eval_batches)
     last = state["history"][-1] if state["history"] else {}
     return {"ckpt": str(path), "epoch": last.get("epoch"), "step": state["progress"]["step"],
-            **{f"test_{key}": value for key, value in metrics.items()}}
+            **{json_key("test", key): value for key, value in metrics.items()}}
 
 
 def load_trained(path: str | Path, device: Any = "cpu", data_overrides: dict | None = None,

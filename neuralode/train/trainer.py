@@ -105,10 +105,12 @@ class Trainer:
         self.progress = Progress()
         self.history: list[dict[str, Any]] = []  # every record of metrics.jsonl
         self.commits: list[str] = []  # the source commits that trained this run, in order (see fit)
-        self.monitor = f"test_{task.monitor}"
         self.saved_tensors = SavedTensorsMeter() if self.settings.measure_saved_tensors else None
         self._pending_rng = PendingRngState()  # a checkpoint's random states, until training reaches them
         self._log: RunLoggers | None = None  # rank 0's metrics.jsonl, TensorBoard and log lines
+        # This fit() call's newest evaluation, for TensorBoard's HPARAMS tab (a resume that only
+        # writes summary.json, its last evaluation done before, shows none).
+        self._last_record: Record | None = None
         self._figure_loader: Iterable | None = None  # figures come from the whole (unsharded) test set
 
     # -- the loop ---------------------------------------------------------------------------
@@ -154,13 +156,13 @@ class Trainer:
                     self._restore_rng(loader_too=True)  # a resume at the last step evaluates first
                     self._evaluate_and_log(eval_loader, end_of_epoch=False, figures=True)
             summary = run_summary(  # elapsed_s: this fit() call's wall time (since the resume, if resumed)
-                self.history, self.monitor, self.progress.best, name=self.config.get("name"), run_dir=str(self.run_dir),
+                self.history, self.task.monitor, self.progress.best, name=self.config.get("name"), run_dir=str(self.run_dir),
                 task=qualified_name(self.task), num_parameters=self.num_parameters, device=str(self.device),
                 world_size=self.world_size, epochs=self.progress.epoch, steps=self.progress.step,
                 elapsed_s=time.perf_counter() - started, commits=self.commits)
             if self.is_main:
                 write_json(self.run_dir / "summary.json", summary)
-                self._log.finish(self.config, self.num_parameters, self.history[-1])
+                self._log.finish(self.config, self.num_parameters, self._last_record)
             return summary
         finally:
             if self._log is not None:
@@ -272,6 +274,7 @@ class Trainer:
                         memory_mb=memory_peaks_mb(self.device, saved_bytes))
         line = record.as_json()
         self.history.append(line)
+        self._last_record = record
         if self._log is not None:
             self._log.record(record, self._figures if figures else None)
         if end_of_epoch:
@@ -282,7 +285,7 @@ class Trainer:
         # best.pt first, with progress.best already updated: an interruption between the two
         # writes leaves last.pt one evaluation behind, and the resume redoes that evaluation
         # (to the same numbers), so best.pt and summary.json never point to a worse step.
-        if p.improved(line.get(self.monitor), self.task.monitor_mode):
+        if p.improved(metrics.get(self.task.monitor), self.task.monitor_mode):
             self._save("best.pt", "last.pt")
         else:
             self._save("last.pt")
