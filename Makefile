@@ -9,9 +9,11 @@ ARGS ?=
 # The default job of `make run`: the paper's ODE-Net on real MNIST (offline path), one epoch.
 RUN_ARGS ?= experiment=mnist_odenet trainer.max_epochs=1
 
-# Paper artefacts: each family adds its targets to PAPER_TARGETS in its own file under mk/.
-PAPER_TARGETS :=
--include mk/*.mk
+# The paper's artefacts: mk/artefacts.mk is written from neuralode/paper/registry.py (standard
+# library only, so plain python3 runs it) whenever the registry changes.
+include mk/paper.mk mk/artefacts.mk
+mk/artefacts.mk: neuralode/paper/registry.py
+	$(PYTHON) neuralode/paper/registry.py make > $@.$$$$.part && mv $@.$$$$.part $@
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast bench bench-ode bench-mnist bench-gradients bench-latent tensorboard clean docs

@@ -1,7 +1,9 @@
-# Paper artefacts of the MNIST family (issue 4) and `make paper`, which runs every family's.
-# Each target takes SCALE=smoke (CPU, minutes), SCALE=cpu (the paper's claims on a 2-core CPU) or SCALE=paper (the full recipe, GPU) and writes
-# under outputs/paper/; ARGS goes to the script (see `python -m neuralode.paper.<name> --help`).
-PAPER_TARGETS += table1 memory fig1 fig2 fig3
+# How the paper's artefacts are made. Their targets (one per row of neuralode/paper/registry.py)
+# are in mk/artefacts.mk, which make writes from the registry. Each takes SCALE=smoke (CPU,
+# minutes), SCALE=cpu (the paper's claims on a 2-core CPU) or SCALE=paper (the full recipe, GPU)
+# and writes under outputs/paper/; ARGS goes to the script (`python -m neuralode.paper.<name> --help`).
+# make sdenet's out-of-distribution set: animal_mnist (offline) or svhn.
+OOD ?= animal_mnist
 
 # $(call timed,command): run a paper target's command and record its wall time, status, commit
 # (neuralode.source.source_commit, as runs record theirs) and how many training runs it trained or
@@ -16,22 +18,7 @@ timed = @timings=$${NEURALODE_ROOT:-.}/outputs/paper/timings; mkdir -p $$timings
 	  $@ $(SCALE) $$start $$end $$status $$commit $$(grep -c '^trained ' $$runs.part) $$(grep -c '^reused ' $$runs.part) \
 	  > $$timings/$@-$(SCALE).json.part && mv $$runs.part $$runs && mv $$timings/$@-$(SCALE).json.part $$timings/$@-$(SCALE).json; \
 	[ $$status = ok ]
-.PHONY: table1 memory fig1 fig2 fig3 paper report results
-
-table1: install  ## Table 1 (MNIST: MLP, ResNet, RK-Net, ODE-Net) at SCALE, training what is missing -> outputs/paper/table1.md
-	$(call timed,$(PY) -m neuralode.paper.table1 --train --scale $(SCALE) $(ARGS))
-
-memory: install  ## training-step memory vs depth: ResNet O(L), RK-Net O(L~), ODE-Net O(1) -> outputs/paper/memory.md, .png
-	$(call timed,$(PY) -m neuralode.paper.memory --scale $(SCALE) $(ARGS))
-
-fig1: install  ## Figure 1: a toy ResNet's steps vs an ODE-Net's vector field -> outputs/paper/fig1.png
-	$(call timed,$(PY) -m neuralode.paper.fig1 --scale $(SCALE) $(ARGS))
-
-fig2: install  ## Figure 2: one adjoint solve, state forward and adjoint backward with its jumps -> outputs/paper/fig2.png
-	$(call timed,$(PY) -m neuralode.paper.fig2 --scale $(SCALE) $(ARGS))
-
-fig3: install  ## Figure 3: NFE statistics of the SCALE ODE-Net run (trained or reused) -> outputs/paper/fig3.png
-	$(call timed,$(PY) -m neuralode.paper.fig3 --scale $(SCALE) $(ARGS))
+.PHONY: paper report results
 
 report: install  ## outputs/paper/REPORT.md from the artefacts already made
 	$(PY) -m neuralode.paper.report --scale $(SCALE)

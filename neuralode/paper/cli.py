@@ -1,26 +1,22 @@
 """The ``table`` and ``figure`` subcommands: ``python -m neuralode table table1 [runs...]``,
 ``python -m neuralode figure fig3 [run]``.
 
-Each artefact is a module ``neuralode.paper.<name>`` with ``main(argv)``; a family that adds
-``neuralode/paper/fig4.py`` (or ``table2.py``) is reachable here without a change.
+Each artefact is a module ``neuralode.paper.<name>`` with ``main(argv)`` and a row of
+:data:`neuralode.paper.registry.ARTEFACTS`, which says whether it is a table or a figure.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
-import re
 import sys
 
-import neuralode.paper
 from neuralode.errors import UserError
-
-KINDS = {"table": re.compile(r"table\d+|memory|report|sdenet"), "figure": re.compile(r"fig\d+|ffjord2d")}
+from neuralode.paper.registry import made
 
 
 def available(kind: str) -> list[str]:
-    pattern = KINDS[kind]
-    return sorted(m.name for m in pkgutil.iter_modules(neuralode.paper.__path__) if pattern.fullmatch(m.name))
+    """The names ``python -m neuralode <kind>`` takes: the registry's, and ``table report``."""
+    return sorted([a.name for a in made(kind)] + (["report"] if kind == "table" else []))
 
 
 def dispatch(kind: str, argv: list[str]) -> None:

@@ -24,12 +24,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window (also on machines without a display)
 
 from neuralode.files import read_json
+from neuralode.paper.registry import SCALES
 from neuralode.source import REPO_ROOT
-
-#: The scales of every target: ``smoke`` (CPU, minutes: the pipeline), ``cpu`` (the paper's claims
-#: on a 2-core CPU, hours) and ``paper`` (the full recipe, GPU). Their training recipes are
-#: ``configs/recipe/<scale>/``, everything else ``configs/paper_scales.yaml``.
-SCALES = ("smoke", "cpu", "paper")
 
 
 def scale_settings(artefact: str, scale: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``outputs/paper/REPORT.md``: every table and figure of the paper, ours beside the paper's.
 
 It reads what the artefact targets left in ``outputs/paper/``: ``<name>.md`` (a table, included
-as is) and ``<name>.png`` (a figure, embedded), for the names in :data:`ARTEFACTS`, and the
+as is) and ``<name>.png`` (a figure, embedded), for the rows of :data:`neuralode.paper.registry.ARTEFACTS`, and the
 wall time and commit of each target from ``timings/<target>-<scale>.json`` (written by ``make
 paper``), with the commits that trained its runs (their ``summary.json``, the runs listed in
 ``timings/<target>-<scale>.runs``). An
@@ -27,10 +27,10 @@ import json
 import os
 import platform
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from neuralode.paper.common import CLAIM_HEADERS, SCALES, markdown_table, out_dir
+from neuralode.paper.common import CLAIM_HEADERS, markdown_table, out_dir
+from neuralode.paper.registry import ARTEFACTS, SCALES, Artefact
 from neuralode.source import source_commit
 
 #: What each scale is, for the report's first line.
@@ -39,57 +39,6 @@ SCALE_TEXT = {"smoke": "CPU, minutes: short runs that check the pipeline, number
               "paper": "the full recipe"}
 #: Largest PNG that --publish copies as is.
 MAX_PNG_BYTES = 300_000
-
-
-@dataclass(frozen=True)
-class Artefact:
-    name: str  # file stem under outputs/paper/ and the make target
-    title: str
-    paper: str  # what the paper shows, with its numbers
-    diagram: bool = False  # nothing to reproduce: the paper's figure is a drawing
-
-
-ARTEFACTS = (
-    Artefact("fig1", "Figure 1: ResNet against ODE network",
-             "A residual network's discrete steps against an ODE network's continuous vector field; circles "
-             "mark where f is evaluated (fixed layers against the adaptive solver's choice). A toy model."),
-    Artefact("fig2", "Figure 2: reverse-mode differentiation of an ODE solution",
-             "The state solved forward; the adjoint a(t) = dL/dz(t) solved backward, jumping by dL/dz(t_i) at "
-             "each observation time."),
-    Artefact("table1", "Table 1: MNIST",
-             "Test error 1.60% (1-layer MLP, quoted), 0.41% (ResNet, 0.60M parameters), 0.47% (RK-Net, 0.22M), "
-             "0.42% (ODE-Net, 0.22M). Memory O(L) for ResNet, O(L~) for RK-Net, O(1) for ODE-Net; time O(L) "
-             "and O(L~)."),
-    Artefact("memory", "Memory against depth (Table 1's memory column, measured)",
-             "ResNet O(L), RK-Net O(L~), ODE-Net O(1): the adjoint's memory does not grow with the number of "
-             "solver steps."),
-    Artefact("fig3", "Figure 3: statistics of a trained ODE-Net",
-             "(a) NFE against numerical error, set by the tolerance; (b) forward time proportional to forward "
-             "NFE; (c) backward NFE about half the forward NFE; (d) forward NFE grows over training."),
-    Artefact("fig4", "Figure 4: density matching, planar NF against planar CNF",
-             "KL(q||p) to three 2-D energies for a planar NF with K layers and a planar CNF with M units, "
-             "K = M in {2, 8, 32}; the CNF reaches lower loss."),
-    Artefact("fig5", "Figure 5: noise to data, Two Circles and Two Moons",
-             "Maximum likelihood: CNF with 64 units against NF with 64 layers; densities and samples along "
-             "the flow. The NF has difficulty with Two Moons."),
-    Artefact("fig6", "Figure 6: the latent ODE model", "A diagram of the model's computation graph.", diagram=True),
-    Artefact("fig7", "Figure 7: latent ODE with a Poisson process likelihood",
-             "Events and the learned intensity lambda(z(t)) on toy data."),
-    Artefact("fig8", "Figure 8: spirals, RNN against latent ODE",
-             "Reconstructions and extrapolations of the RNN and the latent ODE; latent trajectories."),
-    Artefact("fig9", "Figure 9: varying one dimension of z0",
-             "Data-space trajectories decoded while one latent dimension of z0 varies."),
-    Artefact("table2", "Table 2: predictive RMSE on spirals",
-             "RNN 0.3937 / 0.3202 / 0.1813 and latent ODE 0.1642 / 0.1502 / 0.1346 for n = 30 / 50 / 100 "
-             "observed points."),
-    Artefact("ffjord2d", "FFJORD: learned densities on 2-D toy data",
-             "Grathwohl et al. (2019): free-form CNFs with Hutchinson's trace estimator fit multi-modal and "
-             "discontinuous 2-D densities; about 70-100 function evaluations per solve."),
-    Artefact("sdenet", "SDE-Net: uncertainty on MNIST",
-             "Kong et al. (2020): an SDE block whose diffusion is trained to be small on the training data and "
-             "large off it; out-of-distribution detection (SVHN) TNR at 95% TPR 99.4 against ResNet's 88.8, "
-             "AUROC 99.8 against 95.9, at the same accuracy (one run of the authors' code)."),
-)
 
 
 def read_timings(folder: Path, scale: str) -> dict[str, dict]:
@@ -201,7 +150,7 @@ def machine() -> str:
 
 def artefact_section(artefact: Artefact, folder: Path) -> str:
     lines = [f"## {artefact.title}", "", f"**Paper.** {artefact.paper}", ""]
-    if artefact.diagram:
+    if artefact.kind == "diagram":
         lines += ["**Ours.** Nothing to reproduce: the paper's figure is a diagram of the model, not a result.", ""]
         return "\n".join(lines)
     table, figure, data = folder / f"{artefact.name}.md", folder / f"{artefact.name}.png", folder / f"{artefact.name}.csv"
