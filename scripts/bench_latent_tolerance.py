@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from neuralode.ode import collect_stats
-from neuralode.paper.common import load_trained, markdown_table
+from neuralode.paper.common import markdown_table
+from neuralode.paper.runs import load_trained
 from neuralode.paper.table2 import TOLERANCES
 
 OUT = Path("outputs/bench/latent_tolerance.md")

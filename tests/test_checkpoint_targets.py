@@ -45,7 +45,7 @@ def test_every_target_in_the_configs_is_allowed(target):
         "neuralode.data.mnist.Path",  # pathlib's class, imported into a neuralode module
         "neuralode.models.cnf.nn",  # a module
         "neuralode.train.checkpoint.CheckpointError",  # neuralode, but not models, tasks or data
-        "neuralode.paper.common.RunSpec", "neuralode.nope.Thing", "neuralode.models.cnf.CNF.forward",
+        "neuralode.paper.runs.RunSpec", "neuralode.nope.Thing", "neuralode.models.cnf.CNF.forward",
         "${oc.env:TARGET}", "open", "", None, 3, ["builtins.open"],
     ],
 )
@@ -143,14 +143,14 @@ def test_evaluate_checkpoint_refuses_a_foreign_data_override(tmp_path, victim):
 
 
 def test_paper_loaders_refuse_a_stored_foreign_target(tmp_path, victim):
-    from neuralode.paper import common, flows
+    from neuralode.paper import flows, runs
 
     run = tmp_path / "run"
     crafted_checkpoint(run / "last.pt", victim)
     with pytest.raises(ConfigError, match=f"checkpoint {re.escape(str(run / 'last.pt'))}: model._target_"):
-        common.load_trained(run)
+        runs.load_trained(run)
     with pytest.raises(SystemExit, match="^error: checkpoint .*refusing to build it$"):
-        common.load_trained_or_exit(run / "last.pt")
+        runs.load_trained_or_exit(run / "last.pt")
     with pytest.raises(ConfigError, match="model._target_='builtins.open'"):
         flows.load_task(run)
     assert victim.read_text() == "do not truncate me\n"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralode.paper import common, fig7, fig8, fig9, table2
+from neuralode.paper import fig7, fig8, fig9, table2
+from neuralode.paper import runs as paper_runs
 
 
 # --------------------------------------------------------------------------- Table 2
@@ -141,7 +142,7 @@ def fake_training(monkeypatch, fail: str | None = None) -> list[list[str]]:
         failed = fail is not None and command[-1 if "resume=true" not in command else -2].endswith(fail)
         return subprocess.CompletedProcess(command, 1 if failed else 0)
 
-    monkeypatch.setattr(common.subprocess, "run", run)
+    monkeypatch.setattr(paper_runs.subprocess, "run", run)
     return commands
 
 
@@ -150,7 +151,7 @@ def test_ensure_runs_reuses_resumes_and_trains_the_rest(tmp_path: Path, monkeypa
     make_run(tmp_path / "rnn_spiral_n30_s0", "rnn_spiral", 30, [1.0])  # finished
     (tmp_path / "latent_ode_spiral_n30_s0").mkdir()
     (tmp_path / "latent_ode_spiral_n30_s0" / "last.pt").write_bytes(b"")  # stopped early
-    dirs = table2.ensure_runs("smoke", [30, 50], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path,
+    dirs = paper_runs.ensure_spiral_runs("smoke", [30, 50], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path,
                               jobs=1, overrides=["device=cpu"])
     assert dirs[("latent_ode_spiral", 50, 0)] == tmp_path / "latent_ode_spiral_n50_s0"
     by_dir = {next(a for a in c if a.startswith("hydra.run.dir=")).split("=", 1)[1]: c for c in commands}
@@ -166,12 +167,12 @@ def test_ensure_runs_reuses_resumes_and_trains_the_rest(tmp_path: Path, monkeypa
 
 def test_a_failed_run_does_not_stop_the_others_and_is_named(tmp_path: Path, monkeypatch):
     commands = fake_training(monkeypatch, fail="rnn_spiral_n30_s0")
-    specs = table2.run_specs("smoke", [30], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path)
-    failed = common.ensure_runs(list(specs.values()), "smoke", jobs=2)
+    specs = paper_runs.spiral_runs("smoke", [30], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path)
+    failed = paper_runs.ensure_runs(list(specs.values()), "smoke", jobs=2)
     assert len(commands) == 2
     assert failed == [specs[("rnn_spiral", 30, 0)]]
     with pytest.raises(SystemExit, match="training failed for .*rnn_spiral_n30_s0"):
-        table2.ensure_runs("smoke", [30], experiments=["rnn_spiral"], root=tmp_path, jobs=1)
+        paper_runs.ensure_spiral_runs("smoke", [30], experiments=["rnn_spiral"], root=tmp_path, jobs=1)
 
 
 def test_ensure_runs_logs_what_it_trained_and_reused_for_the_timing_record(tmp_path: Path, monkeypatch):
@@ -179,14 +180,14 @@ def test_ensure_runs_logs_what_it_trained_and_reused_for_the_timing_record(tmp_p
     make_run(tmp_path / "rnn_spiral_n30_s0", "rnn_spiral", 30, [1.0])  # finished
     log = tmp_path / "fig.runs"
     monkeypatch.setenv("NEURALODE_RUN_LOG", str(log))
-    table2.ensure_runs("smoke", [30], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path, jobs=1)
+    paper_runs.ensure_spiral_runs("smoke", [30], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path, jobs=1)
     assert sorted(log.read_text().splitlines()) == [f"reused {tmp_path / 'rnn_spiral_n30_s0'}",
                                                     f"trained {tmp_path / 'latent_ode_spiral_n30_s0'}"]
 
 
 def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
     commands = fake_training(monkeypatch)
-    table2.ensure_runs("cpu", [30, 100], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path, jobs=1)
+    paper_runs.ensure_spiral_runs("cpu", [30, 100], experiments=["rnn_spiral", "latent_ode_spiral"], root=tmp_path, jobs=1)
     trained = [c[-1].split("/")[-1] for c in commands]
     assert trained == ["latent_ode_spiral_n100_s0", "latent_ode_spiral_n30_s0", "rnn_spiral_n100_s0",
                        "rnn_spiral_n30_s0"]
@@ -206,12 +207,12 @@ def test_table2_trains_its_costliest_runs_first(tmp_path: Path, monkeypatch):
         table2.main(["--train", "--scale", "cpu", "--n", "30", "--seeds", "4", "--jobs", "1", "--out", str(tmp_path)])
     assert sorted(c[-1].split("/")[-1] for c in commands) == ["latent_ode_spiral_n30_s4", "rnn_spiral_n30_s4",
                                                               "rnn_spiral_nogap_n30_s4"]
-    assert table2.scale_seeds("cpu") == {n: [0, 1, 2, 3, 4] for n in (30, 50, 100)} and table2.scale_seeds("smoke")[100] == [0]
+    assert paper_runs.spiral_seeds("cpu") == {n: [0, 1, 2, 3, 4] for n in (30, 50, 100)} and paper_runs.spiral_seeds("smoke")[100] == [0]
 
 
 def test_the_cpu_scale_trains_the_papers_two_rnns_and_labels_variants(tmp_path: Path, monkeypatch):
     commands = fake_training(monkeypatch)
-    table2.ensure_runs("cpu", [30], seeds=[0], root=tmp_path, jobs=1)
+    paper_runs.ensure_spiral_runs("cpu", [30], seeds=[0], root=tmp_path, jobs=1)
     assert sorted(c[-1].split("/")[-1] for c in commands) == ["latent_ode_spiral_n30_s0", "rnn_spiral_n30_s0",
                                                               "rnn_spiral_nogap_n30_s0"]
     # A run that leaves Section 5.1's recipe fills its own, labelled row, and the claims ignore it.
@@ -233,20 +234,20 @@ def test_a_threaded_run_training_alone_takes_the_spare_cores(tmp_path: Path, mon
         threads[command[-1].split("/")[-1]] = env["OMP_NUM_THREADS"]
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(common.subprocess, "run", run)
-    monkeypatch.setattr(common.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(paper_runs.subprocess, "run", run)
+    monkeypatch.setattr(paper_runs.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    alone = [common.RunSpec("sdenet_mnist", tmp_path / "conv", threaded=True)]
-    small = [common.RunSpec("latent_ode_spiral", tmp_path / "small")]
-    pair = [common.RunSpec("mnist_odenet", tmp_path / "conv_a", threaded=True),
-            common.RunSpec("mnist_rknet", tmp_path / "conv_b", threaded=True)]
+    alone = [paper_runs.RunSpec("sdenet_mnist", tmp_path / "conv", threaded=True)]
+    small = [paper_runs.RunSpec("latent_ode_spiral", tmp_path / "small")]
+    pair = [paper_runs.RunSpec("mnist_odenet", tmp_path / "conv_a", threaded=True),
+            paper_runs.RunSpec("mnist_rknet", tmp_path / "conv_b", threaded=True)]
     for specs in (alone, small, pair):
-        assert common.ensure_runs(specs, "cpu", jobs=2) == []
+        assert paper_runs.ensure_runs(specs, "cpu", jobs=2) == []
     assert threads == {"conv": "2", "small": "1", "conv_a": "1", "conv_b": "1"}
-    common.ensure_runs([common.RunSpec("latent_ode_spiral", tmp_path / "big")], "paper", jobs=2)
+    paper_runs.ensure_runs([paper_runs.RunSpec("latent_ode_spiral", tmp_path / "big")], "paper", jobs=2)
     assert threads["big"] == "2"  # at paper scale every run shares out the cores
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    common.ensure_runs([common.RunSpec("sdenet_mnist", tmp_path / "set", threaded=True)], "cpu", jobs=2)
+    paper_runs.ensure_runs([paper_runs.RunSpec("sdenet_mnist", tmp_path / "set", threaded=True)], "cpu", jobs=2)
     assert threads["set"] == "3"
 
 
@@ -283,7 +284,7 @@ def test_fig8_draws_both_models_and_the_latent_paths(runs, tmp_path: Path, capsy
 
 
 def test_fig8_latent_paths_start_at_the_posterior_mean(runs):
-    task, data, _ = common.load_trained(runs["latent_ode_spiral"])
+    task, data, _ = paper_runs.load_trained(runs["latent_ode_spiral"])
     batch = fig8.eval_batch(data, 4)
     paths = fig8.latent_paths(task, batch)
     assert paths.shape == (4, 30, 4)  # 20 window + 10 extrapolated times, 4-D latent
@@ -302,7 +303,7 @@ def test_direction_accuracy_and_correlation_on_hand_made_latents():
 
 @pytest.mark.slow
 def test_fig9_sweeps_one_dimension_at_a_time(runs, tmp_path: Path):
-    task, data, _ = common.load_trained(runs["latent_ode_spiral"])
+    task, data, _ = paper_runs.load_trained(runs["latent_ode_spiral"])
     batch = fig8.eval_batch(data, 8)
     z0 = fig9.posterior_means(task, batch)
     values = fig9.sweep_values(z0, 3)
@@ -348,7 +349,7 @@ def test_scores_end_at_the_logged_rmse_and_split_by_the_observed_curve(runs):
     assert rows[0][3] == f"{ex.rmse(10):.4f}" and rows[0][4:] == ["-", "-", "-"]
     # By hand: a test spiral is unseen when its last extrapolated point lies past the furthest
     # observed point of any training window (tiny data: windows of 20 points, 10 more past them).
-    _, data, _ = common.load_trained(run.path)
+    _, data, _ = paper_runs.load_trained(run.path)
     train, test = data.train_dataset().tensors, data.eval_dataset().tensors
     observed_end = float((train["curve_start"] + 19 * 0.1).max())
     by_hand = [float(z) + 29 * 0.1 > observed_end for z in test["curve_start"]]
@@ -364,6 +365,6 @@ def test_scores_end_at_the_logged_rmse_and_split_by_the_observed_curve(runs):
     cw = [e for e, c in zip(per_spiral.tolist(), clockwise.tolist()) if c]
     assert table2.run_score(run, {run.path: ex}, "extrap/clean/mean", "cw") == pytest.approx(sum(cw) / len(cw))
     # Re-solved at the tightest tolerance in float64, the trained model's RMSE barely moves.
-    task, data, _ = common.load_trained(run.path)
+    task, data, _ = paper_runs.load_trained(run.path)
     tight = table2.rescore(task, dict(data.eval_dataset().tensors), 1e-7, 1e-9, "float64")
     assert tight["extrap"] == pytest.approx(ex.rmse(), rel=1e-3) and tight["nfe"] > 0

@@ -12,7 +12,7 @@ from neuralode.paper import cli, registry, report
 from neuralode.source import REPO_ROOT
 
 #: Modules of neuralode/paper/ that are not artefacts: shared helpers and the commands around them.
-HELPERS = {"common", "flows", "cli", "registry", "report"}
+HELPERS = {"common", "runs", "flows", "cli", "registry", "report"}
 
 
 def test_every_module_with_main_is_an_artefact_and_every_artefact_has_one():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from neuralode.paper import table1
+from neuralode.paper.runs import mnist_runs
 
 
 def make_run(folder: Path, name: str, params: int, errors: list[float], epoch_times: list[float],
@@ -141,8 +142,8 @@ def test_table_subcommand_dispatches_to_the_builder(sweep: Path, tmp_path: Path,
 
 def test_runs_are_trained_costliest_first():
     # Two at a time, the ODE-Net then trains on one core while the others follow on the other.
-    specs = table1.run_specs("cpu")
+    specs = mnist_runs("cpu")
     assert [s.experiment for s in specs] == ["mnist_odenet", "mnist_odenet_dopri5", "mnist_rknet", "mnist_resnet",
                                              "mnist_mlp"]
     assert all(s.run_dir.parent.name == "cpu" for s in specs)
-    assert [s.experiment for s in table1.run_specs("cpu", ["mnist_mlp", "mnist_odenet"])] == ["mnist_odenet", "mnist_mlp"]
+    assert [s.experiment for s in mnist_runs("cpu", ["mnist_mlp", "mnist_odenet"])] == ["mnist_odenet", "mnist_mlp"]

@@ -46,9 +46,8 @@ import torch
 
 from neuralode.ode import collect_stats, last_stats, odeint
 from neuralode.ode.problem import rms_norm
-from neuralode.paper.common import (Stages, add_figure_args, checkpoint_in, claims_table, ensure_runs_or_exit, fmt,
-                                    load_trained, markdown_table, out_dir, progress, save_figure, scale_settings,
-                                    smoke_threads, verdict, write_csv)
+from neuralode.paper.common import Stages, claims_table, fmt, markdown_table, out_dir, save_figure, scale_settings, smoke_threads, verdict, write_csv
+from neuralode.paper.runs import add_figure_args, checkpoint_in, ensure_runs_or_exit, load_trained, mnist_runs, progress
 from neuralode.train.loggers import read_metrics
 
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -578,10 +577,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     run, variant = args.run, args.variant
     if run is None:
-        from neuralode.paper.table1 import run_specs
-
         names = ["mnist_odenet"] + ([] if args.no_variant or variant is not None else ["mnist_odenet_dopri5"])
-        specs = run_specs(args.scale, names)
+        specs = mnist_runs(args.scale, names)
         ensure_runs_or_exit(specs, args.scale, args.overrides, args.jobs)
         run = specs[0].run_dir
         variant = specs[1].run_dir if len(specs) > 1 else variant

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, runs_root, claims_table, markdown_table, scale_settings, verdict
+from neuralode.paper.common import claims_table, markdown_table, scale_settings, verdict
+from neuralode.paper.runs import RunSpec, runs_root
 from neuralode.paper.flows import (FlowRun, draw_runs, flow_parser, grid_density, imshow_density, load_run,
                                    parse, require_runs, save_outputs, train_runs, write_tables)
 

@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from neuralode.paper.common import RunSpec, runs_root, claims_table, fmt, markdown_table, scale_settings, verdict
+from neuralode.paper.common import claims_table, fmt, markdown_table, scale_settings, verdict
+from neuralode.paper.runs import RunSpec, runs_root
 from neuralode.paper.flows import (FlowRun, base_samples, draw_runs, flow_parser, grid_density,
                                    imshow_density, load_run, parse, require_runs, save_outputs, train_runs,
                                    scatter_points, write_tables)

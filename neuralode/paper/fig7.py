@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import (RunSpec, add_figure_args, claims_table, verdict, ensure_runs_or_exit, load_trained_or_exit,
-                                    markdown_table, out_dir, progress, runs_root, smoke_threads, write_figure)
+from neuralode.paper.common import claims_table, verdict, markdown_table, out_dir, smoke_threads, write_figure
+from neuralode.paper.runs import RunSpec, add_figure_args, ensure_runs_or_exit, load_trained_or_exit, progress, runs_root
 
 EXPERIMENT = "latent_ode_poisson"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import (add_figure_args, load_trained_or_exit, markdown_table, out_dir, progress,
-                                    smoke_threads, write_figure)
+from neuralode.paper.common import markdown_table, out_dir, smoke_threads, write_figure
+from neuralode.paper.runs import add_figure_args, ensure_spiral_runs, load_trained_or_exit, progress
 
 #: The RNN drawn when none is given: the paper's baseline with the time gap as an input.
 RNN_BASELINE = "rnn_spiral"
@@ -150,10 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     smoke_threads(args.scale)
     started = time.perf_counter()
-    from neuralode.paper import table2
 
     if args.latent is None or args.rnn is None:
-        trained = table2.ensure_runs(args.scale, [args.n], experiments=[RNN_BASELINE, "latent_ode_spiral"],
+        trained = ensure_spiral_runs(args.scale, [args.n], experiments=[RNN_BASELINE, "latent_ode_spiral"],
                                      overrides=args.overrides, jobs=args.jobs)
         args.latent = args.latent or trained[("latent_ode_spiral", args.n, 0)]
         args.rnn = args.rnn or trained[(RNN_BASELINE, args.n, 0)]

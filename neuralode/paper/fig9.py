@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from neuralode.paper.common import (add_figure_args, load_trained_or_exit, markdown_table, out_dir, progress,
-                                    smoke_threads, write_figure)
+from neuralode.paper.common import markdown_table, out_dir, smoke_threads, write_figure
+from neuralode.paper.runs import add_figure_args, ensure_spiral_runs, load_trained_or_exit, progress
 
 
 @torch.no_grad()
@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--steps must be at least 2")
     smoke_threads(args.scale)
     started = time.perf_counter()
-    from neuralode.paper import table2
     from neuralode.paper.fig8 import eval_batch
 
     run = args.run
     if run is None:
-        run = table2.ensure_runs(args.scale, [args.n], experiments=["latent_ode_spiral"], overrides=args.overrides,
+        run = ensure_spiral_runs(args.scale, [args.n], experiments=["latent_ode_spiral"], overrides=args.overrides,
                                  jobs=args.jobs)[("latent_ode_spiral", args.n, 0)]
     task, data, state = load_trained_or_exit(run)
     if type(task).__name__ != "LatentODETask":

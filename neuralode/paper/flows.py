@@ -24,17 +24,18 @@ import torch
 
 from neuralode.files import read_json, read_json_lines
 from neuralode.paper import common
+from neuralode.paper.runs import RunSpec, add_training_args, ensure_runs, exit_if_failed
 from neuralode.paper.common import SCALES, out_dir, smoke_threads, write_table_files
 
 T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- runs
-def train_runs(specs: Sequence[common.RunSpec], args: argparse.Namespace) -> list[common.RunSpec]:
+def train_runs(specs: Sequence[RunSpec], args: argparse.Namespace) -> list[RunSpec]:
     """Train, resume or reuse a figure's runs at ``args.scale`` on ``args.device`` with the
-    ``--set`` overrides (:func:`common.ensure_runs`); returns those that failed, so that one failed
+    ``--set`` overrides (:func:`neuralode.paper.runs.ensure_runs`); returns those that failed, so that one failed
     run does not stop the others from being drawn."""
-    return common.ensure_runs(specs, args.scale, [f"device={args.device}", *args.overrides], args.jobs)
+    return ensure_runs(specs, args.scale, [f"device={args.device}", *args.overrides], args.jobs)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def flow_parser(prog: str, figure: str, doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=Path, default=None,
                         help=f"folder of the runs (default: outputs/paper/runs/<scale>/{figure})")
     parser.add_argument("--no-train", action="store_true", help="only draw what the runs folder already holds")
-    common.add_training_args(parser)
+    add_training_args(parser)
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write the TensorBoard event file")
     return parser
 
@@ -162,7 +163,7 @@ def write_tables(out: Path | None, name: str, markdown: str, headers: Sequence[s
 
 
 def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float, runs: dict[Hashable, FlowRun | None],
-                 failed: Sequence[common.RunSpec] = ()) -> None:
+                 failed: Sequence[RunSpec] = ()) -> None:
     """Save the figure (PNG and TensorBoard), add the peak memory of the training runs and of this
     drawing to ``<name>.md``, then print it and what was written; exit with status 1 naming the
     runs that ``failed`` to train, if any."""
@@ -176,4 +177,4 @@ def save_outputs(fig, folder: Path, name: str, tensorboard: bool, started: float
                  f"{f'{max(trained):.0f} MB' if trained else '-'}, this drawing {peak_rss_mb():.0f} MB.\n")
     print((folder / f"{name}.md").read_text())
     print(f"wrote {png}, {folder / f'{name}.md'} and {folder / f'{name}.csv'} in {time.perf_counter() - started:.0f} s")
-    common.exit_if_failed(failed)
+    exit_if_failed(failed)

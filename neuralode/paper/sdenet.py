@@ -30,9 +30,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from neuralode.paper.common import (SCALES, RunFolderError, RunSpec, claims_table, collect_runs, config_values, epochs_scale,
-                                    fmt, markdown_table, read_finished_run, run_config, runs_root, scale_settings,
-                                    shown_path, smoke_threads, table_main, table_parser, verdict, write_table_files)
+from neuralode.paper.common import SCALES, claims_table, epochs_scale, fmt, markdown_table, scale_settings, shown_path, smoke_threads, verdict, write_table_files
+from neuralode.paper.runs import RunFolderError, RunSpec, collect_runs, config_values, read_finished_run, run_config, runs_root, table_main, table_parser
 from neuralode.paper import table1
 from neuralode.paper.table1 import epoch_ends
 
@@ -117,7 +116,7 @@ def score_run(run_dir: Path, ood: str, ood_root: str | Path, eval_images: int | 
     from torch.utils.data import DataLoader
 
     from neuralode.data.ood import ood_dataset
-    from neuralode.paper.common import load_trained_or_exit
+    from neuralode.paper.runs import load_trained_or_exit
 
     task, data, state = load_trained_or_exit(run_dir)
     stochastic = hasattr(task, "predict")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import (RunFolderError, RunSpec, claims_table, collect_runs, config_values, epochs_scale,
-                                    fmt, markdown_table, read_finished_run, run_config, runs_root, shown_path,
-                                    table_main, table_parser, verdict, write_table_files)
+from neuralode.paper.common import claims_table, epochs_scale, fmt, markdown_table, shown_path, verdict, write_table_files
+from neuralode.paper.runs import (RunFolderError, collect_runs, config_values, mnist_runs, read_finished_run, run_config,
+                                  table_main, table_parser)
 
 #: The experiments of Table 1 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"mnist_mlp": "MLP", "mnist_resnet": "ResNet", "mnist_rknet": "RK-Net", "mnist_odenet": "ODE-Net",
@@ -292,18 +292,6 @@ def write_table(runs: list[Run], folder: Path, scale: str) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- training
-#: Table 1's experiments, costliest first: with two runs at a time the ODE-Net trains alone on
-#: one core while the other three follow one another on the other (at the cpu scale the ODE-Net
-#: takes about as long as the other three together, so the target ends when both cores do).
-TRAINING_ORDER = ("mnist_odenet", "mnist_odenet_dopri5", "mnist_rknet", "mnist_resnet", "mnist_mlp")
-
-
-def run_specs(scale: str, experiments: Iterable[str] = tuple(EXPERIMENTS)) -> list[RunSpec]:
-    """Table 1's runs at ``scale``: ``outputs/paper/runs/<scale>/<experiment>``, in the order they
-    are trained (:data:`TRAINING_ORDER`)."""
-    ordered = sorted(experiments, key=lambda name: TRAINING_ORDER.index(name) if name in TRAINING_ORDER else len(TRAINING_ORDER))
-    # The three convolutional models take the spare core when they train alone (fig3's ODE-Net).
-    return [RunSpec(name, runs_root(scale) / name, threaded=name != "mnist_mlp") for name in ordered]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -311,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 1's runs at --scale")
-    table_main(args, run_specs, find_runs, infer_scale, write_table)
+    table_main(args, mnist_runs, find_runs, infer_scale, write_table)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ trained at ``--scale`` (their recipes: ``configs/recipe/<scale>/*_spiral*.yaml``
 ``outputs/paper/runs/<scale>/<experiment>_n<n>_s<seed>/``; finished runs (with ``summary.json``)
 are reused and unfinished ones (``last.pt`` but no summary) resumed. Every number comes from a
 run's ``summary.json``, ``metrics.jsonl`` and stored config. Figures 8 and 9 train (or reuse)
-their runs with :func:`ensure_runs` here.
+their runs with :func:`neuralode.paper.runs.ensure_spiral_runs`.
 
 The recipes follow Section 5.1: vanilla tanh RNN cells of 25 units, latent dynamics of one hidden
 layer of 20 units. The paper's two RNN baselines: ``rnn_spiral_nogap`` reads the values alone,
@@ -23,11 +23,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from neuralode.paper.common import (SCALES, RunFolderError, RunSpec, claims_table, collect_runs, verdict, config_values, ensure_runs_or_exit,
-                                    epochs_scale, fmt, markdown_table, read_finished_run, run_config, runs_root, scale_settings,
-                                    shown_path, table_main, table_parser, write_table_files)
+from neuralode.paper.common import claims_table, epochs_scale, fmt, markdown_table, shown_path, verdict, write_table_files
+from neuralode.paper.runs import (SPIRAL_N_OBS as N_OBS, RunFolderError, collect_runs, config_values, read_finished_run,
+                                  run_config, spiral_runs, spiral_seeds, table_main, table_parser)
 
 RNN, RNN_NOGAP, RNN_RESIDUAL, LATENT = "RNN", "RNN (no time gap)", "RNN (change from last value)", "latent ODE"
 #: The experiments of Table 2 (configs/experiment/<name>.yaml) and the row each one fills.
@@ -36,7 +36,6 @@ EXPERIMENTS = {"rnn_spiral": RNN, "rnn_spiral_nogap": RNN_NOGAP, "rnn_spiral_res
 MODELS = tuple(EXPERIMENTS.values())
 #: The paper's two RNN baselines (Section 5.1), the ones the claims compare the latent ODE with.
 PAPER_RNNS = (RNN, RNN_NOGAP)
-N_OBS = (30, 50, 100)
 
 #: The paper's Table 2: predictive RMSE on the extrapolated points (one RNN row for both of ours).
 PAPER_RNN = {30: 0.3937, 50: 0.3202, 100: 0.1813}
@@ -223,7 +222,7 @@ def scores(run: Run) -> Scores | None:
     """The run's scores on its test spirals, from its checkpoint (None without one)."""
     import torch
 
-    from neuralode.paper.common import checkpoint_in, load_trained
+    from neuralode.paper.runs import checkpoint_in, load_trained
     from neuralode.tasks.latent import spiral_scores
 
     if checkpoint_in(run.path) is None:
@@ -520,7 +519,7 @@ def rescore(task, batch: dict, rtol: float, atol: float, dtype: str) -> dict[str
 def tolerance_rows(runs: list[Run]) -> list[list[str]]:
     """Per latent ODE run with a checkpoint: its RMSE and NFE at each of TOLERANCES, and how far the
     tightest moves each RMSE from the tolerance the run trained at."""
-    from neuralode.paper.common import checkpoint_in, load_trained
+    from neuralode.paper.runs import checkpoint_in, load_trained
 
     rows = []
     for run in runs:
@@ -585,51 +584,6 @@ def write_table(runs: list[Run], folder: Path, scale: str) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- training
-def run_name(experiment: str, n_obs: int, seed: int) -> str:
-    return f"{experiment}_n{n_obs}_s{seed}"
-
-
-def scale_experiments(scale: str) -> tuple[str, ...]:
-    """The experiments Table 2 trains at ``scale`` (configs/paper_scales.yaml: the cpu scale
-    trains only the better RNN baseline)."""
-    return tuple(scale_settings("table2", scale)["experiments"])
-
-
-def scale_seeds(scale: str) -> dict[int, list[int]]:
-    """The training seeds Table 2 trains at ``scale`` for each n (configs/paper_scales.yaml;
-    seed 0 where it names none)."""
-    seeds = scale_settings("table2", scale).get("seeds", {})
-    return {n: list(seeds.get(n, [0])) for n in N_OBS}
-
-
-def run_specs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] | Mapping[int, Iterable[int]] = (0,),
-              experiments: Iterable[str] | None = None, root: Path | None = None) -> dict[tuple, RunSpec]:
-    """Table 2's runs at ``scale``, keyed by (experiment, n, seed) in the order they train:
-    ``<root>/<experiment>_n<n>_s<seed>`` with ``root`` = ``outputs/paper/runs/<scale>``;
-    ``seeds`` the same for every n or one list per n; ``experiments`` defaults to the scale's."""
-    root = runs_root(scale) if root is None else Path(root)
-    experiments = scale_experiments(scale) if experiments is None else experiments
-    per_n = {n: list(seeds.get(n, [0]) if isinstance(seeds, Mapping) else seeds) for n in n_obs}
-    keys = sorted(((e, n, s) for e in experiments for n in n_obs for s in per_n[n]), key=training_order)
-    return {(e, n, s): RunSpec(e, root / run_name(e, n, s), (f"data.n_obs={n}", f"seed={s}")) for e, n, s in keys}
-
-
-def ensure_runs(scale: str, n_obs: Iterable[int] = N_OBS, seeds: Iterable[int] = (0,),
-                experiments: Iterable[str] | None = None, overrides: Iterable[str] = (),
-                jobs: int | None = None, root: Path | None = None) -> dict[tuple[str, int, int], Path]:
-    """Finished run folders of Table 2 at ``scale`` (trained, resumed or reused), keyed by
-    (experiment, n, seed); stops with an error when one fails to train."""
-    specs = run_specs(scale, n_obs, seeds, experiments, root)
-    ensure_runs_or_exit(list(specs.values()), scale, list(overrides), jobs)
-    return {key: spec.run_dir for key, spec in specs.items()}
-
-
-def training_order(key: tuple[str, int, int]) -> tuple[int, int, int]:
-    """Costliest runs first, so that two cores finish together: the latent ODE before the RNNs,
-    and more observed points first (a run's time grows with n: at the cpu scale the next-value
-    RNN took 317 s at n = 30 and 643 s at n = 100, measured on a quiet CPU)."""
-    experiment, n, seed = key
-    return (0 if experiment == "latent_ode_spiral" else 1), -n, seed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -640,7 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.runs and not args.train:
         parser.error("give run folders, or --train to train Table 2's runs at --scale")
-    table_main(args, lambda scale: list(run_specs(scale, args.n, args.seeds or scale_seeds(scale)).values()),
+    table_main(args, lambda scale: list(spiral_runs(scale, args.n, args.seeds or spiral_seeds(scale)).values()),
                find_runs, infer_scale, write_table)
 
 
