@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from neuralode.paper import memory
+from neuralode.train.memory import SavedTensorsMeter
 
 
 def small_sweep(depths=(1, 2), tols=(1e-2,)):
@@ -37,12 +38,31 @@ def test_ode_net_memory_is_flat_and_rk_net_and_resnet_grow():
 
 def test_live_meter_falls_back_after_backward():
     w = torch.randn(50, 50, requires_grad=True)
-    meter = memory.LiveSavedTensors()
+    meter = SavedTensorsMeter()
     with meter:
         loss = torch.tanh(torch.randn(20, 50) @ w).sum()
         assert meter.live_bytes > 0
         loss.backward()
     assert meter.live_bytes == 0 and meter.peak_bytes >= 20 * 50 * 4
+
+
+def test_meter_counts_what_backward_still_needs_not_a_dropped_graph():
+    """Table 1's column: a graph dropped inside the block (a rejected solver step, the first-step
+    guess) stops counting when it is freed; one storage saved by two nodes counts once."""
+    w = torch.randn(50, 50, requires_grad=True)
+    meter = SavedTensorsMeter()
+    with meter:
+        dropped = torch.tanh(torch.randn(10, 50) @ w)  # saves its input (2 kB) and its output (2 kB)
+        del dropped
+        assert meter.live_bytes == 0
+        h = torch.randn(40, 50) @ w  # saves its (40, 50) input for w's gradient: 8 kB
+        loss = (torch.tanh(h) * torch.tanh(h)).sum()  # each tanh saves its output, which mul saves again
+    assert meter.last_bytes == meter.peak_bytes == meter.live_bytes == 3 * 40 * 50 * 4
+    loss.backward()
+    assert meter.live_bytes == 0
+    with meter:
+        pass
+    assert meter.last_bytes == 0 and meter.peak_bytes > 0
 
 
 @pytest.mark.slow

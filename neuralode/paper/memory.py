@@ -9,8 +9,8 @@ backward) of the MNIST models at a fixed batch, for
   so L~ = 4n function evaluations forward,
 - RK-Net and ODE-Net with dopri5 at tightening tolerances (L~ = the solver's forward NFE).
 
-Memory is the peak of the bytes held by tensors saved for backward (saved-tensor hooks, each
-storage counted once while alive, forward and backward both), and on CUDA also the step's
+Memory is the peak of the bytes held by tensors saved for backward over the whole step, forward
+and backward (:class:`neuralode.train.memory.SavedTensorsMeter`, the meter behind Table 1's column), and on CUDA also the step's
 ``torch.cuda.max_memory_allocated`` above what was allocated before it. Output:
 ``memory.md``, ``memory.csv`` and the log-log plot ``memory.png``.
 
@@ -35,67 +35,8 @@ from neuralode.ode import collect_stats
 from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table, out_dir,
                                     root_dir, write_csv)
 from neuralode.source import source_commit
+from neuralode.train.memory import MB, SavedTensorsMeter
 
-MB = 2**20
-
-
-
-class LiveSavedTensors:
-    """Peak bytes of tensors saved for backward and still alive, while inside ``with meter:``.
-
-    Unlike a sum over everything saved, this falls again when backward frees a node's saved
-    tensors, so the adjoint's short-lived per-evaluation graphs in the backward pass count
-    once, not once per evaluation. Each storage counts once however many nodes save it.
-    """
-
-    def __init__(self) -> None:
-        self.live_bytes = 0
-        self.peak_bytes = 0
-        self._refs: dict = {}  # storage key -> [number of saved references alive, bytes]
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-
-    def __enter__(self) -> "LiveSavedTensors":
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._hooks.__exit__(*exc)
-
-    def _pack(self, tensor: torch.Tensor) -> "_Held":
-        try:
-            storage = tensor.untyped_storage()
-            key, nbytes = (tensor.device, storage.data_ptr()), storage.nbytes()
-        except (RuntimeError, NotImplementedError):
-            key, nbytes = id(tensor), tensor.numel() * tensor.element_size()
-        ref = self._refs.setdefault(key, [0, nbytes])
-        if ref[0] == 0:
-            self.live_bytes += nbytes
-            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        ref[0] += 1
-        return _Held(tensor, key, self)
-
-    @staticmethod
-    def _unpack(held: "_Held") -> torch.Tensor:
-        return held.tensor
-
-    def _release(self, key) -> None:
-        ref = self._refs[key]
-        ref[0] -= 1
-        if ref[0] == 0:
-            self.live_bytes -= ref[1]
-            del self._refs[key]
-
-
-class _Held:
-    """A saved tensor as autograd keeps it; when autograd drops it, the meter hears."""
-
-    __slots__ = ("tensor", "key", "meter")
-
-    def __init__(self, tensor: torch.Tensor, key, meter: LiveSavedTensors):
-        self.tensor, self.key, self.meter = tensor, key, meter
-
-    def __del__(self) -> None:
-        self.meter._release(self.key)
 
 
 @dataclass
@@ -124,7 +65,7 @@ def measure(net: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 1):
     by other processes)."""
     net.train()
     device = x.device
-    meter = LiveSavedTensors()
+    meter = SavedTensorsMeter()
     cuda_mb = None
     if device.type == "cuda":
         torch.cuda.synchronize(device)

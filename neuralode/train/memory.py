@@ -1,8 +1,8 @@
 """Peak-memory figures, each named for what it measures.
 
 - ``peak_saved_tensors_mb``: bytes of the tensors that the forward pass of a training step
-  saved for backward (autograd's saved-tensor hooks, each storage counted once), the largest
-  over the steps. This is what Table 1's memory column is about: it grows with the number of
+  saved for backward and still holds (autograd's saved-tensor hooks, each storage counted
+  once: :class:`SavedTensorsMeter`), the largest over the steps. This is what Table 1's memory column is about: it grows with the number of
   solver steps when backpropagating through the solver (RK-Net) and stays flat with the
   adjoint (ODE-Net), whose backward re-solves instead. Saved weights count; the optimiser's
   state and the adjoint's own backward-pass graphs (short-lived, one step each) do not.
@@ -22,51 +22,75 @@ MB = 2**20
 
 
 class SavedTensorsMeter:
-    """Bytes of tensors saved for backward while inside ``with meter:``, per distinct storage.
+    """Peak bytes of tensors saved for backward and still alive, per distinct storage, while
+    inside ``with meter:``: the one meter behind Table 1's memory column (the trainer wraps each
+    training step's forward pass) and ``make memory`` (a whole step, forward and backward).
 
-    Wrap the forward pass of a training step: what it saves is what backward will need, all
-    held at once when backward starts. ``last_bytes`` is the latest block's total,
-    ``peak_bytes`` the largest since :meth:`reset`. Saved tensors are passed through
-    unchanged, so gradients (higher-order ones included) are untouched.
+    A storage counts from the first time a graph saves it until the last graph node that saved it
+    lets go of it: when backward frees a node's saved tensors, or when a graph is dropped unused
+    (a rejected solver step). So the adjoint's short-lived per-evaluation graphs of its backward
+    pass count once, not once per evaluation, and a storage several nodes save counts once.
+    ``last_bytes`` is the peak of the latest block, ``peak_bytes`` the largest since :meth:`reset`.
+    Saved tensors are passed through unchanged: gradients (higher-order ones too) are untouched.
     """
 
     def __init__(self) -> None:
-        # storage key -> a tensor on it, held until the block ends: a storage freed mid-block (a
-        # rejected solver step's graph) could otherwise hand its address to a new one, which
-        # would then go uncounted, depending on the allocator (so not reproducibly).
-        self._storages: dict = {}
+        self.live_bytes = 0
         self.last_bytes = 0
         self.peak_bytes = 0
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+        self._refs: dict = {}  # storage key -> [saved references alive, bytes]
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
 
     def reset(self) -> None:
         self.peak_bytes = 0
 
     def __enter__(self) -> "SavedTensorsMeter":
-        self._storages.clear()
-        self.last_bytes = 0
+        self.last_bytes = self.live_bytes  # what earlier blocks' graphs still hold counts too
         self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._hooks.__exit__(*exc)
-        self._storages.clear()
         self.peak_bytes = max(self.peak_bytes, self.last_bytes)
 
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _pack(self, tensor: torch.Tensor) -> "_Held":
         try:
             storage = tensor.untyped_storage()
             key, nbytes = (tensor.device, storage.data_ptr()), storage.nbytes()
         except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
             key, nbytes = id(tensor), tensor.numel() * tensor.element_size()
+        ref = self._refs.setdefault(key, [0, nbytes])
+        if ref[0] == 0:
+            self.live_bytes += nbytes
+            self.last_bytes = max(self.last_bytes, self.live_bytes)
+        ref[0] += 1
         # Detached: the tensor itself would make a reference cycle with the graph node of every op
         # that saves its own output (tanh, sigmoid), and nodes no backward pass reaches (a graph
-        # built only to take a trace) were then never freed. Autograd re-attaches on unpacking.
-        detached = tensor.detach()
-        if key not in self._storages:
-            self._storages[key] = detached
-            self.last_bytes += nbytes
-        return detached
+        # built only to take a trace) were then freed late or never. Autograd re-attaches on unpacking.
+        return _Held(tensor.detach(), key, self)
+
+    def _release(self, key) -> None:
+        ref = self._refs[key]
+        ref[0] -= 1
+        if ref[0] == 0:
+            self.live_bytes -= ref[1]
+            del self._refs[key]
+
+
+def _unpack(held: "_Held") -> torch.Tensor:
+    return held.tensor
+
+
+class _Held:
+    """A saved tensor as autograd keeps it; when autograd drops it, the meter hears."""
+
+    __slots__ = ("tensor", "key", "meter")
+
+    def __init__(self, tensor: torch.Tensor, key, meter: SavedTensorsMeter):
+        self.tensor, self.key, self.meter = tensor, key, meter
+
+    def __del__(self) -> None:
+        self.meter._release(self.key)
 
 
 def peak_rss_mb() -> float:
