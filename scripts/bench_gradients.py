@@ -43,7 +43,7 @@ CASES = (
     # The adjoint here takes about 10 s a step (thousands of backward evaluations).
     Case("latent_ode", "latent_ode_poisson", 3),
     Case("cnf", "cnf_density_matching", 20, ("model.flow.field.units=32",), label="cnf_density_matching (units 32)"),
-    Case("cnf", "cnf_two_moons", 20),
+    Case("cnf", "cnf_toy2d", 20),
     Case("ffjord", "ffjord_toy2d", 20),
     # Generated images, so the benchmark runs offline; a small batch keeps a step near a second.
     Case("mnist", "mnist_odenet", 10, ("data.synthetic=true", "data.batch_size=32", "data.synthetic_train_size=256")),

@@ -53,8 +53,8 @@ QUIET = ("device=cpu", "trainer.progress_bar=false", "logger.tensorboard=false",
 #: The latent ODE on 12 tiny spirals (generated, no files): the base of most cases.
 SPIRAL = ("experiment=latent_ode_spiral", "data.n_spirals=12", "data.n_eval=4", "data.n_points=20",
           "data.n_extrap=10", "data.dt=0.1", "data.n_obs=6", "data.batch_size=4", "data.eval_batch_size=4", *QUIET)
-CNF = ("experiment=cnf_two_moons", "data.n_train=64", "data.n_eval=32", "data.batch_size=32", *QUIET)
-NF = ("experiment=nf_two_moons", "data.n_train=64", "data.n_eval=32", "data.batch_size=32", *QUIET)
+CNF = ("experiment=cnf_toy2d", "data.n_train=64", "data.n_eval=32", "data.batch_size=32", *QUIET)
+NF = ("experiment=nf_toy2d", "data.n_train=64", "data.n_eval=32", "data.batch_size=32", *QUIET)
 DENSITY = ("experiment=cnf_density_matching", "data.steps_per_epoch=1", "data.eval_samples=64", *QUIET)
 MNIST = ("experiment=mnist_odenet", "data.synthetic=true", "data.synthetic_train_size=16",
          "data.synthetic_eval_size=16", "data.batch_size=8", "data.download=false", "model.net.channels=4", *QUIET)

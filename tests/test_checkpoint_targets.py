@@ -85,7 +85,7 @@ def test_interpolated_target_is_checked_as_resolved():
 
 # `make test-fast`: one experiment of each family (each composes anew, 0.3 s).
 @pytest.mark.parametrize("experiment", [
-    slow_when(e not in ("mnist_odenet", "latent_ode_spiral", "cnf_two_moons", "sdenet_mnist"), e, id=e)
+    slow_when(e not in ("mnist_odenet", "latent_ode_spiral", "cnf_toy2d", "sdenet_mnist"), e, id=e)
     for e in sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))])
 def test_composed_experiments_pass(experiment):
     check_targets(compose("train", [f"experiment={experiment}"]), experiment)

@@ -20,10 +20,8 @@ TINY_TOY = ["data.n_train=32", "data.n_eval=16", "data.batch_size=16", "data.eva
 EXPERIMENTS = {
     "cnf_density_matching": ("kl", True, TINY_ENERGY),
     "nf_density_matching": ("kl", False, TINY_ENERGY),
-    "cnf_two_circles": ("nll", True, TINY_TOY),
-    "cnf_two_moons": ("nll", True, TINY_TOY),
-    "nf_two_circles": ("nll", False, TINY_TOY),
-    "nf_two_moons": ("nll", False, TINY_TOY),
+    "cnf_toy2d": ("nll", True, [*TINY_TOY, "data.name=two_circles"]),
+    "nf_toy2d": ("nll", False, TINY_TOY),
     "ffjord_toy2d": ("nll", True, [*TINY_TOY, "data.name=pinwheel"]),
 }
 
@@ -75,9 +73,9 @@ def test_paper_recipes():
     nf = compose("train", ["experiment=nf_density_matching"])
     assert nf.optim.optimizer._target_ == "torch.optim.RMSprop" and iterations(nf) == 500_000
     assert nf.model.flow.direction == "sample"  # KL(q||p) needs exact samples and their log q
-    for toy in ("circles", "moons"):
-        assert compose("train", [f"experiment=cnf_two_{toy}"]).model.flow.field.units == 64
-        assert compose("train", [f"experiment=nf_two_{toy}"]).model.flow.layers == 64
+    for toy in ("two_circles", "two_moons"):
+        assert compose("train", ["experiment=cnf_toy2d", f"data.name={toy}"]).model.flow.field.units == 64
+        assert compose("train", ["experiment=nf_toy2d", f"data.name={toy}"]).model.flow.layers == 64
     ffjord = compose("train", ["experiment=ffjord_toy2d"])
     assert ffjord.model.flow.trace == "hutchinson" and ffjord.solver.method == "dopri5"
     assert ffjord.solver.rtol == ffjord.solver.atol == 1e-5

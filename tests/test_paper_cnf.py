@@ -130,11 +130,20 @@ def test_fig5_along_the_flow_and_figure(tmp_path):
 
 def test_fig5_trains_each_of_its_four_runs_once(tmp_path, monkeypatch):
     trained = []
-    monkeypatch.setattr(fig5, "train_runs", lambda specs, args: trained.extend(s.experiment for s in specs) or [])
+    monkeypatch.setattr(fig5, "train_runs", lambda specs, args: trained.extend(specs) or [])
     with pytest.raises(SystemExit):  # the fake training leaves no run to draw
         fig5.main(["--scale", "smoke", "--runs", str(tmp_path), "--out", str(tmp_path)])
-    assert trained[0] == "cnf_two_circles"  # the costliest first
-    assert sorted(trained) == sorted(fig5.experiment(flow, d) for flow in fig5.FLOWS for d in fig5.DATASETS)
+    assert trained[0].run_dir.name == "cnf_two_circles"  # the costliest first
+    assert sorted(s.run_dir.name for s in trained) == sorted(fig5.run_name(f, d) for f in fig5.FLOWS for d in fig5.DATASETS)
+    for spec in trained:  # one experiment per flow, swept over the data set
+        flow, dataset = spec.run_dir.name.split("_", 1)
+        assert spec.experiment == f"{flow}_toy2d" and spec.overrides == (f"data.name={dataset}",)
+
+
+def test_fig5_cpu_trains_two_circles_cnf_for_2000_iterations(tmp_path):
+    specs = {s.run_dir.name: s for s in fig5.run_specs(tmp_path, "cpu")}
+    assert specs["cnf_two_circles"].overrides == ("data.name=two_circles", "trainer.max_epochs=2", "trainer.max_steps=2000")
+    assert specs["cnf_two_moons"].overrides == ("data.name=two_moons",)
 
 
 def test_fig5_and_ffjord_tables_from_run_folders(tmp_path):

@@ -90,7 +90,7 @@ GRADIENT = {
     # Small states with many output times (latent) or a 2-D state (flows): backprop is faster and
     # its memory small (make bench-gradients).
     "latent_ode_spiral": "direct", "latent_ode_poisson": "direct",
-    "cnf_density_matching": "direct", "cnf_two_circles": "direct", "cnf_two_moons": "direct", "ffjord_toy2d": "direct",
+    "cnf_density_matching": "direct", "cnf_toy2d": "direct", "ffjord_toy2d": "direct",
 }
 
 
