@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from neuralode.files import check_can_create
@@ -17,17 +18,17 @@ from neuralode.train.config import CONFIG_DIR, ConfigError, LoggerConfig, TrainC
 log = logging.getLogger(__name__)
 
 
-def check_train_config(cfg: DictConfig) -> None:
+def check_train_config(cfg: DictConfig) -> torch.device:
     """Every check a train config can pass or fail before the run folder is written: the
-    settings, the device, the checkpoint named by ``ckpt_path`` (readable, intact, same
-    settings), and a trial build of the model and the data, whose constructors check their
-    own arguments (nothing is trained, no data set is generated or read)."""
+    settings, the device, and a trial build of the model and the data, whose constructors
+    check their own arguments (nothing is trained, no data set is generated or read).
+    Returns the device the run trains on."""
     import importlib
     import inspect
 
     from hydra.errors import InstantiationException
 
-    from neuralode.train.config import check_optim_settings, check_seed, check_trainer_settings
+    from neuralode.train.config import check_run_settings
     from neuralode.train.seeding import resolve_device
     from neuralode.train.targets import check_targets
 
@@ -36,13 +37,11 @@ def check_train_config(cfg: DictConfig) -> None:
         raise ConfigError("name='' is empty; runs go to outputs/<name>/..., give a name (name=my_run) or leave it out")
     _check_solver(cfg.solver)
     device = resolve_device(cfg.device)
-    check_trainer_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)), cfg.optim.scheduler_interval,
-                           device)
-    LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True))  # checks itself
+    LoggerConfig(**OmegaConf.to_container(cfg.logger, resolve=True))  # checks itself, as TrainerConfig does
+    check_run_settings(TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True)),
+                       OmegaConf.to_container(cfg.optim, resolve=True), cfg.seed, device)
     check_numbers(OmegaConf.to_container(cfg.data, resolve=True), "data")
     check_targets(cfg, "config")  # only neuralode's classes and torch's optimisers are ever built
-    check_optim_settings(OmegaConf.to_container(cfg.optim, resolve=True))
-    check_seed(cfg.seed)
 
     def check_arguments(node: Any, key: str) -> None:
         """Keys of a ``_target_`` node that its class does not take, named with those it does."""
@@ -79,6 +78,7 @@ def check_train_config(cfg: DictConfig) -> None:
             key = text.rsplit("full_key: ", 1)[1].strip() if "full_key: " in text else where
             target = f" ({text.split(chr(39))[1]})" if text.startswith("Error in call to target '") else ""
             raise ConfigError(f"cannot build {key}{target}: {error.__cause__ or text}") from None
+    return device
 
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

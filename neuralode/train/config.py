@@ -17,7 +17,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from omegaconf import MISSING, OmegaConf
@@ -151,9 +151,18 @@ class EvalConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+def check_run_settings(trainer: TrainerConfig, optim: Any, seed: Any, device: Any) -> None:
+    """What the settings cannot check alone (TrainerConfig and LoggerConfig check themselves
+    when made): the optimiser and scheduler (:func:`check_optim_settings`), the seed, and
+    :func:`check_trainer_settings`."""
+    check_trainer_settings(trainer, optim.get("scheduler_interval", "epoch"), device)
+    check_optim_settings(optim)
+    check_seed(seed)
+
+
 def check_trainer_settings(s: TrainerConfig, scheduler_interval: str, device: Any = None) -> None:
-    """What the trainer's settings cannot check alone (they check themselves when made): the
-    scheduler's interval, and, when the device is given, what it supports."""
+    """What the trainer's own settings depend on besides themselves: the scheduler's interval,
+    and, when the device is given, what it supports."""
     if scheduler_interval not in ("epoch", "step"):
         raise ConfigError(f"optim.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     if s.precision == "fp16" and device is not None and getattr(device, "type", str(device)) != "cuda":
@@ -228,6 +237,18 @@ SCHEMAS = {"train_schema": TrainConfig, "eval_schema": EvalConfig}
 
 #: Keys that no longer exist, with what replaced them (named when someone still uses them).
 RENAMED_KEYS = {"solver.adjoint": "'solver.adjoint=true/false' is now 'solver.gradient=adjoint/direct'"}
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def scale_lr(base_lr: float, batch_size: int, base_batch_size: int) -> float:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from neuralode.files import read_json_lines, write_atomically
+from neuralode.train.config import flatten
 
 log = logging.getLogger("neuralode.train.trainer")  # the run's log lines, under the trainer's name
 
@@ -133,18 +134,6 @@ class RunLoggers:
 
 #: The config groups shown in TensorBoard's HPARAMS tab.
 HPARAM_GROUPS = ("name", "seed", "model", "data", "solver", "optim", "trainer")
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:

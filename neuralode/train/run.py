@@ -25,13 +25,12 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Build what ``cfg`` describes and train it in ``run_dir``; returns the run's summary."""
     from neuralode.train.checkpoint import clean_stale_temp_files
-    from neuralode.train.seeding import resolve_device, seed_everything, set_deterministic
+    from neuralode.train.seeding import seed_everything, set_deterministic
     from neuralode.train.trainer import Trainer
 
-    check_train_config(cfg)
+    device = check_train_config(cfg)
     run_dir = Path(run_dir)
     ckpt_path = resume_point(cfg, run_dir)
-    device = resolve_device(cfg.device)
     if torchrun_world_size() == 1 or os.environ.get("RANK") == "0":
         run_lock = lock_run_dir(run_dir)  # noqa: F841  held until this process exits
         clean_stale_temp_files(run_dir)  # left by a save that was killed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from neuralode.train.config import ConfigError, upgrade_stored_config
+from neuralode.train.config import ConfigError, flatten, upgrade_stored_config
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,6 @@ def _refuse_changed_settings(cfg: DictConfig, ckpt_path: Path) -> None:
     stored = upgrade_stored_config(load_checkpoint(ckpt_path).get("config") or {})
     if not stored:
         return
-    from neuralode.train.loggers import flatten
-
     now = flatten(OmegaConf.to_container(cfg, resolve=True))
     before = flatten(stored)
     allowed = tuple(RESUMABLE_CHANGES) + tuple(cfg.get("allow_changes") or ())
