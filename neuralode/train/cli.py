@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,12 @@ from neuralode.train.run_dirs import checkpoint_file, resume_point
 log = logging.getLogger(__name__)
 
 
+#: The run's own full-disk error line and the event thread's warning are written under one lock,
+#: each as one write, and the warning not at all once the error is out: the error line is the last.
+_STDERR_LOCK = threading.Lock()
+_RUN_ERROR_SAID = threading.Event()
+
+
 def _report_user_errors(fn):
     """Run ``fn``; a :class:`UserError` prints one line and exits with status 2, no traceback."""
 
@@ -47,10 +54,17 @@ def _report_user_errors(fn):
         try:
             return fn(cfg)
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            _say_error(str(error))
             sys.exit(2)
 
     return wrapper
+
+
+def _say_error(text: str) -> None:
+    """The run's one error line, on stderr, after any warning of TensorBoard's thread, never before."""
+    with _STDERR_LOCK:
+        _RUN_ERROR_SAID.set()
+        sys.stderr.write(f"error: {text}\n")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -72,7 +86,7 @@ def _train_main(cfg: DictConfig) -> None:
                    f"hydra.run.dir={run_dir}"
         else:
             then = f"no checkpoint was written; {full_disk_remedy(error)} and run the same command again"
-        print(f"error: {full_disk_words(error)}{where}; {then}", file=sys.stderr)
+        _say_error(f"{full_disk_words(error)}{where}; {then}")
         sys.exit(2)
     except KeyboardInterrupt as stop:
         status = 128 + getattr(stop, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
@@ -89,8 +103,6 @@ def _train_main(cfg: DictConfig) -> None:
 def _quiet_full_disk_in_threads() -> None:
     """TensorBoard writes its events from a thread of its own: a full disk there would print a
     thread traceback before the run's own one-line error. One line for it instead."""
-    import threading
-
     from neuralode.train.checkpoint import DISK_FULL, full_disk_words
 
     default = threading.excepthook
@@ -98,8 +110,11 @@ def _quiet_full_disk_in_threads() -> None:
     def hook(args):
         error = args.exc_value
         if isinstance(error, OSError) and error.errno in (*DISK_FULL, errno.EFBIG):
-            print(f"warning: {full_disk_words(error)} in {args.thread.name if args.thread else 'a thread'} "
-                  f"(TensorBoard events): {error.filename or ''}", file=sys.stderr)
+            with _STDERR_LOCK:
+                if not _RUN_ERROR_SAID.is_set():
+                    thread = args.thread.name if args.thread else "a thread"
+                    sys.stderr.write(f"warning: {full_disk_words(error)} in {thread} (TensorBoard events)"
+                                     f"{': ' + error.filename if error.filename else ''}\n")
             return
         default(args)
 
