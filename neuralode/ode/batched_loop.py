@@ -261,6 +261,15 @@ def _compiled(attempt: _Attempt, settings: bool | dict):
                           "compiling it with graph breaks", stacklevel=2)
             whole = torch.compile(attempt.__call__, fullgraph=False, **kwargs)
             return whole(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # Something the graph depends on changes at every call (a Python counter on func, a
+            # new shape each solve): each call would compile again. Run this solve eagerly.
+            warnings.warn("option 'compile': the compiled step recompiled torch._dynamo.config.recompile_limit="
+                          f"{torch._dynamo.config.recompile_limit} times (func changes a Python value it reads at "
+                          "every call, or shapes change each solve: TORCH_LOGS=recompiles says which); this solve "
+                          "runs eagerly", stacklevel=2)
+            whole = attempt.__call__
+            return whole(*args)
 
     return step
 

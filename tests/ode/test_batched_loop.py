@@ -293,3 +293,28 @@ def test_a_func_that_breaks_the_graph_compiles_with_breaks_and_says_so():
     with pytest.warns(UserWarning, match="cannot be traced as one graph.*compiling it with graph breaks"):
         ys = odeint(reads_the_host, y0, t, rtol=1e-8, atol=1e-10, options=COMPILE)
     torch.testing.assert_close(ys[-1], y0 * math.exp(-1), rtol=1e-6, atol=0)
+
+
+@pytest.mark.slow
+def test_a_func_that_recompiles_every_call_falls_back_to_eager_and_says_so(monkeypatch):
+    class Counting(torch.nn.Module):
+        """A Python counter on the module: a guard of the compiled step that changes every call."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, t, y):
+            self.calls += 1
+            return -y
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    torch._dynamo.reset()
+    func = Counting()
+    y0 = torch.ones(3, 2, dtype=D)
+    t = torch.tensor([0.0, 1.0], dtype=D)
+    with pytest.warns(UserWarning, match="recompiled torch._dynamo.config.recompile_limit=2 times.*runs eagerly"):
+        ys = odeint(func, y0, t, rtol=1e-8, atol=1e-10, options=COMPILE)
+    torch.testing.assert_close(ys, odeint(func, y0, t, rtol=1e-8, atol=1e-10, options={"sync_every": 1}),
+                               rtol=0, atol=1e-12)
+
