@@ -53,8 +53,9 @@ docs: $(VENV)/.installed-docs  ## the documentation site -> site/ (mkdocs build 
 
 bench: bench-ode bench-mnist bench-gradients  ## all benchmarks
 
-bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode; gradient strategies; adams vs dopri5; radau5 vs scipy on stiff problems; per-sample steps -> outputs/bench/{ode,gradient_strategies,adams,stiff,per_sample}.md
+bench-ode: $(VENV)/.installed-bench  ## ODE core vs torchdiffeq and torchode; vs diffrax's JIT; gradient strategies; adams vs dopri5; radau5 vs scipy on stiff problems; per-sample steps -> outputs/bench/{ode,diffrax,gradient_strategies,adams,stiff,per_sample}.md
 	$(PY) scripts/bench_ode.py $(ARGS)
+	$(PY) scripts/bench_diffrax.py
 	$(PY) scripts/bench_gradient_strategies.py
 	$(PY) scripts/bench_adams.py
 	$(PY) scripts/bench_stiff.py
