@@ -142,13 +142,15 @@ def gather(obj: Any) -> list[Any]:
     return boxes
 
 
-def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
-    """Key by key sum of every rank's ``values`` (a key a rank lacks counts as 0)."""
-    total: dict[str, float] = {}
-    for part in gather(values):
-        for key, value in part.items():
-            total[key] = total.get(key, 0.0) + value
-    return total
+def sum_over_ranks(*dicts: dict[str, float]) -> list[dict[str, float]]:
+    """Each of ``dicts`` summed key by key over the ranks (a key a rank lacks counts as 0), in
+    one collective call however many dicts there are."""
+    totals: list[dict[str, float]] = [{} for _ in dicts]
+    for parts in gather(dicts):
+        for total, part in zip(totals, parts):
+            for key, value in part.items():
+                total[key] = total.get(key, 0.0) + value
+    return totals
 
 
 def average_progress(p) -> None:
@@ -156,9 +158,11 @@ def average_progress(p) -> None:
     ranks. Sums are linear, so the epoch means stay right as each rank keeps adding its own
     steps, and every rank (hence the checkpoint, written from rank 0) holds the same values: a
     resume is exact."""
-    p.train_sums = {key: value / world_size() for key, value in sum_over_ranks(p.train_sums).items()}
-    solves = sum_over_ranks({"nfe_forward": p.nfe_forward, "nfe_backward": p.nfe_backward, "n_solves": p.n_solves})
-    p.nfe_forward, p.nfe_backward, p.n_solves = (solves[key] / world_size() for key in ("nfe_forward", "nfe_backward", "n_solves"))
+    train, solves = sum_over_ranks(p.train_sums, {"nfe_forward": p.nfe_forward, "nfe_backward": p.nfe_backward,
+                                                  "n_solves": p.n_solves})
+    p.train_sums = {key: value / world_size() for key, value in train.items()}
+    p.nfe_forward, p.nfe_backward, p.n_solves = (solves[key] / world_size() for key in ("nfe_forward", "nfe_backward",
+                                                                                       "n_solves"))
     p.peak_saved_bytes = max(gather(p.peak_saved_bytes))
 
 

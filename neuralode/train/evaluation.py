@@ -43,8 +43,8 @@ def evaluate(task: Task, loader: Iterable, device: torch.device, limit_batches: 
             batches += 1
     nfe, n_solves = stats.nfe_forward, stats.n_solves
     if distributed.world_size() > 1:
-        totals = distributed.sum_over_ranks(totals)
-        counts = distributed.sum_over_ranks({"examples": examples, "batches": batches, "nfe": nfe, "n_solves": n_solves})
+        totals, counts = distributed.sum_over_ranks(
+            totals, {"examples": examples, "batches": batches, "nfe": nfe, "n_solves": n_solves})
         examples, batches, nfe, n_solves = int(counts["examples"]), int(counts["batches"]), counts["nfe"], counts["n_solves"]
     if examples == 0:
         raise UserError("the evaluation set is empty; check the data settings (data.eval_limit, ...)")
