@@ -46,7 +46,8 @@ import torch
 
 from neuralode.ode import collect_stats, last_stats, odeint
 from neuralode.ode.problem import rms_norm
-from neuralode.paper.common import Stages, claims_table, fmt, markdown_table, out_dir, save_figure, scale_settings, smoke_threads, verdict, write_csv
+from neuralode.paper.common import (Stages, claims_table, fmt, markdown_table, out_dir, save_figure, scale_settings,
+                                    smoke_threads, verdict, write_csv)
 from neuralode.paper.runs import add_figure_args, checkpoint_in, ensure_runs_or_exit, load_trained, mnist_runs, progress
 from neuralode.train.loggers import read_metrics
 

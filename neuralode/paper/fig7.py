@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from neuralode.paper.common import claims_table, verdict, markdown_table, out_dir, smoke_threads, write_figure
-from neuralode.paper.runs import RunSpec, add_figure_args, ensure_runs_or_exit, load_trained_or_exit, progress, runs_root
+from neuralode.paper.runs import (RunSpec, add_figure_args, ensure_runs_or_exit, load_trained_or_exit, progress,
+                                  runs_root)
 
 EXPERIMENT = "latent_ode_poisson"
 

@@ -10,8 +10,9 @@ backward) of the MNIST models at a fixed batch, for
 - RK-Net and ODE-Net with dopri5 at tightening tolerances (L~ = the solver's forward NFE).
 
 Memory is the peak of the bytes held by tensors saved for backward over the whole step, forward
-and backward (:class:`neuralode.train.memory.SavedTensorsMeter`, the meter behind Table 1's column), and on CUDA also the step's
-``torch.cuda.max_memory_allocated`` above what was allocated before it. Output:
+and backward (:class:`neuralode.train.memory.SavedTensorsMeter`, the meter behind Table 1's
+column), and on CUDA also the step's ``torch.cuda.max_memory_allocated`` above what was
+allocated before it. Output:
 ``memory.md``, ``memory.csv`` and the log-log plot ``memory.png``.
 
     python -m neuralode.paper.memory --scale smoke
@@ -32,8 +33,8 @@ from torch import nn
 from neuralode.models.odenet import ODENet
 from neuralode.models.resnet import ResNet
 from neuralode.ode import collect_stats
-from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table, out_dir,
-                                    root_dir, write_csv)
+from neuralode.paper.common import (add_common_args, claims_table, scale_settings, verdict, fmt, markdown_table,
+                                    out_dir, root_dir, write_csv)
 from neuralode.source import source_commit
 from neuralode.train.memory import MB, SavedTensorsMeter
 

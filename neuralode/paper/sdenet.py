@@ -30,8 +30,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from neuralode.paper.common import SCALES, claims_table, epochs_scale, fmt, markdown_table, scale_settings, shown_path, smoke_threads, verdict, write_table_files
-from neuralode.paper.runs import RunFolderError, RunSpec, collect_runs, config_values, read_finished_run, run_config, runs_root, table_main, table_parser
+from neuralode.paper.common import (SCALES, claims_table, epochs_scale, fmt, markdown_table, scale_settings,
+                                    shown_path, smoke_threads, verdict, write_table_files)
+from neuralode.paper.runs import (RunFolderError, RunSpec, collect_runs, config_values, read_finished_run,
+                                  run_config, runs_root, table_main, table_parser)
 from neuralode.paper import table1
 from neuralode.paper.table1 import epoch_ends
 

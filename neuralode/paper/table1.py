@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import claims_table, epochs_scale, fmt, markdown_table, shown_path, verdict, write_table_files
-from neuralode.paper.runs import (RunFolderError, collect_runs, config_values, mnist_runs, read_finished_run, run_config,
-                                  table_main, table_parser)
+from neuralode.paper.common import (claims_table, epochs_scale, fmt, markdown_table, shown_path, verdict,
+                                    write_table_files)
+from neuralode.paper.runs import (RunFolderError, collect_runs, config_values, mnist_runs, read_finished_run,
+                                  run_config, table_main, table_parser)
 
 #: The experiments of Table 1 (configs/experiment/<name>.yaml) and the row each one fills.
 EXPERIMENTS = {"mnist_mlp": "MLP", "mnist_resnet": "ResNet", "mnist_rknet": "RK-Net", "mnist_odenet": "ODE-Net",

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from neuralode.paper.common import claims_table, epochs_scale, fmt, markdown_table, shown_path, verdict, write_table_files
-from neuralode.paper.runs import (SPIRAL_N_OBS as N_OBS, RunFolderError, collect_runs, config_values, read_finished_run,
-                                  run_config, spiral_runs, spiral_seeds, table_main, table_parser)
+from neuralode.paper.common import (claims_table, epochs_scale, fmt, markdown_table, shown_path, verdict,
+                                    write_table_files)
+from neuralode.paper.runs import (SPIRAL_N_OBS as N_OBS, RunFolderError, collect_runs, config_values,
+                                  read_finished_run, run_config, spiral_runs, spiral_seeds, table_main, table_parser)
 
 RNN, RNN_NOGAP, RNN_RESIDUAL, LATENT = "RNN", "RNN (no time gap)", "RNN (change from last value)", "latent ODE"
 #: The experiments of Table 2 (configs/experiment/<name>.yaml) and the row each one fills.

@@ -2,10 +2,11 @@
 
 - ``peak_saved_tensors_mb``: bytes of the tensors that the forward pass of a training step
   saved for backward and still holds (autograd's saved-tensor hooks, each storage counted
-  once: :class:`SavedTensorsMeter`), the largest over the steps. This is what Table 1's memory column is about: it grows with the number of
-  solver steps when backpropagating through the solver (RK-Net) and stays flat with the
-  adjoint (ODE-Net), whose backward re-solves instead. Saved weights count; the optimiser's
-  state and the adjoint's own backward-pass graphs (short-lived, one step each) do not.
+  once: :class:`SavedTensorsMeter`), the largest over the steps. This is what Table 1's memory
+  column is about: it grows with the number of solver steps when backpropagating through the
+  solver (RK-Net) and stays flat with the adjoint (ODE-Net), whose backward re-solves instead.
+  Saved weights count; the optimiser's state and the adjoint's own backward-pass graphs
+  (short-lived, one step each) do not.
 - ``peak_rss_mb``: the process's peak resident set size since it started (all of Python,
   torch and the data), from the operating system.
 - ``cuda_max_allocated_mb``: ``torch.cuda.max_memory_allocated`` on the run's device.
