@@ -130,3 +130,29 @@ def test_dopri5_takes_torchdiffeqs_steps():
     (t_last, h_last), (t_theirs, h_theirs) = ours.steps[-1], theirs.steps[-1]
     assert t_last + h_last == pytest.approx(6.0, rel=1e-12)
     assert t_theirs + h_theirs > 6.0
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "dopri8"])
+def test_dense_weights_are_the_tableaus_own_interpolant(method):
+    """The interpolant evaluates ``dense(theta)`` as one coefficient matrix: it must give the
+    tableau's weights at every theta (ends included), in one product for many output times."""
+    from neuralode.ode.solvers.runge_kutta import dense_weights
+    from neuralode.ode.solvers.tableaux import TABLEAUX
+
+    tab = TABLEAUX[method]
+    thetas = [0.0, 1e-3, 0.25, 0.5, 0.731, 0.999, 1.0]
+    expected = torch.tensor([[0.7 * w for w in tab.dense(th)] for th in thetas], dtype=torch.float64)
+    torch.testing.assert_close(dense_weights(tab, thetas, 0.7), expected, rtol=0, atol=1e-12)
+    # at theta = 1 the dense output is the step's solution: its weights are h b (DOP853's extra
+    # stages weigh nothing there)
+    at_end = dense_weights(tab, [1.0], 0.7)[0]
+    b = torch.tensor(tab.b, dtype=torch.float64)
+    torch.testing.assert_close(at_end[:len(b)], 0.7 * b, rtol=0, atol=1e-12)
+    assert bool((at_end[len(b):].abs() < 1e-12).all())
+
+    solver, prob, f, _ = one_step_setup(method)
+    step = solver.step(f, 0.0, prob.y0, 0.5, solver.init(f, 0.0, prob.y0))
+    interpolant = solver.interpolant(f, 0.0, 0.5, prob.y0, step, None)
+    together = interpolant.at([0.1, 0.2, 0.45])
+    for s, y in zip([0.1, 0.2, 0.45], together):
+        torch.testing.assert_close(y, interpolant(s), rtol=0, atol=1e-15)

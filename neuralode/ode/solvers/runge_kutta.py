@@ -14,7 +14,7 @@ import torch
 
 from neuralode.ode.problem import Field
 from neuralode.ode.solvers.base import TableauSolver
-from neuralode.ode.solvers.tableaux import ButcherTableau
+from neuralode.ode.solvers.tableaux import ButcherTableau, dense_coefficients
 
 
 @lru_cache(maxsize=64)
@@ -26,6 +26,21 @@ def _coefficients(tab: ButcherTableau, dtype: torch.dtype, device: torch.device)
     b_err = as_tensor(tab.b_err) if tab.b_err is not None else None
     b_err_low = as_tensor(tab.b_err_low) if tab.b_err_low is not None else None
     return rows, b, b_err, b_err_low
+
+
+@lru_cache(maxsize=64)
+def _dense_polynomial(tab: ButcherTableau) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dense output's weights as a float64 coefficient matrix (degree + 1, stages) and the powers."""
+    coefficients = torch.tensor(dense_coefficients(tab), dtype=torch.float64)
+    return coefficients, torch.arange(coefficients.shape[0], dtype=torch.float64)
+
+
+def dense_weights(tab: ButcherTableau, thetas: list[float], h: float) -> torch.Tensor:
+    """``h b_i(theta)`` for every theta, (len(thetas), stages) in float64 on the host: a handful of
+    operations however many output times fall inside the step."""
+    coefficients, powers = _dense_polynomial(tab)
+    theta = torch.tensor(thetas, dtype=torch.float64).unsqueeze(1)
+    return (theta ** powers) @ coefficients.mul(h)
 
 
 @lru_cache(maxsize=64)
@@ -173,8 +188,10 @@ class RKInterpolant(Interpolant):
 
     def _between(self, thetas: list[float]) -> torch.Tensor:
         if self.tab.dense is not None:
-            weights = [[self.h * w for w in self.tab.dense(th)] for th in thetas]
-            return self.y0.unsqueeze(0) + _mix(weights, self._dense_stages())
+            stages = self._dense_stages()
+            flat = stages.reshape(stages.shape[0], -1)
+            weights = dense_weights(self.tab, thetas, self.h).to(flat.dtype).to(flat.device, non_blocking=True)
+            return torch.addmm(self.y0.reshape(1, -1), weights, flat).view(len(thetas), *self.y0.shape)
         return hermite(thetas, self.h, self.y0, self.y1, self.step.stages[0], self._slope_at_end())
 
 
