@@ -1,10 +1,15 @@
 """Probe for issue 31: does compiling whole chunks of attempted steps pay on this CPU?
 
-A standalone dopri5 (the tiny 2-64-2 tanh field, batch 512, rtol = atol = 1e-5, t in [0, 1]) whose
+Part 1, the chunk: a standalone dopri5 (the tiny 2-64-2 tanh field, batch 512, rtol = atol = 1e-5, t in [0, 1]) whose
 ``chunk`` runs K attempted steps with accept/reject as masks and every scalar a 0-dim tensor, so
 that ``torch.compile(fullgraph=True)`` captures the field and the steps as one graph. It times the
 same chunk eager and compiled (one thread). Not the package's solver: a measurement of what a
 compiled solve path could gain.
+
+Part 2, the kernels: the field alone, 20 evaluations chained in one function (so that a compiled
+call's guards are paid once), eager ATen against inductor's generated C++ and, with the ``bench``
+extra installed, JAX's ``jit``; and ``tanh`` on the hidden layer's (512, 64) by itself. Whatever a
+compiled solve path saves in dispatch, it cannot beat the kernels it runs.
 
     python scripts/bench_compiled_chunk.py
 """
@@ -62,8 +67,50 @@ def solve(step):
             return y, n
 
 
+def chained(y, n: int = 20):
+    for _ in range(n):
+        y = y + 0.01 * f(y)
+    return y
+
+
+def per_call_us(fn, calls: int = 200) -> float:
+    for _ in range(10):
+        fn()
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def kernels() -> None:
+    hidden = torch.randn(512, 64)
+    compiled_tanh = torch.compile(torch.tanh, dynamic=False)
+    compiled_chain = torch.compile(chained, fullgraph=True, dynamic=False)
+    print(f"tanh (512, 64): eager {per_call_us(lambda: torch.tanh(hidden), 1000):.1f} us, "
+          f"compiled {per_call_us(lambda: compiled_tanh(hidden), 1000):.1f} us")
+    line = (f"20 chained field evaluations: eager {per_call_us(lambda: chained(Y0)):.0f} us, "
+            f"compiled {per_call_us(lambda: compiled_chain(Y0)):.0f} us")
+    try:
+        import os
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        print(line + " (JAX not installed: pip install -e '.[bench]')")
+        return
+    w1, c1, w2, c2, y0 = (jnp.asarray(x.numpy()) for x in (W1.T.contiguous(), b1, W2.T.contiguous(), b2, Y0))
+
+    def jax_chain(y):
+        for _ in range(20):
+            y = y + 0.01 * (jnp.tanh(y @ w1 + c1) @ w2 + c2)
+        return y
+    jitted = jax.jit(jax_chain)
+    print(line + f", JAX jit {per_call_us(lambda: jitted(y0).block_until_ready()):.0f} us")
+
+
 def main() -> None:
     with torch.no_grad():
+        kernels()
         compiled = torch.compile(chunk, fullgraph=True, dynamic=False)
         for name, step in (("eager chunk", chunk), ("compiled chunk", compiled)):
             started = time.perf_counter()
