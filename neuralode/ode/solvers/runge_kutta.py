@@ -190,7 +190,7 @@ class RKInterpolant(Interpolant):
         if self.tab.dense is not None:
             stages = self._dense_stages()
             flat = stages.reshape(stages.shape[0], -1)
-            weights = dense_weights(self.tab, thetas, self.h).to(flat.dtype).to(flat.device, non_blocking=True)
+            weights = dense_weights(self.tab, thetas, self.h).to(flat.device, flat.dtype)
             return torch.addmm(self.y0.reshape(1, -1), weights, flat).view(len(thetas), *self.y0.shape)
         return hermite(thetas, self.h, self.y0, self.y1, self.step.stages[0], self._slope_at_end())
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from fractions import Fraction as F
 from typing import Callable, Sequence
 
+from numpy.polynomial import Polynomial
+
 
 @dataclass(frozen=True)
 class ButcherTableau:
@@ -50,56 +52,12 @@ class ButcherTableau:
         return self.b[-1] == 0 and tuple(self.a[-1]) == tuple(self.b[:-1]) and self.c[-1] == 1
 
 
-class _Polynomial:
-    """A polynomial in theta (coefficients lowest first). Running a tableau's ``dense`` on one gives
-    its weights as polynomials, so that many output times are one matrix product."""
-
-    def __init__(self, coefficients):
-        self.coefficients = list(coefficients)
-
-    @staticmethod
-    def of(x) -> "_Polynomial":
-        return x if isinstance(x, _Polynomial) else _Polynomial([float(x)])
-
-    def __add__(self, other):
-        a, b = self.coefficients, _Polynomial.of(other).coefficients
-        n = max(len(a), len(b))
-        return _Polynomial([(a[i] if i < len(a) else 0.0) + (b[i] if i < len(b) else 0.0) for i in range(n)])
-
-    __radd__ = __add__
-
-    def __neg__(self):
-        return _Polynomial([-x for x in self.coefficients])
-
-    def __sub__(self, other):
-        return self + -_Polynomial.of(other)
-
-    def __rsub__(self, other):
-        return _Polynomial.of(other) + -self
-
-    def __mul__(self, other):
-        a, b = self.coefficients, _Polynomial.of(other).coefficients
-        out = [0.0] * (len(a) + len(b) - 1)
-        for i, x in enumerate(a):
-            for j, y in enumerate(b):
-                out[i + j] += x * y
-        return _Polynomial(out)
-
-    __rmul__ = __mul__
-
-    def __pow__(self, n: int):
-        out = _Polynomial([1.0])
-        for _ in range(n):
-            out = out * self
-        return out
-
-
 def dense_coefficients(tab: "ButcherTableau") -> tuple[tuple[float, ...], ...]:
-    """The dense output's weights as a (degree + 1, stages) matrix: ``b_i(theta) = sum_k C[k][i] theta^k``."""
-    weights = [_Polynomial.of(w) for w in tab.dense(_Polynomial([0.0, 1.0]))]
-    degree = max(len(w.coefficients) for w in weights) - 1
-    return tuple(tuple(w.coefficients[k] if k < len(w.coefficients) else 0.0 for w in weights)
-                 for k in range(degree + 1))
+    """The dense output's weights as a (degree + 1, stages) matrix, ``b_i(theta) = sum_k C[k][i]
+    theta^k``: ``dense`` run once on the polynomial theta, so that many output times are one product."""
+    weights = [w if isinstance(w, Polynomial) else Polynomial([w]) for w in tab.dense(Polynomial([0.0, 1.0]))]
+    degree = max(len(w.coef) for w in weights) - 1
+    return tuple(tuple(float(w.coef[k]) if k < len(w.coef) else 0.0 for w in weights) for k in range(degree + 1))
 
 
 def _floats(xs) -> tuple[float, ...]:
